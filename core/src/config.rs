@@ -1,0 +1,552 @@
+//! The plugin configuration: parsed, validated and compiled once, when the filter is loaded.
+//!
+//! Unknown fields are refused, every cross-reference is checked, and every error names the
+//! field it is about (`servers[1].fallbacks[0]: ...`), so a bad configuration never half-loads.
+
+use crate::breaker::{BreakerPolicy, WindowKind};
+use crate::mcp::classify::FailurePolicy;
+use crate::routing::{Router, ServerMatch};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+
+/// A configuration the filter refuses, with the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() || self.field == "." {
+            write!(f, "invalid plugin configuration: {}", self.message)
+        } else {
+            write!(f, "invalid plugin configuration: field `{}`: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.into(), message: message.into() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the operator writes.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    servers: Vec<RawServer>,
+    #[serde(default)]
+    breaker: RawBreaker,
+    #[serde(default)]
+    clusters: BTreeMap<String, RawCluster>,
+    #[serde(default)]
+    failures: RawFailures,
+    #[serde(default)]
+    inspect_max_bytes: Option<u64>,
+    #[serde(default)]
+    headers: RawHeaders,
+    #[serde(default)]
+    degraded: RawDegraded,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    name: String,
+    #[serde(rename = "match")]
+    matcher: RawMatch,
+    primary: String,
+    #[serde(default)]
+    fallbacks: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default)]
+    path_prefix: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawWindow {
+    Count,
+    Time,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawBreaker {
+    window: Option<RawWindow>,
+    window_size: Option<u32>,
+    minimum_calls: Option<u32>,
+    failure_rate_threshold: Option<f64>,
+    slow_call_rate_threshold: Option<f64>,
+    slow_call_duration_ms: Option<u64>,
+    consecutive_failures: Option<u32>,
+    open_duration_ms: Option<u64>,
+    open_duration_max_ms: Option<u64>,
+    backoff_multiplier: Option<f64>,
+    backoff_reset_ms: Option<u64>,
+    half_open_probes: Option<u32>,
+    half_open_probe_timeout_ms: Option<u64>,
+}
+
+impl RawBreaker {
+    fn apply(&self, base: &BreakerPolicy) -> BreakerPolicy {
+        BreakerPolicy {
+            window_kind: match self.window {
+                Some(RawWindow::Count) => WindowKind::Count,
+                Some(RawWindow::Time) => WindowKind::Time,
+                None => base.window_kind,
+            },
+            window_size: self.window_size.unwrap_or(base.window_size),
+            minimum_calls: self.minimum_calls.unwrap_or(base.minimum_calls),
+            failure_rate_threshold: self.failure_rate_threshold.unwrap_or(base.failure_rate_threshold),
+            slow_call_rate_threshold: self.slow_call_rate_threshold.unwrap_or(base.slow_call_rate_threshold),
+            slow_call_duration_ms: self.slow_call_duration_ms.unwrap_or(base.slow_call_duration_ms),
+            consecutive_failures: self.consecutive_failures.unwrap_or(base.consecutive_failures),
+            open_duration_ms: self.open_duration_ms.unwrap_or(base.open_duration_ms),
+            open_duration_max_ms: self.open_duration_max_ms.unwrap_or(base.open_duration_max_ms),
+            backoff_multiplier: self.backoff_multiplier.unwrap_or(base.backoff_multiplier),
+            backoff_reset_ms: self.backoff_reset_ms.unwrap_or(base.backoff_reset_ms),
+            half_open_probes: self.half_open_probes.unwrap_or(base.half_open_probes),
+            half_open_probe_timeout_ms: self.half_open_probe_timeout_ms.unwrap_or(base.half_open_probe_timeout_ms),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    #[serde(default)]
+    breaker: RawBreaker,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCodes {
+    One(i64),
+    Range([i64; 2]),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFailures {
+    http_5xx: Option<bool>,
+    http_429: Option<bool>,
+    jsonrpc_error_codes: Option<Vec<RawCodes>>,
+    ignored_error_codes: Option<Vec<i64>>,
+    tool_errors: Option<bool>,
+    malformed: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHeaders {
+    route: Option<String>,
+    served_by: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDegraded {
+    error_code: Option<i64>,
+    rewrite_upstream_errors: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the filter uses.
+
+/// One logical MCP server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Server {
+    pub name: String,
+    pub matcher: ServerMatch,
+    /// Indexes into [`PluginConfig::clusters`]: the primary first, then fallbacks in order.
+    pub clusters: Vec<usize>,
+}
+
+/// One upstream Envoy cluster with its breaker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub name: String,
+    /// The name as it appears in stats (characters outside `[A-Za-z0-9_-]` become `_`).
+    pub stat_name: String,
+    /// The shared-data key holding its breaker.
+    pub breaker_key: String,
+    pub policy: BreakerPolicy,
+}
+
+/// What degraded answers look like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DegradePolicy {
+    /// JSON-RPC error code of degraded answers to requests other than `tools/call`.
+    pub error_code: i64,
+    /// Replace Envoy's own error pages and upstream 5xx with a degraded MCP answer.
+    pub rewrite_upstream_errors: bool,
+}
+
+/// The default JSON-RPC error code of degraded answers: in JSON-RPC's server-error range.
+pub const DEFAULT_DEGRADED_ERROR_CODE: i64 = -32050;
+/// Default of `inspect_max_bytes`.
+pub const DEFAULT_INSPECT_MAX_BYTES: usize = 1 << 20;
+/// Most servers accepted.
+pub const MAX_SERVERS: usize = 100_000;
+/// Most fallbacks per server.
+pub const MAX_FALLBACKS: usize = 8;
+
+/// The validated, compiled configuration, shared read-only by every request.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    pub servers: Vec<Server>,
+    pub clusters: Vec<Cluster>,
+    pub failures: FailurePolicy,
+    pub inspect_max_bytes: usize,
+    pub route_header: String,
+    pub served_by_header: String,
+    pub degraded: DegradePolicy,
+    router: Router,
+}
+
+impl PluginConfig {
+    /// Parses, validates and compiles the JSON the operator wrote.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            err(field, e.into_inner().to_string())
+        })?;
+        compile(raw)
+    }
+
+    /// The server a request is for, by `:authority` and `:path`.
+    pub fn route(&self, authority: &str, path: &str) -> Option<&Server> {
+        self.router.route(authority, path).and_then(|i| self.servers.get(i))
+    }
+
+    /// A cluster by index.
+    pub fn cluster(&self, i: usize) -> Option<&Cluster> {
+        self.clusters.get(i)
+    }
+}
+
+fn compile(raw: RawConfig) -> Result<PluginConfig, ConfigError> {
+    if raw.servers.is_empty() {
+        return Err(err("servers", "at least one server is required"));
+    }
+    if raw.servers.len() > MAX_SERVERS {
+        return Err(err("servers", format!("at most {MAX_SERVERS} servers are supported")));
+    }
+    let base = raw.breaker.apply(&BreakerPolicy::default());
+    let base = base.validate().map_err(|e| err(format!("breaker.{}", e.field), e.message))?;
+
+    let mut clusters: Vec<Cluster> = Vec::new();
+    let mut cluster_index: HashMap<String, usize> = HashMap::new();
+    let mut servers = Vec::with_capacity(raw.servers.len());
+    let mut names = HashSet::new();
+    let mut seen_matches: HashMap<ServerMatch, usize> = HashMap::new();
+
+    for (i, s) in raw.servers.iter().enumerate() {
+        let at = |f: &str| format!("servers[{i}].{f}");
+        check_name(&s.name).map_err(|m| err(at("name"), m))?;
+        if !names.insert(s.name.as_str()) {
+            return Err(err(at("name"), format!("server name `{}` is used twice", s.name)));
+        }
+        let matcher = compile_match(&s.matcher).map_err(|(f, m)| err(at(&format!("match.{f}")), m))?;
+        if let Some(j) = seen_matches.insert(matcher.clone(), i) {
+            return Err(err(at("match"), format!("same match as servers[{j}]: one of them could never be reached")));
+        }
+        check_cluster_name(&s.primary).map_err(|m| err(at("primary"), m))?;
+        if s.fallbacks.len() > MAX_FALLBACKS {
+            return Err(err(at("fallbacks"), format!("at most {MAX_FALLBACKS} fallbacks per server")));
+        }
+        let mut chain = Vec::with_capacity(1 + s.fallbacks.len());
+        for (k, name) in std::iter::once(&s.primary).chain(&s.fallbacks).enumerate() {
+            let field = if k == 0 { at("primary") } else { at(&format!("fallbacks[{}]", k - 1)) };
+            check_cluster_name(name).map_err(|m| err(field.clone(), m))?;
+            let idx = *cluster_index.entry(name.clone()).or_insert_with(|| {
+                clusters.push(Cluster {
+                    name: name.clone(),
+                    stat_name: stat_safe(name),
+                    breaker_key: format!("mcp_warden.breaker.{name}"),
+                    policy: base.clone(),
+                });
+                clusters.len() - 1
+            });
+            if chain.contains(&idx) {
+                return Err(err(field, format!("cluster `{name}` appears twice in this server's chain")));
+            }
+            chain.push(idx);
+        }
+        servers.push(Server { name: s.name.clone(), matcher, clusters: chain });
+    }
+
+    for (name, c) in &raw.clusters {
+        let Some(&idx) = cluster_index.get(name) else {
+            return Err(err(
+                format!("clusters.{name}"),
+                "names no cluster used by any server (check the spelling against servers[].primary/fallbacks)",
+            ));
+        };
+        let policy = c
+            .breaker
+            .apply(&base)
+            .validate()
+            .map_err(|e| err(format!("clusters.{name}.breaker.{}", e.field), e.message))?;
+        if let Some(cl) = clusters.get_mut(idx) {
+            cl.policy = policy;
+        }
+    }
+
+    let mut stat_names = HashMap::new();
+    for c in &clusters {
+        if let Some(other) = stat_names.insert(c.stat_name.clone(), c.name.clone()) {
+            return Err(err(
+                "servers",
+                format!("clusters `{other}` and `{}` have the same stats name `{}`", c.name, c.stat_name),
+            ));
+        }
+    }
+
+    let failures = compile_failures(&raw.failures)?;
+    let inspect_max_bytes = match raw.inspect_max_bytes {
+        None => DEFAULT_INSPECT_MAX_BYTES,
+        Some(n) if (1024..=64 << 20).contains(&n) => n as usize,
+        Some(n) => return Err(err("inspect_max_bytes", format!("must be between 1024 and 67108864, got {n}"))),
+    };
+    let route_header = header_name(raw.headers.route.as_deref(), "x-mcp-warden-cluster", "headers.route")?;
+    let served_by_header =
+        header_name(raw.headers.served_by.as_deref(), "x-mcp-warden-served-by", "headers.served_by")?;
+    if route_header == served_by_header {
+        return Err(err("headers.served_by", "must differ from headers.route"));
+    }
+    let error_code = raw.degraded.error_code.unwrap_or(DEFAULT_DEGRADED_ERROR_CODE);
+    if !(-32099..=-32000).contains(&error_code) {
+        return Err(err(
+            "degraded.error_code",
+            format!("must be in JSON-RPC's server-error range -32099..=-32000, got {error_code}"),
+        ));
+    }
+    let degraded =
+        DegradePolicy { error_code, rewrite_upstream_errors: raw.degraded.rewrite_upstream_errors.unwrap_or(true) };
+    let router = Router::new(&servers.iter().map(|s| s.matcher.clone()).collect::<Vec<_>>());
+    Ok(PluginConfig {
+        servers,
+        clusters,
+        failures,
+        inspect_max_bytes,
+        route_header,
+        served_by_header,
+        degraded,
+        router,
+    })
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 128 {
+        return Err("must be 1 to 128 characters".into());
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')) {
+        return Err(format!("`{name}` may only hold letters, digits, `_`, `-` and `.`"));
+    }
+    Ok(())
+}
+
+fn check_cluster_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 256 {
+        return Err("a cluster name must be 1 to 256 characters".into());
+    }
+    if name.bytes().any(|b| b.is_ascii_control() || b == b' ' || b >= 0x80) {
+        return Err(format!("cluster name `{name}` must be printable ASCII without spaces"));
+    }
+    Ok(())
+}
+
+fn stat_safe(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+}
+
+fn compile_match(m: &RawMatch) -> Result<ServerMatch, (&'static str, String)> {
+    if m.authority.is_none() && m.path_prefix.is_none() {
+        return Err(("authority", "give an authority, a path_prefix or both".into()));
+    }
+    let authority = match &m.authority {
+        None => None,
+        Some(a) => {
+            let a = a.trim().to_ascii_lowercase();
+            let host_part = a.strip_prefix("*.").unwrap_or(&a);
+            if host_part.is_empty()
+                || a.contains("://")
+                || a.contains(['/', ' ', '?', '#', '@'])
+                || host_part.contains('*')
+            {
+                return Err(("authority", format!("`{a}` is not host, host:port or *.domain")));
+            }
+            Some(a)
+        }
+    };
+    let path_prefix = match &m.path_prefix {
+        None => None,
+        Some(p) if p.starts_with('/') && !p.contains(['?', '#', ' ']) => Some(p.clone()),
+        Some(p) => return Err(("path_prefix", format!("`{p}` must start with `/` and hold no query"))),
+    };
+    Ok(ServerMatch { authority, path_prefix })
+}
+
+fn compile_failures(f: &RawFailures) -> Result<FailurePolicy, ConfigError> {
+    let d = FailurePolicy::default();
+    let server_error_codes = match &f.jsonrpc_error_codes {
+        None => d.server_error_codes,
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, c) in list.iter().enumerate() {
+                let (lo, hi) = match c {
+                    RawCodes::One(c) => (*c, *c),
+                    RawCodes::Range([a, b]) => (*a, *b),
+                };
+                if lo > hi {
+                    return Err(err(format!("failures.jsonrpc_error_codes[{i}]"), format!("range [{lo}, {hi}] is empty")));
+                }
+                out.push((lo, hi));
+            }
+            out
+        }
+    };
+    Ok(FailurePolicy {
+        http_5xx: f.http_5xx.unwrap_or(d.http_5xx),
+        http_429: f.http_429.unwrap_or(d.http_429),
+        server_error_codes,
+        ignored_error_codes: f.ignored_error_codes.clone().unwrap_or(d.ignored_error_codes),
+        tool_errors: f.tool_errors.unwrap_or(d.tool_errors),
+        malformed: f.malformed.unwrap_or(d.malformed),
+    })
+}
+
+fn header_name(v: Option<&str>, default: &str, field: &str) -> Result<String, ConfigError> {
+    let name = v.unwrap_or(default);
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err(err(field, format!("`{name}` must be a lowercase header name ([a-z0-9-])")));
+    }
+    if name.starts_with("mcp-") || name == "host" {
+        return Err(err(field, format!("`{name}` would clash with an MCP or HTTP header")));
+    }
+    Ok(name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"{
+        "servers": [
+            {"name": "weather", "match": {"authority": "weather.mcp.local"},
+             "primary": "weather_primary", "fallbacks": ["weather_backup"]},
+            {"name": "files", "match": {"path_prefix": "/files"}, "primary": "files_primary"}
+        ],
+        "breaker": {"consecutive_failures": 3, "window": "time", "window_size": 30},
+        "clusters": {"weather_backup": {"breaker": {"open_duration_ms": 2000}}},
+        "failures": {"http_429": false, "jsonrpc_error_codes": [-32603, [-32099, -32000]]}
+    }"#;
+
+    #[test]
+    fn compiles_the_readme_example() {
+        let c = PluginConfig::from_json(EXAMPLE.as_bytes()).unwrap();
+        assert_eq!(c.servers.len(), 2);
+        assert_eq!(c.clusters.len(), 3);
+        let w = c.route("weather.mcp.local:80", "/mcp").unwrap();
+        assert_eq!(w.name, "weather");
+        let names: Vec<&str> = w.clusters.iter().map(|&i| c.clusters[i].name.as_str()).collect();
+        assert_eq!(names, ["weather_primary", "weather_backup"]);
+        assert_eq!(c.clusters[0].policy.consecutive_failures, 3);
+        assert_eq!(c.clusters[0].policy.window_kind, WindowKind::Time);
+        assert_eq!(c.clusters[1].policy.open_duration_ms, 2000);
+        assert_eq!(c.clusters[1].policy.consecutive_failures, 3, "overrides start from the defaults block");
+        assert!(!c.failures.http_429);
+        assert_eq!(c.route("other", "/files/mcp").unwrap().name, "files");
+        assert!(c.route("other", "/nope").is_none());
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let c = PluginConfig::from_json(br#"{"servers":[{"name":"s","match":{"path_prefix":"/mcp"},"primary":"p"}]}"#)
+            .unwrap();
+        assert_eq!(c.clusters[0].policy, BreakerPolicy::default());
+        assert_eq!(c.route_header, "x-mcp-warden-cluster");
+        assert_eq!(c.inspect_max_bytes, DEFAULT_INSPECT_MAX_BYTES);
+        assert_eq!(c.degraded.error_code, DEFAULT_DEGRADED_ERROR_CODE);
+    }
+
+    #[test]
+    fn every_error_names_its_field() {
+        let s = |extra: &str| {
+            format!(r#"{{"servers":[{{"name":"s","match":{{"path_prefix":"/mcp"}},"primary":"p","fallbacks":["f"]}}]{extra}}}"#)
+        };
+        let cases: Vec<(String, &str)> = vec![
+            ("not json".into(), ""),
+            (r#"{"servers":[]}"#.into(), "servers"),
+            (r#"{}"#.into(), ""),
+            (s(r#","bogus":1"#), "bogus"),
+            (s(r#","breaker":{"failure_rate_threshold":150}"#), "breaker.failure_rate_threshold"),
+            (s(r#","breaker":{"window":"sliding"}"#), "breaker.window"),
+            (s(r#","breaker":{"consecutive_failures":-1}"#), "breaker.consecutive_failures"),
+            (s(r#","breaker":{"open_duration_ms":5000,"open_duration_max_ms":100}"#), "breaker.open_duration_max_ms"),
+            (s(r#","breaker":{"windw_size":5}"#), "breaker.windw_size"),
+            (s(r#","clusters":{"nope":{}}"#), "clusters.nope"),
+            (s(r#","clusters":{"f":{"breaker":{"half_open_probes":0}}}"#), "clusters.f.breaker.half_open_probes"),
+            (s(r#","inspect_max_bytes":1"#), "inspect_max_bytes"),
+            (s(r#","headers":{"route":"X-Bad Header"}"#), "headers.route"),
+            (s(r#","degraded":{"error_code":-32700}"#), "degraded.error_code"),
+            (s(r#","failures":{"jsonrpc_error_codes":[[-1,-5]]}"#), "failures.jsonrpc_error_codes[0]"),
+            (
+                r#"{"servers":[{"name":"s","match":{"path_prefix":"/mcp"},"primary":"p","fallbacks":["p"]}]}"#.into(),
+                "servers[0].fallbacks[0]",
+            ),
+            (r#"{"servers":[{"name":"s","match":{},"primary":"p"}]}"#.into(), "servers[0].match.authority"),
+            (r#"{"servers":[{"name":"s","match":{"path_prefix":"mcp"},"primary":"p"}]}"#.into(), "servers[0].match.path_prefix"),
+            (r#"{"servers":[{"name":"s","match":{"authority":"http://x/y"},"primary":"p"}]}"#.into(), "servers[0].match.authority"),
+            (r#"{"servers":[{"name":"bad name","match":{"path_prefix":"/m"},"primary":"p"}]}"#.into(), "servers[0].name"),
+            (r#"{"servers":[{"name":"s","match":{"path_prefix":"/m"},"primary":""}]}"#.into(), "servers[0].primary"),
+            (
+                r#"{"servers":[{"name":"a","match":{"path_prefix":"/m"},"primary":"p"},{"name":"a","match":{"path_prefix":"/n"},"primary":"p"}]}"#.into(),
+                "servers[1].name",
+            ),
+            (
+                r#"{"servers":[{"name":"a","match":{"path_prefix":"/m"},"primary":"p"},{"name":"b","match":{"path_prefix":"/m"},"primary":"q"}]}"#.into(),
+                "servers[1].match",
+            ),
+            (r#"{"servers":[{"name":"s","match":{"path_prefix":"/m"},"primary":"p","extra":true}]}"#.into(), "servers[0].extra"),
+        ];
+        for (json, field) in cases {
+            let e = PluginConfig::from_json(json.as_bytes()).expect_err(&json);
+            assert_eq!(e.field.trim_start_matches('.'), field, "{json} -> {e}");
+            assert!(!e.message.is_empty());
+            if !field.is_empty() {
+                assert!(e.to_string().contains(field), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_field_error_says_which() {
+        let e = PluginConfig::from_json(br#"{"servers":[{"name":"s","match":{"path_prefix":"/m"},"primary":"p"}],"breaker":{"windw_size":5}}"#)
+            .unwrap_err();
+        assert!(e.message.contains("windw_size"), "{e}");
+    }
+
+    #[test]
+    fn cluster_names_from_istio_are_accepted_and_made_stat_safe() {
+        let c = PluginConfig::from_json(
+            br#"{"servers":[{"name":"s","match":{"authority":"weather.default.svc.cluster.local"},"primary":"outbound|8080||weather.default.svc.cluster.local"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.clusters[0].stat_name, "outbound_8080__weather_default_svc_cluster_local");
+    }
+}

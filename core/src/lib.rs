@@ -1,0 +1,18 @@
+//! Pure logic of mcp-warden, shared by the proxy-wasm filter and the aggregator.
+//!
+//! Nothing here calls a host: time is passed in as milliseconds, shared state goes through the
+//! [`breaker::SharedStore`] trait, and every function is tested on the host and inside wasm.
+//!
+//! Reading order: [`config`] (what an operator writes), [`routing`] (which logical server a
+//! request is for), [`breaker`] (the per-cluster state machine), [`mcp`] (JSON-RPC and SSE
+//! parsing, response classification), [`degrade`] (what the agent gets when nothing is healthy).
+
+pub mod breaker;
+pub mod config;
+pub mod degrade;
+pub mod mcp;
+pub mod outcome;
+pub mod routing;
+
+pub use config::{ConfigError, PluginConfig};
+pub use outcome::{FailureKind, Outcome};
