@@ -49,6 +49,8 @@ struct RawConfig {
     #[serde(default)]
     inspect_max_bytes: Option<u64>,
     #[serde(default)]
+    request_max_bytes: Option<u64>,
+    #[serde(default)]
     headers: RawHeaders,
     #[serde(default)]
     degraded: RawDegraded,
@@ -198,6 +200,8 @@ pub struct DegradePolicy {
 pub const DEFAULT_DEGRADED_ERROR_CODE: i64 = -32050;
 /// Default of `inspect_max_bytes`.
 pub const DEFAULT_INSPECT_MAX_BYTES: usize = 1 << 20;
+/// Default of `request_max_bytes`.
+pub const DEFAULT_REQUEST_MAX_BYTES: usize = 256 << 10;
 /// Most servers accepted.
 pub const MAX_SERVERS: usize = 100_000;
 /// Most fallbacks per server.
@@ -210,6 +214,9 @@ pub struct PluginConfig {
     pub clusters: Vec<Cluster>,
     pub failures: FailurePolicy,
     pub inspect_max_bytes: usize,
+    /// Request bodies up to this size are held until complete (ids known before the upstream
+    /// answers); larger ones stream on unjudged by id. Keep it under Envoy's buffer limit.
+    pub request_max_bytes: usize,
     pub route_header: String,
     pub served_by_header: String,
     pub degraded: DegradePolicy,
@@ -322,6 +329,11 @@ fn compile(raw: RawConfig) -> Result<PluginConfig, ConfigError> {
         Some(n) if (1024..=64 << 20).contains(&n) => n as usize,
         Some(n) => return Err(err("inspect_max_bytes", format!("must be between 1024 and 67108864, got {n}"))),
     };
+    let request_max_bytes = match raw.request_max_bytes {
+        None => DEFAULT_REQUEST_MAX_BYTES,
+        Some(n) if (1024..=16 << 20).contains(&n) => n as usize,
+        Some(n) => return Err(err("request_max_bytes", format!("must be between 1024 and 16777216, got {n}"))),
+    };
     let route_header = header_name(raw.headers.route.as_deref(), "x-mcp-warden-cluster", "headers.route")?;
     let served_by_header =
         header_name(raw.headers.served_by.as_deref(), "x-mcp-warden-served-by", "headers.served_by")?;
@@ -343,6 +355,7 @@ fn compile(raw: RawConfig) -> Result<PluginConfig, ConfigError> {
         clusters,
         failures,
         inspect_max_bytes,
+        request_max_bytes,
         route_header,
         served_by_header,
         degraded,

@@ -1,0 +1,294 @@
+//! The one place that talks to the proxy: thin, fallible wrappers over the proxy-wasm ABI.
+//!
+//! The SDK's own `hostcalls` panic on any status they did not expect (a header set after the
+//! headers left, a buffer that is gone), and a panic aborts the VM. These wrappers call the ABI
+//! directly and turn every status into a [`HostError`], so the data path can never panic here.
+
+use mcp_warden_core::breaker::{SharedStore, StoreError};
+use proxy_wasm::types::{BufferType, MapType};
+use std::fmt;
+use std::ptr::{null, null_mut};
+
+/// A status the host returned instead of Ok.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostError(pub u32);
+
+impl fmt::Display for HostError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.0 {
+            1 => "not found",
+            2 => "bad argument",
+            7 => "serialization failure",
+            8 => "parse failure",
+            10 => "internal failure",
+            11 => "cas mismatch",
+            12 => "unimplemented",
+            _ => "host error",
+        };
+        write!(f, "{name} (status {})", self.0)
+    }
+}
+
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+const CAS_MISMATCH: u32 = 11;
+
+pub type HostResult<T> = Result<T, HostError>;
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_data: *mut *mut u8,
+        return_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_buffer_bytes(buffer_type: u32, start: usize, size: usize, data: *const u8, data_size: usize) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+}
+
+fn status(s: u32) -> HostResult<()> {
+    if s == OK {
+        Ok(())
+    } else {
+        Err(HostError(s))
+    }
+}
+
+/// Takes ownership of bytes the host allocated through the SDK's exported allocator.
+///
+/// # Safety
+/// `data`/`size` must come from a successful host call that returned an allocation.
+unsafe fn owned(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        Vec::new()
+    } else {
+        Vec::from_raw_parts(data, size, size)
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the proxy's clock.
+pub fn now_ms() -> u64 {
+    let mut ns = 0u64;
+    // SAFETY: plain out-parameter.
+    let s = unsafe { proxy_get_current_time_nanoseconds(&mut ns) };
+    if s == OK {
+        ns / 1_000_000
+    } else {
+        0
+    }
+}
+
+/// Up to `max` bytes of a buffer from `start`.
+pub fn get_buffer(kind: BufferType, start: usize, max: usize) -> HostResult<Vec<u8>> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: out-parameters; ownership of the returned allocation is taken right after.
+    let s = unsafe { proxy_get_buffer_bytes(kind as u32, start, max, &mut data, &mut size) };
+    match s {
+        OK => Ok(unsafe { owned(data, size) }),
+        NOT_FOUND => Ok(Vec::new()),
+        s => Err(HostError(s)),
+    }
+}
+
+/// Replaces `size` bytes of a buffer at `start` with `value`.
+pub fn set_buffer(kind: BufferType, start: usize, size: usize, value: &[u8]) -> HostResult<()> {
+    // SAFETY: pointers into live slices.
+    status(unsafe { proxy_set_buffer_bytes(kind as u32, start, size, value.as_ptr(), value.len()) })
+}
+
+/// A header's value (lossy UTF-8), or `None`.
+pub fn header(map: MapType, name: &str) -> Option<String> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: out-parameters; ownership taken right after.
+    let s = unsafe { proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size) };
+    if s != OK {
+        return None;
+    }
+    let bytes = unsafe { owned(data, size) };
+    Some(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// Sets (replaces) a header.
+pub fn set_header(map: MapType, name: &str, value: &str) -> HostResult<()> {
+    // SAFETY: pointers into live strings.
+    status(unsafe { proxy_replace_header_map_value(map as u32, name.as_ptr(), name.len(), value.as_ptr(), value.len()) })
+}
+
+/// Removes a header.
+pub fn remove_header(map: MapType, name: &str) -> HostResult<()> {
+    // SAFETY: pointer into a live string.
+    status(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
+}
+
+/// A property's raw bytes (`path` as the proxy's dotted segments).
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    // The ABI takes the segments NUL-separated.
+    let mut serialized = Vec::with_capacity(64);
+    for seg in path {
+        serialized.extend_from_slice(seg.as_bytes());
+        serialized.push(0);
+    }
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: out-parameters; ownership taken right after.
+    let s = unsafe { proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size) };
+    (s == OK).then(|| unsafe { owned(data, size) })
+}
+
+/// An integer property (8-byte little endian), or 0.
+pub fn property_u64(path: &[&str]) -> u64 {
+    property(path)
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
+}
+
+/// A string property, or empty.
+pub fn property_string(path: &[&str]) -> String {
+    property(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+}
+
+/// Answers the request from the filter itself.
+pub fn send_response(status_code: u32, headers: &[(&str, &str)], body: &[u8]) -> HostResult<()> {
+    // The ABI's header map: count, then (key len, value len) pairs, then NUL-terminated strings.
+    let mut map = Vec::with_capacity(64 + body.len() / 8);
+    map.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+    for (k, v) in headers {
+        map.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        map.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in headers {
+        map.extend_from_slice(k.as_bytes());
+        map.push(0);
+        map.extend_from_slice(v.as_bytes());
+        map.push(0);
+    }
+    let details = b"mcp_warden_degraded";
+    // SAFETY: pointers into live buffers.
+    status(unsafe {
+        proxy_send_local_response(
+            status_code,
+            details.as_ptr(),
+            details.len(),
+            if body.is_empty() { null() } else { body.as_ptr() },
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        )
+    })
+}
+
+/// Proxy-wasm metric kinds.
+#[derive(Debug, Clone, Copy)]
+pub enum MetricKind {
+    Counter = 0,
+    Gauge = 1,
+}
+
+/// Defines (or finds) a metric by name.
+pub fn define_metric(kind: MetricKind, name: &str) -> HostResult<u32> {
+    let mut id = 0u32;
+    // SAFETY: pointer into a live string, out-parameter.
+    status(unsafe { proxy_define_metric(kind as u32, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+/// Adds to a counter; metrics are best effort and never fail a request.
+pub fn increment(id: u32, by: i64) {
+    // SAFETY: plain values.
+    let _ = unsafe { proxy_increment_metric(id, by) };
+}
+
+/// Sets a gauge.
+pub fn record(id: u32, value: u64) {
+    // SAFETY: plain values.
+    let _ = unsafe { proxy_record_metric(id, value) };
+}
+
+/// The proxy's shared data, seen through the core's store trait.
+pub struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
+        let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
+        // SAFETY: out-parameters; ownership taken right after.
+        let s = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+        match s {
+            OK => Ok((Some(unsafe { owned(data, size) }), Some(cas))),
+            NOT_FOUND => Ok((None, None)),
+            s => Err(StoreError::Host(HostError(s).to_string())),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        // SAFETY: pointers into live buffers.
+        let s = unsafe {
+            proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas.unwrap_or(0))
+        };
+        match s {
+            OK => Ok(()),
+            CAS_MISMATCH => Err(StoreError::CasMismatch),
+            s => Err(StoreError::Host(HostError(s).to_string())),
+        }
+    }
+}
+
+/// Request headers.
+pub const REQUEST: MapType = MapType::HttpRequestHeaders;
+/// Response headers.
+pub const RESPONSE: MapType = MapType::HttpResponseHeaders;
+/// Request body.
+pub const REQUEST_BODY: BufferType = BufferType::HttpRequestBody;
+/// Response body.
+pub const RESPONSE_BODY: BufferType = BufferType::HttpResponseBody;

