@@ -368,7 +368,8 @@ class FaultServer:
     def control(self) -> str:
         return f"http://127.0.0.1:{self.control_port}"
 
-    def start(self, timeout: float = 30.0) -> "FaultServer":
+    def spawn(self) -> "FaultServer":
+        """Starts the process without waiting (see :meth:`wait_up`)."""
         self.port = self.port or free_port()
         self.control_port = self.control_port or free_port()
         log = open(self.workdir / "server.log", "ab")
@@ -386,7 +387,9 @@ class FaultServer:
             start_new_session=True,
         )
         log.close()
+        return self
 
+    def wait_up(self, timeout: float = 30.0) -> "FaultServer":
         def up():
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {(self.workdir / 'server.log').read_text()[-2000:]}")
@@ -395,6 +398,9 @@ class FaultServer:
 
         wait_until(up, timeout, f"MCP server {self.name}")
         return self
+
+    def start(self, timeout: float = 30.0) -> "FaultServer":
+        return self.spawn().wait_up(timeout)
 
     def fault(self, mode: str, **params: Any) -> dict:
         status, _, body = http_json("POST", f"{self.control}/fault", {"mode": mode, **params})
@@ -472,7 +478,9 @@ class Testbed:
                 ("json_fallback", "json"),
             ]:
                 hosts = ["json.mcp.local", "json.mcp.local:*"] if mode == "json" else []
-                self.servers[name] = FaultServer(name=name, mode=mode, allowed_hosts=hosts).start()
+                self.servers[name] = FaultServer(name=name, mode=mode, allowed_hosts=hosts).spawn()
+            for server in self.servers.values():
+                server.wait_up()
             cfg = bootstrap(
                 listen_port=free_port(),
                 admin_port=free_port(),

@@ -456,6 +456,7 @@ fn header_name(v: Option<&str>, default: &str, field: &str) -> Result<String, Co
 
 #[cfg(test)]
 mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
     use super::*;
 
     const EXAMPLE: &str = r#"{
@@ -469,7 +470,7 @@ mod tests {
         "failures": {"http_429": false, "jsonrpc_error_codes": [-32603, [-32099, -32000]]}
     }"#;
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn compiles_the_readme_example() {
         let c = PluginConfig::from_json(EXAMPLE.as_bytes()).unwrap();
         assert_eq!(c.servers.len(), 2);
@@ -487,7 +488,7 @@ mod tests {
         assert!(c.route("other", "/nope").is_none());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn minimal_config_takes_defaults() {
         let c = PluginConfig::from_json(br#"{"servers":[{"name":"s","match":{"path_prefix":"/mcp"},"primary":"p"}]}"#)
             .unwrap();
@@ -497,7 +498,7 @@ mod tests {
         assert_eq!(c.degraded.error_code, DEFAULT_DEGRADED_ERROR_CODE);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn every_error_names_its_field() {
         let s = |extra: &str| {
             format!(r#"{{"servers":[{{"name":"s","match":{{"path_prefix":"/mcp"}},"primary":"p","fallbacks":["f"]}}]{extra}}}"#)
@@ -547,14 +548,14 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn unknown_field_error_says_which() {
         let e = PluginConfig::from_json(br#"{"servers":[{"name":"s","match":{"path_prefix":"/m"},"primary":"p"}],"breaker":{"windw_size":5}}"#)
             .unwrap_err();
         assert!(e.message.contains("windw_size"), "{e}");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn cluster_names_from_istio_are_accepted_and_made_stat_safe() {
         let c = PluginConfig::from_json(
             br#"{"servers":[{"name":"s","match":{"authority":"weather.default.svc.cluster.local"},"primary":"outbound|8080||weather.default.svc.cluster.local"}]}"#,

@@ -170,6 +170,7 @@ impl Unavailable<'_> {
 
 #[cfg(test)]
 mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
     use super::*;
     use crate::mcp::jsonrpc::parse_request;
 
@@ -187,7 +188,7 @@ mod tests {
         serde_json::from_slice(&r.body).unwrap()
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn tool_calls_get_a_readable_tool_error() {
         let req = parse_request(br#"{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"forecast"}}"#, false)
             .unwrap();
@@ -204,7 +205,7 @@ mod tests {
         assert_eq!(v["result"]["_meta"]["dev.mcp-warden/unavailable"]["reason"], "circuit_open");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn stateless_requests_use_the_method_headers() {
         let req = parse_request(br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"x"}}"#, true).unwrap();
         let v = body(&unavailable(1).respond(Some(&req), Some("tools/call"), Some("forecast")));
@@ -212,7 +213,7 @@ mod tests {
         assert!(v["result"]["content"][0]["text"].as_str().unwrap().ends_with("its fallback is unavailable too."));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn other_requests_get_a_json_rpc_error_with_data() {
         let req = parse_request(br#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#, false).unwrap();
         let v = body(&unavailable(2).respond(Some(&req), None, None));
@@ -223,7 +224,7 @@ mod tests {
         assert_eq!(v["error"]["data"]["clusters"][0]["state"], "open");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn batches_notifications_and_unreadable_bodies() {
         let req = parse_request(
             br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/x"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"t"}}]"#,
@@ -241,7 +242,7 @@ mod tests {
         assert_eq!(unavailable(0).respond(None, None, None).status, 503);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn upstream_failures_say_what_failed() {
         let mut u = unavailable(0);
         u.reason = Reason::UpstreamFailed(FailureKind::ConnectFailure);

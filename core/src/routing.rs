@@ -94,13 +94,14 @@ pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
     use super::*;
 
     fn m(a: Option<&str>, p: Option<&str>) -> ServerMatch {
         ServerMatch { authority: a.map(str::to_string), path_prefix: p.map(str::to_string) }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn matches_by_authority_port_wildcard_and_path() {
         let r = Router::new(&[
             m(Some("weather.mcp"), None),
@@ -120,7 +121,7 @@ mod tests {
         assert_eq!(r.route("127.0.0.1:10000", "/other"), None);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn first_in_configuration_order_wins() {
         let r = Router::new(&[m(None, Some("/mcp")), m(Some("x.local"), Some("/mcp"))]);
         assert_eq!(r.route("x.local", "/mcp"), Some(0));
@@ -129,7 +130,7 @@ mod tests {
         assert_eq!(r.route("y.local", "/mcp"), Some(1));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn ipv6_authorities() {
         let r = Router::new(&[m(Some("[::1]"), None)]);
         assert_eq!(r.route("[::1]:8080", "/"), Some(0));

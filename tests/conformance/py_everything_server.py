@@ -1,48 +1,69 @@
-#!/usr/bin/env python3
-"""Python-SDK conformance server: the MCP "everything" server for the conformance suite.
+"""mcp-warden's conformance peer, built on the official MCP Python SDK.
 
-The server scenarios of `@modelcontextprotocol/conformance` expect fixed tool,
-resource and prompt names (``test_simple_text``, ``test://static-text``,
-``test_simple_prompt``, ...). The official Python SDK keeps such a server in its
-repository (``examples/servers/everything-server/mcp_everything_server/server.py``
-in modelcontextprotocol/python-sdk, MIT licensed) but does not ship it in the
-``mcp`` wheel, so this file carries an adaptation of it, cut down to what the
-server scenarios of conformance 0.1.16 exercise, and written against
-``mcp.server.mcpserver.MCPServer`` of ``mcp==2.3.0``.
+A streamable-HTTP MCP server (``/mcp``) written for mcp-warden's testbed. It
+uses ``mcp.server.mcpserver.MCPServer`` from the ``mcp`` package (2.x) and
+offers the fixtures that the server scenarios of the official conformance
+suite (``@modelcontextprotocol/conformance``, pinned in testbed/package.json)
+ask for, so the suite can be run against a real SDK server directly and
+through the sidecar:
 
-Run: ``python tests/conformance/py_everything_server.py --port 8123``
-(binds 127.0.0.1 by default; serves streamable HTTP on ``/mcp``).
+* tools: plain text, image, audio, embedded resource, mixed content, an error
+  result, log notifications, progress notifications, sampling and elicitation
+  round trips back to the client, two elicitation forms exercising schema
+  defaults and the enum variants, a tool whose input schema uses JSON Schema
+  2020-12 keywords, and one that drops its SSE stream mid-call so the client
+  has to resume it;
+* resources: a text and a binary resource, a URI template, and a resource to
+  subscribe to (``resources/subscribe`` / ``unsubscribe``);
+* prompts: without arguments, with arguments, with an embedded resource and
+  with an image; ``completion/complete`` for prompt and template arguments;
+* ``logging/setLevel``, applied per session to the tool log notifications.
 
-Host header: bound to 127.0.0.1, the SDK turns on DNS-rebinding protection with
-``127.0.0.1:*``, ``localhost:*`` and ``[::1]:*`` allowed, so requests that reach
-it through a proxy on another loopback port (keeping the client's Host) are
-accepted, and a foreign Host is rejected with 421 (which the
-``dns-rebinding-protection`` scenario checks for).
+Only loopback Host headers (``127.0.0.1``, ``localhost``, ``[::1]``, any port)
+and matching Origins are accepted; anything else is answered with a 4xx, which
+is what the dns-rebinding scenario checks.
+
+Usage: ``python py_everything_server.py --host 127.0.0.1 --port 8123``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
+import io
+import itertools
 import json
-import logging
+import math
+import struct
+import sys
+import warnings
+import wave
+import zlib
+from collections import OrderedDict
+from typing import Any
 
-from mcp.server import ServerRequestContext
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.prompts.base import UserMessage
+import anyio
+from mcp.server.context import ServerRequestContext
+from mcp.server.mcpserver import Context, Image, MCPServer, UserMessage
+from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
-from mcp.types import (
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp_types import (
     AudioContent,
+    CallToolResult,
+    ClientCapabilities,
     Completion,
     CompletionArgument,
     CompletionContext,
+    ElicitationCapability,
     EmbeddedResource,
     EmptyResult,
     ImageContent,
     JSONRPCMessage,
     PromptReference,
     ResourceTemplateReference,
+    SamplingCapability,
     SamplingMessage,
     SetLevelRequestParams,
     SubscribeRequestParams,
@@ -50,395 +71,505 @@ from mcp.types import (
     TextResourceContents,
     UnsubscribeRequestParams,
 )
-from pydantic import BaseModel, Field
 
-logger = logging.getLogger("py_everything_server")
+SERVER_NAME = "mcp-warden-conformance-peer"
+SERVER_VERSION = "1.0.0"
+MCP_PATH = "/mcp"
 
-StreamId = str
-EventId = str
+# Logging, sampling and resources/subscribe are legacy-era (pre 2026-07-28)
+# features in this SDK and warn on every use; exercising them is the point here.
+warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
 
 
-class InMemoryEventStore(EventStore):
-    """In-memory event store so that SSE streams can be resumed (SEP-1699)."""
+# --------------------------------------------------------------------------- media fixtures
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    body = kind + payload
+    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+
+
+def make_png(rgb: tuple[int, int, int] = (200, 30, 30)) -> bytes:
+    """A valid 1x1 truecolour PNG of one pixel, built from scratch."""
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)  # width, height, depth 8, RGB, defaults
+    scanline = b"\x00" + bytes(rgb)  # filter type 0, then the pixel
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(scanline))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def make_wav(freq_hz: float = 440.0, duration_s: float = 0.05, rate: int = 8000) -> bytes:
+    """A short mono 16-bit PCM sine tone as a WAV file."""
+    frames = b"".join(
+        struct.pack("<h", int(8000 * math.sin(2 * math.pi * freq_hz * n / rate)))
+        for n in range(int(rate * duration_s))
+    )
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(frames)
+    return buf.getvalue()
+
+
+PNG_BYTES = make_png()
+WAV_BYTES = make_wav()
+
+
+def image_block() -> ImageContent:
+    return Image(data=PNG_BYTES, format="png").to_image_content()
+
+
+def audio_block() -> AudioContent:
+    return AudioContent(type="audio", data=base64.b64encode(WAV_BYTES).decode(), mime_type="audio/wav")
+
+
+def text_block(text: str) -> TextContent:
+    return TextContent(type="text", text=text)
+
+
+def embedded_text(uri: str, text: str, mime_type: str = "text/plain") -> EmbeddedResource:
+    return EmbeddedResource(type="resource", resource=TextResourceContents(uri=uri, mime_type=mime_type, text=text))
+
+
+# --------------------------------------------------------------------------- per-session state
+
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
+class SessionBook:
+    """What each MCP session asked for: its log threshold and its resource subscriptions.
+
+    Sessions are told apart by their ``Mcp-Session-Id`` header; requests
+    without one share the ``""`` entry.
+    """
 
     def __init__(self) -> None:
-        self._events: list[tuple[StreamId, EventId, JSONRPCMessage | None]] = []
-        self._counter = 0
+        self.log_level: dict[str, str] = {}
+        self.subscriptions: dict[str, set[str]] = {}
 
-    async def store_event(self, stream_id: StreamId, message: JSONRPCMessage | None) -> EventId:
-        self._counter += 1
-        event_id = str(self._counter)
-        self._events.append((stream_id, event_id, message))
+    @staticmethod
+    def key_of(headers: Any) -> str:
+        if headers is None:
+            return ""
+        return headers.get("mcp-session-id", "") or ""
+
+    def wants_log(self, session: str, level: str) -> bool:
+        threshold = self.log_level.get(session, "debug")
+        return LOG_LEVELS.index(level) >= LOG_LEVELS.index(threshold)
+
+
+def _request_headers(ctx: ServerRequestContext[Any, Any]) -> Any:
+    return getattr(ctx.request, "headers", None)
+
+
+# --------------------------------------------------------------------------- SSE resumption
+
+
+class ReplayBuffer(EventStore):
+    """In-memory event store: lets a client resume a dropped SSE stream with Last-Event-ID.
+
+    Keeps the newest ``capacity`` events of all streams; event ids are a
+    process-wide counter.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._capacity = capacity
+        self._ids = itertools.count(1)
+        self._events: OrderedDict[str, tuple[str, JSONRPCMessage | None]] = OrderedDict()
+
+    async def store_event(self, stream_id: str, message: JSONRPCMessage | None) -> str:
+        event_id = str(next(self._ids))
+        self._events[event_id] = (stream_id, message)
+        while len(self._events) > self._capacity:
+            self._events.popitem(last=False)
         return event_id
 
-    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
-        target = next((sid for sid, eid, _ in self._events if eid == last_event_id), None)
-        if target is None:
+    async def replay_events_after(self, last_event_id: str, send_callback: EventCallback) -> str | None:
+        known = self._events.get(last_event_id)
+        if known is None:
             return None
-        last = int(last_event_id)
-        for sid, eid, message in self._events:
-            if sid == target and int(eid) > last and message is not None:  # None = priming event
-                await send_callback(EventMessage(message, eid))
-        return target
+        stream_id = known[0]
+        snapshot = list(self._events.items())  # send_callback may await while new events arrive
+        start = next(i for i, (event_id, _) in enumerate(snapshot) if event_id == last_event_id) + 1
+        for event_id, (owner, message) in snapshot[start:]:
+            if owner == stream_id and message is not None:  # priming events carry no message
+                await send_callback(EventMessage(message, event_id))
+        return stream_id
 
 
-# 1x1 PNG and a tiny WAV, as in the SDK's example.
-TEST_IMAGE_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
-TEST_AUDIO_BASE64 = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA="
+# --------------------------------------------------------------------------- tools
 
-resource_subscriptions: set[str] = set()
-
-mcp = MCPServer(name="mcp-warden-py-conformance-server", version="0.1.0")
+SCHEMA_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
 
-# --- tools -----------------------------------------------------------------
+def _client_has(ctx: Context, capability: ClientCapabilities) -> bool:
+    return ctx.session.check_client_capability(capability)
 
 
-@mcp.tool()
-def test_simple_text() -> str:
-    """Tests simple text content response"""
-    return "This is a simple text response for testing."
+def _error(text: str) -> CallToolResult:
+    return CallToolResult(content=[text_block(text)], is_error=True)
 
 
-@mcp.tool()
-def test_image_content() -> list[ImageContent]:
-    """Tests image content response"""
-    return [ImageContent(type="image", data=TEST_IMAGE_BASE64, mime_type="image/png")]
+def register_tools(server: MCPServer, book: SessionBook) -> None:
+    @server.tool(name="test_simple_text", description="Answers with one fixed text block.")
+    def simple_text() -> CallToolResult:
+        return CallToolResult(content=[text_block("This is a simple text response for testing.")])
 
+    @server.tool(name="test_image_content", description="Answers with a 1x1 PNG image block.")
+    def image_content() -> CallToolResult:
+        return CallToolResult(content=[image_block()])
 
-@mcp.tool()
-def test_audio_content() -> list[AudioContent]:
-    """Tests audio content response"""
-    return [AudioContent(type="audio", data=TEST_AUDIO_BASE64, mime_type="audio/wav")]
+    @server.tool(name="test_audio_content", description="Answers with a short WAV audio block.")
+    def audio_content() -> CallToolResult:
+        return CallToolResult(content=[audio_block()])
 
-
-@mcp.tool()
-def test_embedded_resource() -> list[EmbeddedResource]:
-    """Tests embedded resource content response"""
-    return [
-        EmbeddedResource(
-            type="resource",
-            resource=TextResourceContents(
-                uri="test://embedded-resource",
-                mime_type="text/plain",
-                text="This is an embedded resource content.",
-            ),
+    @server.tool(name="test_embedded_resource", description="Answers with an embedded text resource.")
+    def embedded_resource() -> CallToolResult:
+        return CallToolResult(
+            content=[embedded_text("test://embedded-resource", "This is an embedded resource content.")]
         )
-    ]
 
+    @server.tool(name="test_multiple_content_types", description="Answers with text, image and resource blocks.")
+    def multiple_content_types() -> CallToolResult:
+        payload = json.dumps({"test": "data", "value": 123})
+        return CallToolResult(
+            content=[
+                text_block("Multiple content types test:"),
+                image_block(),
+                embedded_text("test://mixed-content-resource", payload, "application/json"),
+            ]
+        )
 
-@mcp.tool()
-def test_multiple_content_types() -> list[TextContent | ImageContent | EmbeddedResource]:
-    """Tests response with multiple content types (text, image, resource)"""
-    return [
-        TextContent(type="text", text="Multiple content types test:"),
-        ImageContent(type="image", data=TEST_IMAGE_BASE64, mime_type="image/png"),
-        EmbeddedResource(
-            type="resource",
-            resource=TextResourceContents(
-                uri="test://mixed-content-resource",
-                mime_type="application/json",
-                text='{"test": "data", "value": 123}',
-            ),
-        ),
-    ]
+    @server.tool(name="test_error_handling", description="Always fails with an isError result.")
+    def error_handling() -> CallToolResult:
+        return _error("This tool intentionally returns an error for testing")
 
+    @server.tool(name="test_tool_with_logging", description="Sends three info log notifications while running.")
+    async def tool_with_logging(ctx: Context) -> CallToolResult:
+        session = SessionBook.key_of(ctx.headers)
+        steps = ("Tool execution started", "Tool processing data", "Tool execution completed")
+        for i, step in enumerate(steps):
+            if i:
+                await anyio.sleep(0.05)
+            if book.wants_log(session, "info"):
+                await ctx.log("info", step, logger_name="conformance-peer")
+        return CallToolResult(content=[text_block(f"Logged {len(steps)} steps.")])
 
-@mcp.tool()
-async def test_tool_with_logging(ctx: Context) -> str:
-    """Tests tool that emits log messages during execution"""
-    await ctx.info("Tool execution started")
-    await asyncio.sleep(0.05)
-    await ctx.info("Tool processing data")
-    await asyncio.sleep(0.05)
-    await ctx.info("Tool execution completed")
-    return "Tool with logging executed successfully"
+    @server.tool(name="test_tool_with_progress", description="Reports progress 0, 50 and 100 of 100.")
+    async def tool_with_progress(ctx: Context) -> CallToolResult:
+        for i, done in enumerate((0, 50, 100)):
+            if i:
+                await anyio.sleep(0.05)
+            await ctx.report_progress(done, 100, f"{done}% done")
+        return CallToolResult(content=[text_block("Progress reported: 0, 50, 100 of 100.")])
 
-
-@mcp.tool()
-async def test_tool_with_progress(ctx: Context) -> str:
-    """Tests tool that reports progress notifications"""
-    await ctx.report_progress(progress=0, total=100, message="Completed step 0 of 100")
-    await asyncio.sleep(0.05)
-    await ctx.report_progress(progress=50, total=100, message="Completed step 50 of 100")
-    await asyncio.sleep(0.05)
-    await ctx.report_progress(progress=100, total=100, message="Completed step 100 of 100")
-    meta = ctx.request_context.meta if ctx.request_context else None
-    return str(meta.get("progress_token") if meta else 0)
-
-
-@mcp.tool()
-async def test_sampling(prompt: str, ctx: Context) -> str:
-    """Tests server-initiated sampling (LLM completion request)"""
-    try:
-        # related_request_id keeps the request on this call's POST stream.
-        result = await ctx.session.create_message(
-            messages=[SamplingMessage(role="user", content=TextContent(type="text", text=prompt))],
+    @server.tool(name="test_sampling", description="Asks the client's LLM to answer a prompt (sampling).")
+    async def sampling(prompt: str, ctx: Context) -> CallToolResult:
+        if not _client_has(ctx, ClientCapabilities(sampling=SamplingCapability())):
+            return _error("The client did not declare the sampling capability.")
+        reply = await ctx.session.create_message(
+            messages=[SamplingMessage(role="user", content=text_block(prompt))],
             max_tokens=100,
             related_request_id=ctx.request_id,
         )
-        text = result.content.text if result.content.type == "text" else "No response"
-        return f"LLM response: {text}"
-    except Exception as e:  # noqa: BLE001 - reported to the client as text
-        return f"Sampling not supported or error: {e}"
+        answer = reply.content.text if isinstance(reply.content, TextContent) else reply.content.model_dump_json()
+        return CallToolResult(content=[text_block(f"LLM response: {answer}")])
 
+    async def elicit(ctx: Context, message: str, schema: dict[str, Any]) -> CallToolResult | tuple[str, Any]:
+        if not _client_has(ctx, ClientCapabilities(elicitation=ElicitationCapability())):
+            return _error("The client did not declare the elicitation capability.")
+        result = await ctx.session.elicit_form(message, schema, related_request_id=ctx.request_id)
+        return result.action, result.content
 
-class UserResponse(BaseModel):
-    response: str = Field(description="User's response")
+    @server.tool(name="test_elicitation", description="Asks the user for a username and an e-mail address.")
+    async def elicitation(message: str, ctx: Context) -> CallToolResult:
+        schema = {
+            "type": "object",
+            "properties": {
+                "username": {"type": "string", "description": "User's response"},
+                "email": {"type": "string", "description": "User's email address"},
+            },
+            "required": ["username", "email"],
+        }
+        outcome = await elicit(ctx, message, schema)
+        if isinstance(outcome, CallToolResult):
+            return outcome
+        action, content = outcome
+        return CallToolResult(content=[text_block(f"User response: action={action}, content={json.dumps(content)}")])
 
-
-@mcp.tool()
-async def test_elicitation(message: str, ctx: Context) -> str:
-    """Tests server-initiated elicitation (user input request)"""
-    try:
-        result = await ctx.elicit(message=message, schema=UserResponse)
-        content = result.data.model_dump_json() if result.action == "accept" else "{}"
-        return f"User response: action={result.action}, content={content}"
-    except Exception as e:  # noqa: BLE001
-        return f"Elicitation not supported or error: {e}"
-
-
-class SEP1034DefaultsSchema(BaseModel):
-    """Elicitation schema with a default for every primitive type (SEP-1034)."""
-
-    name: str = Field(default="John Doe", description="User name")
-    age: int = Field(default=30, description="User age")
-    score: float = Field(default=95.5, description="User score")
-    status: str = Field(
-        default="active",
-        description="User status",
-        json_schema_extra={"enum": ["active", "inactive", "pending"]},
+    @server.tool(
+        name="test_elicitation_sep1034_defaults",
+        description="Elicits a form whose fields all carry default values (SEP-1034).",
     )
-    verified: bool = Field(default=True, description="Verification status")
+    async def elicitation_defaults(ctx: Context) -> CallToolResult:
+        schema = {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "description": "Full name", "default": "John Doe"},
+                "age": {"type": "integer", "description": "Age in years", "default": 30},
+                "score": {"type": "number", "description": "Score", "default": 95.5},
+                "status": {
+                    "type": "string",
+                    "description": "Account status",
+                    "enum": ["active", "inactive", "pending"],
+                    "default": "active",
+                },
+                "verified": {"type": "boolean", "description": "Verified account", "default": True},
+            },
+        }
+        outcome = await elicit(ctx, "Confirm or change the pre-filled values.", schema)
+        if isinstance(outcome, CallToolResult):
+            return outcome
+        action, content = outcome
+        text = f"Elicitation completed: action={action}, content={json.dumps(content)}"
+        return CallToolResult(content=[text_block(text)])
 
-
-@mcp.tool()
-async def test_elicitation_sep1034_defaults(ctx: Context) -> str:
-    """Tests elicitation with default values for all primitive types (SEP-1034)"""
-    try:
-        result = await ctx.elicit(message="Please provide user information", schema=SEP1034DefaultsSchema)
-        content = result.data.model_dump_json() if result.action == "accept" else "{}"
-        return f"Elicitation result: action={result.action}, content={content}"
-    except Exception as e:  # noqa: BLE001
-        return f"Elicitation not supported or error: {e}"
-
-
-class EnumSchemasTestSchema(BaseModel):
-    """Enum schema variations (SEP-1330)."""
-
-    untitledSingle: str = Field(
-        description="Simple enum without titles", json_schema_extra={"enum": ["active", "inactive", "pending"]}
+    @server.tool(
+        name="test_elicitation_sep1330_enums",
+        description="Elicits a form with every enum flavour: titled or not, single or multi select (SEP-1330).",
     )
-    titledSingle: str = Field(
-        description="Enum with titled options (oneOf)",
-        json_schema_extra={
-            "oneOf": [
-                {"const": "low", "title": "Low Priority"},
-                {"const": "medium", "title": "Medium Priority"},
-                {"const": "high", "title": "High Priority"},
-            ]
-        },
+    async def elicitation_enums(ctx: Context) -> CallToolResult:
+        schema = {
+            "type": "object",
+            "properties": {
+                "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+                "titledSingle": {
+                    "type": "string",
+                    "oneOf": [
+                        {"const": "value1", "title": "First Option"},
+                        {"const": "value2", "title": "Second Option"},
+                        {"const": "value3", "title": "Third Option"},
+                    ],
+                },
+                "legacyEnum": {
+                    "type": "string",
+                    "enum": ["opt1", "opt2", "opt3"],
+                    "enumNames": ["Option One", "Option Two", "Option Three"],
+                },
+                "untitledMulti": {
+                    "type": "array",
+                    "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
+                },
+                "titledMulti": {
+                    "type": "array",
+                    "items": {
+                        "anyOf": [
+                            {"const": "value1", "title": "First Choice"},
+                            {"const": "value2", "title": "Second Choice"},
+                            {"const": "value3", "title": "Third Choice"},
+                        ]
+                    },
+                },
+            },
+        }
+        outcome = await elicit(ctx, "Pick from each list.", schema)
+        if isinstance(outcome, CallToolResult):
+            return outcome
+        action, content = outcome
+        text = f"Elicitation completed: action={action}, content={json.dumps(content)}"
+        return CallToolResult(content=[text_block(text)])
+
+    @server.tool(
+        name="test_reconnection",
+        description="Closes its SSE stream mid-call, then answers; the client gets the answer by resuming.",
     )
-    untitledMulti: list[str] = Field(
-        description="Multi-select without titles",
-        json_schema_extra={"items": {"type": "string", "enum": ["read", "write", "execute"]}},
-    )
-    titledMulti: list[str] = Field(
-        description="Multi-select with titled options",
-        json_schema_extra={
-            "items": {
-                "anyOf": [
-                    {"const": "feature", "title": "New Feature"},
-                    {"const": "bug", "title": "Bug Fix"},
-                    {"const": "docs", "title": "Documentation"},
-                ]
+    async def reconnection(ctx: Context) -> CallToolResult:
+        # A no-op unless the client negotiated 2025-11-25+ (then the stream was primed and is resumable).
+        await ctx.close_sse_stream()
+        await anyio.sleep(0.2)
+        return CallToolResult(content=[text_block("Answered after the stream was closed.")])
+
+
+def schema_2020_12_tool() -> Tool:
+    """A tool whose advertised input schema uses 2020-12 keywords: ``$schema``, ``$defs``/``$ref``."""
+
+    def json_schema_2020_12_tool(name: str | None = None, address: dict[str, Any] | None = None) -> CallToolResult:
+        return CallToolResult(content=[text_block(f"Received name={name!r}, address={json.dumps(address)}")])
+
+    tool = Tool.from_function(json_schema_2020_12_tool, description="Tool with JSON Schema 2020-12 features")
+    schema = {
+        "$schema": SCHEMA_2020_12,
+        "type": "object",
+        "$defs": {
+            "address": {
+                "type": "object",
+                "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
             }
         },
+        "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+        "additionalProperties": False,
+    }
+    return tool.model_copy(update={"parameters": schema})
+
+
+# --------------------------------------------------------------------------- resources
+
+WATCHED_URI = "test://watched-resource"
+
+
+def register_resources(server: MCPServer) -> None:
+    @server.resource(
+        "test://static-text",
+        name="static-text",
+        description="A fixed text resource.",
+        mime_type="text/plain",
     )
-    legacyEnum: str = Field(
-        description="Legacy enum with enumNames",
-        json_schema_extra={
-            "enum": ["small", "medium", "large"],
-            "enumNames": ["Small Size", "Medium Size", "Large Size"],
-        },
+    def static_text() -> str:
+        return "This is the content of the static text resource."
+
+    @server.resource(
+        "test://static-binary",
+        name="static-binary",
+        description="A fixed binary resource: a 1x1 PNG.",
+        mime_type="image/png",
     )
+    def static_binary() -> bytes:
+        return PNG_BYTES
+
+    @server.resource(
+        WATCHED_URI,
+        name="watched-resource",
+        description="A resource clients may subscribe to.",
+        mime_type="text/plain",
+    )
+    def watched() -> str:
+        return "Subscribe to this resource to hear about updates."
+
+    @server.resource(
+        "test://template/{id}/data",
+        name="template-data",
+        description="Data for the id in the URI.",
+        mime_type="application/json",
+    )
+    def template_data(id: str) -> str:  # noqa: A002 - the name comes from the URI template
+        return json.dumps({"id": id, "templateTest": True, "data": f"Data for ID: {id}"})
 
 
-@mcp.tool()
-async def test_elicitation_sep1330_enums(ctx: Context) -> str:
-    """Tests elicitation with enum schema variations per SEP-1330"""
-    try:
-        result = await ctx.elicit(
-            message="Please select values using different enum schema types", schema=EnumSchemasTestSchema
-        )
-        content = result.data.model_dump_json() if result.action == "accept" else "{}"
-        return f"Elicitation completed: action={result.action}, content={content}"
-    except Exception as e:  # noqa: BLE001
-        return f"Elicitation not supported or error: {e}"
+# --------------------------------------------------------------------------- prompts and completion
 
-
-@mcp.tool()
-def test_error_handling() -> str:
-    """Tests error response handling"""
-    raise RuntimeError("This tool intentionally returns an error for testing")
-
-
-JSON_SCHEMA_2020_12_INPUT_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "$defs": {
-        "address": {
-            "type": "object",
-            "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
-        }
-    },
-    "properties": {
-        "name": {"type": "string"},
-        "address": {"$ref": "#/$defs/address"},
-    },
-    "additionalProperties": False,
+COMPLETIONS: dict[tuple[str, str], list[str]] = {
+    ("test_prompt_with_arguments", "arg1"): ["test", "testing", "tested", "paris", "park"],
+    ("test_prompt_with_arguments", "arg2"): ["world", "warden", "wasm"],
+    ("test://template/{id}/data", "id"): ["1", "123", "42"],
 }
 
 
-@mcp.tool(name="json_schema_2020_12_tool")
-def json_schema_2020_12_tool() -> str:
-    """Tool with JSON Schema 2020-12 features (inputSchema installed below)."""
-    return "json_schema_2020_12_tool"
+def register_prompts(server: MCPServer) -> None:
+    @server.prompt(name="test_simple_prompt", description="A prompt without arguments.")
+    def simple_prompt() -> list[UserMessage]:
+        return [UserMessage("This is a simple prompt for testing.")]
+
+    @server.prompt(name="test_prompt_with_arguments", description="A prompt that quotes its two arguments.")
+    def prompt_with_arguments(arg1: str, arg2: str) -> list[UserMessage]:
+        return [UserMessage(f"Prompt with arguments: arg1='{arg1}', arg2='{arg2}'")]
+
+    @server.prompt(
+        name="test_prompt_with_embedded_resource",
+        description="A prompt that embeds the resource named by resourceUri.",
+    )
+    def prompt_with_embedded_resource(resourceUri: str) -> list[UserMessage]:  # noqa: N803 - wire name
+        return [
+            UserMessage(embedded_text(resourceUri, "Embedded resource content for testing.")),
+            UserMessage("Please process the embedded resource above."),
+        ]
+
+    @server.prompt(name="test_prompt_with_image", description="A prompt that carries an image.")
+    def prompt_with_image() -> list[UserMessage]:
+        return [UserMessage(image_block()), UserMessage("Please analyze the image above.")]
+
+    @server.completion()
+    async def complete(
+        ref: PromptReference | ResourceTemplateReference,
+        argument: CompletionArgument,
+        context: CompletionContext | None,
+    ) -> Completion:
+        target = ref.name if isinstance(ref, PromptReference) else ref.uri
+        candidates = COMPLETIONS.get((target, argument.name), [])
+        matches = [c for c in candidates if c.startswith(argument.value)]
+        return Completion(values=matches, total=len(matches), has_more=False)
 
 
-# MCPServer.tool() has no input_schema override; the SDK's own example does the same.
-mcp._tool_manager._tools["json_schema_2020_12_tool"].parameters = JSON_SCHEMA_2020_12_INPUT_SCHEMA  # noqa: SLF001
+# --------------------------------------------------------------------------- legacy-era methods
 
 
-@mcp.tool()
-async def test_reconnection(ctx: Context) -> str:
-    """Tests SSE polling by closing the stream mid-call (SEP-1699)"""
-    await ctx.info("Before disconnect")
-    await ctx.close_sse_stream()
-    await asyncio.sleep(0.2)  # let the client reconnect
-    await ctx.info("After reconnect")
-    return "Reconnection test completed"
+def register_session_methods(server: MCPServer, book: SessionBook) -> None:
+    """``logging/setLevel`` and ``resources/subscribe`` / ``unsubscribe``.
+
+    ``MCPServer`` has no decorator for these (the 2026-07-28 revision drops
+    them), and extensions may not bind spec methods; the SDK's advice is the
+    low-level ``Server.add_request_handler``, reached through the server's
+    low-level instance.
+    """
+    lowlevel = server._lowlevel_server  # noqa: SLF001 - no public accessor in mcp 2.3
+
+    async def set_level(ctx: ServerRequestContext[Any, Any], params: SetLevelRequestParams) -> EmptyResult:
+        book.log_level[SessionBook.key_of(_request_headers(ctx))] = params.level
+        return EmptyResult()
+
+    async def subscribe(ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+        book.subscriptions.setdefault(SessionBook.key_of(_request_headers(ctx)), set()).add(str(params.uri))
+        return EmptyResult()
+
+    async def unsubscribe(ctx: ServerRequestContext[Any, Any], params: UnsubscribeRequestParams) -> EmptyResult:
+        book.subscriptions.get(SessionBook.key_of(_request_headers(ctx)), set()).discard(str(params.uri))
+        return EmptyResult()
+
+    lowlevel.add_request_handler("logging/setLevel", SetLevelRequestParams, set_level)
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
 
 
-# --- resources -------------------------------------------------------------
+# --------------------------------------------------------------------------- assembly
 
 
-@mcp.resource("test://static-text")
-def static_text_resource() -> str:
-    """A static text resource for testing"""
-    return "This is the content of the static text resource."
+def build_server() -> MCPServer:
+    book = SessionBook()
+    server = MCPServer(
+        SERVER_NAME,
+        version=SERVER_VERSION,
+        instructions="Conformance test peer of the mcp-warden testbed.",
+        tools=[schema_2020_12_tool()],
+        log_level="WARNING",
+    )
+    register_tools(server, book)
+    register_resources(server)
+    register_prompts(server)
+    register_session_methods(server, book)
+    return server
 
 
-@mcp.resource("test://static-binary")
-def static_binary_resource() -> bytes:
-    """A static binary resource (image) for testing"""
-    return base64.b64decode(TEST_IMAGE_BASE64)
-
-
-@mcp.resource("test://template/{id}/data")
-def template_resource(id: str) -> str:  # noqa: A002 - name fixed by the URI template
-    """A resource template with parameter substitution"""
-    return json.dumps({"id": id, "templateTest": True, "data": f"Data for ID: {id}"})
-
-
-@mcp.resource("test://watched-resource")
-def watched_resource() -> str:
-    """A resource that can be subscribed to for updates"""
-    return "Watched resource content"
-
-
-# --- prompts ---------------------------------------------------------------
-
-
-@mcp.prompt()
-def test_simple_prompt() -> list[UserMessage]:
-    """A simple prompt without arguments"""
-    return [UserMessage(role="user", content=TextContent(type="text", text="This is a simple prompt for testing."))]
-
-
-@mcp.prompt()
-def test_prompt_with_arguments(arg1: str, arg2: str) -> list[UserMessage]:
-    """A prompt with required arguments"""
-    text = f"Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"
-    return [UserMessage(role="user", content=TextContent(type="text", text=text))]
-
-
-@mcp.prompt()
-def test_prompt_with_embedded_resource(resourceUri: str) -> list[UserMessage]:  # noqa: N803 - wire name
-    """A prompt that includes an embedded resource"""
-    return [
-        UserMessage(
-            role="user",
-            content=EmbeddedResource(
-                type="resource",
-                resource=TextResourceContents(
-                    uri=resourceUri, mime_type="text/plain", text="Embedded resource content for testing."
-                ),
-            ),
-        ),
-        UserMessage(role="user", content=TextContent(type="text", text="Please process the embedded resource above.")),
-    ]
-
-
-@mcp.prompt()
-def test_prompt_with_image() -> list[UserMessage]:
-    """A prompt that includes image content"""
-    return [
-        UserMessage(role="user", content=ImageContent(type="image", data=TEST_IMAGE_BASE64, mime_type="image/png")),
-        UserMessage(role="user", content=TextContent(type="text", text="Please analyze the image above.")),
-    ]
-
-
-# --- logging/setLevel, resources/(un)subscribe, completion/complete ----------
-
-
-async def handle_set_logging_level(ctx: ServerRequestContext, params: SetLevelRequestParams) -> EmptyResult:
-    logger.info("log level set to %s", params.level)
-    return EmptyResult()
-
-
-async def handle_subscribe(ctx: ServerRequestContext, params: SubscribeRequestParams) -> EmptyResult:
-    resource_subscriptions.add(str(params.uri))
-    return EmptyResult()
-
-
-async def handle_unsubscribe(ctx: ServerRequestContext, params: UnsubscribeRequestParams) -> EmptyResult:
-    resource_subscriptions.discard(str(params.uri))
-    return EmptyResult()
-
-
-# MCPServer has no public hooks for these yet; the SDK's own example registers them the same way.
-mcp._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, handle_set_logging_level)  # noqa: SLF001
-mcp._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, handle_subscribe)  # noqa: SLF001
-mcp._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, handle_unsubscribe)  # noqa: SLF001
-
-
-@mcp.completion()
-async def handle_completion(
-    ref: PromptReference | ResourceTemplateReference,
-    argument: CompletionArgument,
-    context: CompletionContext | None,
-) -> Completion:
-    return Completion(values=[], total=0, has_more=False)
+def loopback_only() -> TransportSecuritySettings:
+    """Host/Origin allow-list: the loopback names, with or without a port."""
+    names = ("127.0.0.1", "localhost", "[::1]")
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[h for n in names for h in (n, f"{n}:*")],
+        allowed_origins=[o for n in names for o in (f"http://{n}", f"http://{n}:*")],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=3001, help="port to listen on")
-    parser.add_argument("--log-level", default="WARNING", help="Python logging level")
+    parser.add_argument("--port", type=int, default=3001, help="port to bind (default 3001)")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(name)s %(message)s")
-    mcp.run(
-        transport="streamable-http",
+    build_server().run(
+        "streamable-http",
         host=args.host,
         port=args.port,
-        event_store=InMemoryEventStore(),
-        retry_interval=100,  # ms; sent in the SSE priming event (server-sse-polling checks it)
+        streamable_http_path=MCP_PATH,
+        event_store=ReplayBuffer(),
+        retry_interval=500,
+        transport_security=loopback_only(),
     )
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -135,6 +135,7 @@ pub fn decode(bytes: &[u8]) -> Result<BreakerState, DecodeError> {
 
 #[cfg(test)]
 mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
     use super::*;
     use crate::breaker::policy::{BreakerPolicy, WindowKind};
     use crate::breaker::machine::CallRecord;
@@ -145,7 +146,7 @@ mod tests {
         assert_eq!(&decode(&buf).unwrap(), s);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn roundtrips_every_phase_and_window() {
         for kind in [WindowKind::Count, WindowKind::Time] {
             let p = BreakerPolicy { window_kind: kind, ..Default::default() };
@@ -162,7 +163,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_every_truncation_and_garbage() {
         let p = BreakerPolicy::default();
         let mut buf = Vec::new();

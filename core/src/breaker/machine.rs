@@ -289,6 +289,7 @@ impl BreakerState {
 
 #[cfg(test)]
 mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
     use super::*;
     use crate::breaker::policy::WindowKind;
 
@@ -319,7 +320,7 @@ mod tests {
         state.record(p, CallRecord { probe, epoch, ..call }, now).transition
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn trips_after_consecutive_failures_with_defaults() {
         let p = BreakerPolicy::default();
         let mut s = BreakerState::new(&p, 0);
@@ -332,7 +333,7 @@ mod tests {
         assert!(!s.admit(&p, 5_000).value.admitted());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn a_success_resets_the_consecutive_count() {
         let p = BreakerPolicy::default();
         let mut s = BreakerState::new(&p, 0);
@@ -348,7 +349,7 @@ mod tests {
         assert!(matches!(t.reason, TransitionReason::FailureRate { calls: 10, .. }), "{t:?}");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn failure_rate_below_threshold_keeps_closed() {
         let p = BreakerPolicy { consecutive_failures: 0, ..Default::default() };
         let mut s = BreakerState::new(&p, 0);
@@ -359,7 +360,7 @@ mod tests {
         assert_eq!(s.phase, Phase::Closed);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn slow_calls_trip_on_their_own_rate() {
         let p = BreakerPolicy { slow_call_rate_threshold: 50.0, ..Default::default() };
         let mut s = BreakerState::new(&p, 0);
@@ -371,7 +372,7 @@ mod tests {
         assert!(matches!(t.unwrap().reason, TransitionReason::SlowCallRate { .. }));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn half_open_closes_after_enough_probes_then_counts_afresh() {
         let p = BreakerPolicy::default();
         let mut c = Clock(0);
@@ -402,7 +403,7 @@ mod tests {
         assert_eq!(s.stats(c.0).calls, 0);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn failed_probe_reopens_with_backoff_capped() {
         let p = BreakerPolicy { open_duration_max_ms: 50_000, ..Default::default() };
         let mut c = Clock(0);
@@ -426,7 +427,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn backoff_is_forgiven_after_a_long_healthy_period() {
         let p = BreakerPolicy::default();
         let mut c = Clock(0);
@@ -441,7 +442,7 @@ mod tests {
         assert_eq!(t.unwrap().open_for_ms, Some(p.open_duration_ms));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn stale_probe_results_and_late_calls_are_ignored() {
         let p = BreakerPolicy::default();
         let mut s = BreakerState::new(&p, 0);
@@ -457,7 +458,7 @@ mod tests {
         assert!(matches!(s.phase, Phase::HalfOpen { .. }));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn lost_probes_give_their_slots_back_after_the_probe_timeout() {
         let p = BreakerPolicy { half_open_probes: 1, ..Default::default() };
         let mut s = BreakerState::new(&p, 0);
@@ -469,7 +470,7 @@ mod tests {
         assert!(s.admit(&p, 20_000 + p.half_open_probe_timeout_ms).value.admitted());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn released_probe_slot_can_be_taken_again() {
         let p = BreakerPolicy { half_open_probes: 1, ..Default::default() };
         let mut s = BreakerState::new(&p, 0);
@@ -481,7 +482,7 @@ mod tests {
         assert!(s.admit(&p, 20_001).value.admitted());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn time_window_trips_on_rate_within_the_window_only() {
         let p = BreakerPolicy {
             window_kind: WindowKind::Time,

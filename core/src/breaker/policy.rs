@@ -144,20 +144,21 @@ impl BreakerPolicy {
 
 #[cfg(test)]
 mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
     use super::*;
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn defaults_are_valid() {
         assert!(BreakerPolicy::default().validate().is_ok());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_inverted_open_durations() {
         let p = BreakerPolicy { open_duration_max_ms: 5, ..BreakerPolicy::default() };
         assert_eq!(p.validate().unwrap_err().field, "open_duration_max_ms");
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn refuses_out_of_range_values() {
         let cases: Vec<(BreakerPolicy, &str)> = vec![
             (BreakerPolicy { window_size: 0, ..Default::default() }, "window_size"),
@@ -180,7 +181,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn open_duration_backs_off_and_caps() {
         let p = BreakerPolicy::default();
         assert_eq!(p.open_duration(0), 10_000);

@@ -111,6 +111,7 @@ impl<'a, S: SharedStore> BreakerStore<'a, S> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
     use super::*;
     use crate::breaker::machine::Phase;
     use std::cell::{Cell, RefCell};
@@ -150,7 +151,7 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn closed_admission_does_not_write() {
         let store = FakeStore::default();
         let p = BreakerPolicy::default();
@@ -161,7 +162,7 @@ pub(crate) mod tests {
         assert_eq!(store.map.borrow()["k"].1, version);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn lost_races_are_retried_and_nothing_is_lost() {
         let store = FakeStore::default();
         let p = BreakerPolicy::default();
@@ -177,7 +178,7 @@ pub(crate) mod tests {
         assert!(matches!(b.load(6).unwrap().0.phase, Phase::Open { .. }));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn gives_up_after_bounded_attempts() {
         let store = FakeStore::default();
         let p = BreakerPolicy::default();
@@ -188,7 +189,7 @@ pub(crate) mod tests {
         assert_eq!(r.unwrap_err(), StoreError::CasMismatch);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn garbage_or_reshaped_state_becomes_a_fresh_breaker() {
         let store = FakeStore::default();
         store.set("k", b"garbage", None).unwrap();

@@ -180,13 +180,14 @@ impl Window {
 
 #[cfg(test)]
 mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
     use super::*;
 
     const OK: Sample = Sample { failed: false, slow: false };
     const FAIL: Sample = Sample { failed: true, slow: false };
     const SLOW: Sample = Sample { failed: false, slow: true };
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn count_window_forgets_the_oldest_call() {
         let mut w = Window::new(WindowKind::Count, 3);
         for s in [FAIL, FAIL, OK] {
@@ -200,7 +201,7 @@ mod tests {
         assert_eq!(w.stats(0), WindowStats { calls: 3, failures: 0, slow: 1 });
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn time_window_drops_old_seconds() {
         let mut w = Window::new(WindowKind::Time, 10);
         w.record(FAIL, 1_000);
@@ -214,7 +215,7 @@ mod tests {
         assert_eq!(w.stats(21_000), WindowStats { calls: 1, failures: 0, slow: 0 });
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn rates_are_percentages() {
         let st = WindowStats { calls: 4, failures: 1, slow: 2 };
         assert_eq!(st.failure_rate(), 25.0);

@@ -297,6 +297,7 @@ fn malformed(policy: &FailurePolicy) -> Outcome {
 
 #[cfg(test)]
 mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
     use super::*;
     use serde_json::json;
 
@@ -331,7 +332,7 @@ mod tests {
     const F: fn(FailureKind) -> Option<Outcome> = |k| Some(Outcome::Failure(k));
     const OK: Option<Outcome> = Some(Outcome::Success);
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn json_answers() {
         let cases: Vec<(&str, &[u8], Option<Outcome>)> = vec![
             ("result", br#"{"jsonrpc":"2.0","id":1,"result":{}}"#, OK),
@@ -358,7 +359,7 @@ mod tests {
         }
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn batch_answers_must_cover_every_id() {
         let ids = Some(vec![json!(1), json!("b")]);
         let full = br#"[{"jsonrpc":"2.0","id":"b","result":{}},{"jsonrpc":"2.0","id":1,"result":{}}]"#;
@@ -369,7 +370,7 @@ mod tests {
         assert_eq!(judge(ids, head(200, JSON), one_bad, 5), F(FailureKind::JsonRpcError));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn sse_answers_are_judged_when_the_answer_arrives() {
         let stream = b"id: 0\ndata: \n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\nevent: message\nid: 5\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[]}}\n\n";
         for chunk in [1, 3, 10, 1000] {
@@ -382,7 +383,7 @@ mod tests {
         assert_eq!(o.on_body(stream, false, &p), OK);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn sse_failures() {
         let bad_frame = b"event: message\ndata: {not json\n\n";
         assert_eq!(judge(id1(), head(200, SSE), bad_frame, 4), F(FailureKind::Malformed));
@@ -395,7 +396,7 @@ mod tests {
         assert_eq!(judge(id1(), head(200, SSE), closed_early, 4), Some(Outcome::Unknown));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn status_and_envoy_local_replies() {
         assert_eq!(judge(id1(), head(500, JSON), b"", 1), F(FailureKind::Http5xx));
         assert_eq!(judge(id1(), head(503, None), b"", 1), F(FailureKind::Http5xx));
@@ -414,7 +415,7 @@ mod tests {
         assert_eq!(judge(id1(), local(0, "cluster_not_found"), b"", 1), F(FailureKind::UnknownCluster));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn notifications_and_streams_without_bodies_to_judge() {
         let p = FailurePolicy::default();
         let mut o = ResponseObserver::new(Some(vec![]), 100);
@@ -425,7 +426,7 @@ mod tests {
         assert_eq!(get_down.on_headers(head(502, None), HttpMethod::Other, &p), F(FailureKind::Http5xx));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn bodies_past_the_bound_are_not_held() {
         let p = FailurePolicy::default();
         let mut o = ResponseObserver::new(id1(), 10);
@@ -435,7 +436,7 @@ mod tests {
         assert_eq!(o.on_body(&[b'x'; 8], true, &p), OK);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn tool_errors_count_when_configured() {
         let p = FailurePolicy { tool_errors: true, ..Default::default() };
         let mut o = ResponseObserver::new(id1(), 1000);
@@ -444,7 +445,7 @@ mod tests {
         assert_eq!(v, F(FailureKind::ToolError));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn error_code_policy() {
         let p = FailurePolicy::default();
         assert!(p.is_server_error(-32603));

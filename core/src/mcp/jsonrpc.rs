@@ -220,10 +220,11 @@ pub fn parse_response(body: &[u8]) -> Result<ResponseBody, serde_json::Error> {
 
 #[cfg(test)]
 mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
     use super::*;
     use serde_json::json;
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn reads_a_tool_call() {
         let body = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"name":"not this","x":[1,2]},"_meta":{"progressToken":1}}}"#;
         let p = parse_request(body, false).unwrap();
@@ -234,7 +235,7 @@ mod tests {
         );
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn reads_batches_notifications_and_string_ids() {
         let body = br#"[{"jsonrpc":"2.0","id":"a","method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":null,"method":"x","params":[1,2]}]"#;
         let p = parse_request(body, false).unwrap();
@@ -243,14 +244,14 @@ mod tests {
         assert_eq!(p.entries[1].method.as_deref(), Some("notifications/initialized"));
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn with_method_header_only_ids_are_read() {
         let body = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo"}}"#;
         let p = parse_request(body, true).unwrap();
         assert_eq!(p.entries, vec![RequestEntry { id: Some(json!(3)), method: None, name: None }]);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn bad_request_bodies_are_errors_not_panics() {
         for body in [&b""[..], b"{", b"null", b"42", b"[1,2]", b"{\"id\":{\"a\":1}", b"\xff\xfe"] {
             let _ = parse_request(body, false);
@@ -259,7 +260,7 @@ mod tests {
         assert!(parse_request(b"{", false).is_err());
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn probes_results_and_errors() {
         let ResponseBody::One(m) =
             parse_response(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"x"}],"isError":true}}"#)

@@ -149,6 +149,7 @@ impl SseParser {
 
 #[cfg(test)]
 mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
     use super::*;
 
     fn events(chunks: &[&[u8]], limit: usize) -> Vec<String> {
@@ -166,13 +167,13 @@ mod tests {
         out
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn parses_mcp_style_events_with_ids_and_priming_events() {
         let stream = b"id: 1\ndata: \n\nevent: message\nid: 2\ndata: {\"a\":1}\n\n: keepalive\n\n";
         assert_eq!(events(&[stream], 1024), vec!["", "{\"a\":1}"]);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn same_result_for_every_split_of_the_stream() {
         let stream: &[u8] = b"event: message\r\ndata: {\"x\":\r\ndata: 2}\r\n\r\nevent: other\ndata: no\n\ndata:yes\r\rdata: last\n\n";
         let whole = events(&[stream], 1024);
@@ -185,13 +186,13 @@ mod tests {
         assert_eq!(events(&bytes, 1024), whole);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn oversized_events_are_reported_not_buffered() {
         let big = format!("data: {}\n\ndata: small\n\n", "x".repeat(100));
         assert_eq!(events(&[big.as_bytes()], 50), vec!["<oversized>", "small"]);
     }
 
-    #[test]
+    #[wasm_bindgen_test(unsupported = test)]
     fn stops_when_asked() {
         let mut p = SseParser::new(100);
         let mut n = 0;

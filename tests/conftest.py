@@ -1,0 +1,99 @@
+"""Shared fixtures: real MCP servers (official SDK) and real Envoy sidecars on free loopback ports."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "testbed"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from warden_testbed import WASM, Envoy, FaultServer, bootstrap, free_port  # noqa: E402
+
+SERVER_KINDS = {
+    "demo_primary": "sse",
+    "demo_fallback": "sse",
+    "json_primary": "json",
+    "json_fallback": "json",
+}
+
+
+@pytest.fixture(scope="session")
+def servers():
+    """Four fault-switchable MCP servers: SSE/stateful and JSON/stateless, primary and fallback."""
+    if not WASM.exists():
+        pytest.fail(f"{WASM} is missing: run `make wasm`")
+    started = {}
+    try:
+        for name, mode in SERVER_KINDS.items():
+            hosts = ["json.mcp.local", "json.mcp.local:*"] if mode == "json" else []
+            started[name] = FaultServer(name=name, mode=mode, allowed_hosts=hosts).spawn()
+        for s in started.values():
+            s.wait_up()
+        yield started
+    finally:
+        for s in started.values():
+            s.stop()
+
+
+@pytest.fixture(autouse=True)
+def healthy_servers(request):
+    """Every test starts and ends with healthy servers and zeroed request counters."""
+    if "servers" not in request.fixturenames:
+        yield
+        return
+    servers = request.getfixturevalue("servers")
+    for s in servers.values():
+        s.fault("healthy")
+        s.reset_stats()
+    yield
+    for s in servers.values():
+        s.fault("healthy")
+
+
+def default_servers_config() -> list[dict]:
+    return [
+        {
+            "name": "demo-json",
+            "match": {"authority": "json.mcp.local"},
+            "primary": "json_primary",
+            "fallbacks": ["json_fallback"],
+        },
+        {
+            "name": "demo",
+            "match": {"path_prefix": "/mcp"},
+            "primary": "demo_primary",
+            "fallbacks": ["demo_fallback"],
+        },
+    ]
+
+
+@pytest.fixture
+def sidecar(servers):
+    """Factory: a fresh Envoy (fresh breakers) with the filter in front of the servers."""
+    started: list[Envoy] = []
+
+    def make(*, breaker: dict | None = None, concurrency: int = 2, route_timeout_s: float = 15.0,
+             plugin: dict | None = None, **plugin_extra) -> Envoy:
+        cfg = plugin or {"servers": default_servers_config(), **plugin_extra}
+        if breaker:
+            cfg["breaker"] = breaker
+        envoy = Envoy(
+            bootstrap(
+                listen_port=free_port(),
+                admin_port=free_port(),
+                clusters={n: ("127.0.0.1", s.port) for n, s in servers.items()},
+                plugin=cfg,
+                route_timeout_s=route_timeout_s,
+            ),
+            concurrency=concurrency,
+        )
+        started.append(envoy)
+        return envoy.start()
+
+    yield make
+    for e in started:
+        e.stop()
