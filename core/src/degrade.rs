@@ -52,6 +52,13 @@ pub struct Unavailable<'a> {
     pub clusters: Vec<ClusterStatus<'a>>,
     pub fallbacks_configured: usize,
     pub error_code: i64,
+    /// The request spoke protocol 2026-07-28 or later, whose results carry `resultType`.
+    pub modern_protocol: bool,
+}
+
+/// True for protocol versions whose results must carry `resultType` (2026-07-28 and later).
+pub fn is_modern_protocol(version: Option<&str>) -> bool {
+    version.is_some_and(|v| v >= "2026-07-28")
 }
 
 /// A degraded answer ready to send.
@@ -117,15 +124,17 @@ impl Unavailable<'_> {
     fn answer(&self, id: &Value, method: Option<&str>, name: Option<&str>) -> Value {
         if method == Some("tools/call") {
             let text = self.message(name);
-            json!({
-                "jsonrpc": "2.0",
-                "id": id,
-                "result": {
-                    "content": [{"type": "text", "text": text}],
-                    "isError": true,
-                    "_meta": {"dev.mcp-warden/unavailable": self.data()}
+            let mut result = json!({
+                "content": [{"type": "text", "text": text}],
+                "isError": true,
+                "_meta": {"dev.mcp-warden/unavailable": self.data()}
+            });
+            if self.modern_protocol {
+                if let Some(obj) = result.as_object_mut() {
+                    obj.insert("resultType".into(), json!("complete"));
                 }
-            })
+            }
+            json!({"jsonrpc": "2.0", "id": id, "result": result})
         } else {
             json!({"jsonrpc": "2.0", "id": id, "error": self.error_object(None)})
         }
@@ -181,6 +190,7 @@ mod tests {
             clusters: vec![ClusterStatus { cluster: "weather_primary", state: "open", retry_after_ms: 7_200 }],
             fallbacks_configured: fallbacks,
             error_code: -32050,
+            modern_protocol: false,
         }
     }
 
@@ -208,7 +218,11 @@ mod tests {
     #[wasm_bindgen_test(unsupported = test)]
     fn stateless_requests_use_the_method_headers() {
         let req = parse_request(br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"x"}}"#, true).unwrap();
-        let v = body(&unavailable(1).respond(Some(&req), Some("tools/call"), Some("forecast")));
+        let mut u = unavailable(1);
+        u.modern_protocol = is_modern_protocol(Some("2026-07-28"));
+        let v = body(&u.respond(Some(&req), Some("tools/call"), Some("forecast")));
+        assert_eq!(v["result"]["resultType"], "complete");
+        assert!(!is_modern_protocol(Some("2025-11-25")) && !is_modern_protocol(None));
         assert!(v["result"]["content"][0]["text"].as_str().unwrap().contains("'forecast'"));
         assert!(v["result"]["content"][0]["text"].as_str().unwrap().ends_with("its fallback is unavailable too."));
     }

@@ -13,7 +13,7 @@ use crate::breakers;
 use crate::host;
 use crate::root::Shared;
 use mcp_warden_core::breaker::{Admission, CallRecord};
-use mcp_warden_core::degrade::{ClusterStatus, DegradedResponse, Reason, Unavailable};
+use mcp_warden_core::degrade::{is_modern_protocol, ClusterStatus, DegradedResponse, Reason, Unavailable};
 use mcp_warden_core::mcp::classify::{HttpMethod, ResponseHead, ResponseObserver};
 use mcp_warden_core::mcp::jsonrpc::{parse_request, ParsedRequest};
 use mcp_warden_core::{FailureKind, Outcome};
@@ -50,6 +50,7 @@ pub struct WardenHttp {
     method: HttpMethod,
     mcp_method: Option<String>,
     mcp_name: Option<String>,
+    modern_protocol: bool,
     refusals: Vec<Refusal>,
     request_body: Vec<u8>,
     request_too_big: bool,
@@ -70,6 +71,7 @@ impl WardenHttp {
             method: HttpMethod::Other,
             mcp_method: None,
             mcp_name: None,
+            modern_protocol: false,
             refusals: Vec::new(),
             request_body: Vec::new(),
             request_too_big: false,
@@ -118,6 +120,7 @@ impl WardenHttp {
             clusters: statuses,
             fallbacks_configured: server.clusters.len().saturating_sub(1),
             error_code: cfg.degraded.error_code,
+            modern_protocol: self.modern_protocol,
         })
     }
 
@@ -274,6 +277,7 @@ impl HttpContext for WardenHttp {
         };
         self.mcp_method = host::header(host::REQUEST, "mcp-method");
         self.mcp_name = host::header(host::REQUEST, "mcp-name");
+        self.modern_protocol = is_modern_protocol(host::header(host::REQUEST, "mcp-protocol-version").as_deref());
         if let Some(m) = self.shared.metrics.server(self.server) {
             host::increment(m.requests, 1);
         }

@@ -479,7 +479,10 @@ def parse_fault(body: Any) -> dict[str, Any]:
     if mode == "slow":
         fault["delay_ms"] = _int_field(body, "delay_ms", None, 0, MAX_FAULT_DELAY_MS)
     elif mode == "http_5xx":
-        fault["status"] = _int_field(body, "status", 500, 500, 599)
+        # 429 (rate limiting) rides on the same switch as the 5xx statuses.
+        fault["status"] = _int_field(body, "status", 500, 429, 599)
+        if 429 < fault["status"] < 500:
+            raise FaultError(f"field 'status' must be 429 or between 500 and 599, got {fault['status']}")
     elif mode == "jsonrpc_error":
         fault["code"] = _int_field(body, "code", -32603, -(2**31), 2**31 - 1)
         message = body.get("message", "injected fault: JSON-RPC error")
