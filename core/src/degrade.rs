@@ -86,12 +86,15 @@ impl Unavailable<'_> {
             Reason::CircuitOpen => "circuit open after repeated failures".to_string(),
             Reason::UpstreamFailed(kind) => kind.describe().to_string(),
         };
-        let fallback = match self.fallbacks_configured {
-            0 => "no fallback configured".to_string(),
-            1 => "its fallback is unavailable too".to_string(),
-            n => format!("all {n} fallbacks are unavailable too"),
+        let retry = self.retry_after_s();
+        // Only say what is known: after a failed call the fallbacks were not tried.
+        let fallback = match (self.reason, self.fallbacks_configured) {
+            (_, 0) => "; no fallback configured",
+            (Reason::UpstreamFailed(_), _) => "",
+            (Reason::CircuitOpen, 1) => "; its fallback is unavailable too",
+            (Reason::CircuitOpen, _) => "; every fallback is unavailable too",
         };
-        format!("{subject} is unavailable: {why}; retry in {} s; {fallback}.", self.retry_after_s())
+        format!("{subject} is unavailable: {why}; retry in {retry} s{fallback}.")
     }
 
     fn data(&self) -> Value {
@@ -263,6 +266,12 @@ mod tests {
         let req = parse_request(br#"{"jsonrpc":"2.0","id":1,"method":"resources/list"}"#, false).unwrap();
         let v = body(&u.respond(Some(&req), None, None));
         assert_eq!(v["error"]["data"]["failure"], "connect_failure");
-        assert!(v["error"]["message"].as_str().unwrap().contains("refused or dropped the connection"));
+        assert_eq!(
+            v["error"]["message"],
+            "MCP server 'weather' is unavailable: the server refused or dropped the connection; retry in 8 s; no fallback configured."
+        );
+        u.fallbacks_configured = 2;
+        let v = body(&u.respond(Some(&req), None, None));
+        assert!(v["error"]["message"].as_str().unwrap().ends_with("retry in 8 s."), "{v}");
     }
 }

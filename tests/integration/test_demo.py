@@ -1,0 +1,24 @@
+"""`make run`'s demo works end to end: the breaker trips, the fallback serves, the primary returns."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from warden_testbed import ROOT
+
+
+def test_demo_runs_through_every_phase():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "testbed" / "run.py"), "--exit-after-demo", "--step", "0.25"],
+        capture_output=True, text=True, timeout=180,
+    )
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout)
+    assert out.returncode == 0, text[-3000:] + out.stderr[-3000:]
+    assert "demo_primary  breaker[demo_primary]=closed" in text
+    assert "(fallback took over)" in text
+    assert "Tool 'whoami' on MCP server 'demo' is unavailable" in text
+    assert "breaker `demo_primary` closed -> open: 5 consecutive failures" in text
+    assert "half_open -> closed" in text
+    assert text.rstrip().endswith("Stopping...")
