@@ -5,7 +5,7 @@
 //! directly and turn every status into a [`HostError`], so the data path can never panic here.
 
 use mcp_warden_core::breaker::{SharedStore, StoreError};
-use proxy_wasm::types::{BufferType, MapType};
+use proxy_wasm::types::{BufferType, MapType, Status};
 use std::fmt;
 use std::ptr::{null, null_mut};
 
@@ -16,22 +16,23 @@ pub struct HostError(pub u32);
 impl fmt::Display for HostError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self.0 {
-            1 => "not found",
-            2 => "bad argument",
-            7 => "serialization failure",
-            8 => "parse failure",
-            10 => "internal failure",
-            11 => "cas mismatch",
-            12 => "unimplemented",
+            s if s == Status::NotFound as u32 => "not found",
+            s if s == Status::BadArgument as u32 => "bad argument",
+            s if s == Status::SerializationFailure as u32 => "serialization failure",
+            s if s == Status::ParseFailure as u32 => "parse failure",
+            s if s == Status::Empty as u32 => "empty",
+            s if s == Status::CasMismatch as u32 => "cas mismatch",
+            s if s == Status::InternalFailure as u32 => "internal failure",
             _ => "host error",
         };
         write!(f, "{name} (status {})", self.0)
     }
 }
 
-const OK: u32 = 0;
-const NOT_FOUND: u32 = 1;
-const CAS_MISMATCH: u32 = 11;
+// Status codes of the proxy-wasm ABI, taken from the SDK's definition (never renumbered by hand).
+const OK: u32 = Status::Ok as u32;
+const NOT_FOUND: u32 = Status::NotFound as u32;
+const CAS_MISMATCH: u32 = Status::CasMismatch as u32;
 
 pub type HostResult<T> = Result<T, HostError>;
 

@@ -275,6 +275,11 @@ impl HttpContext for WardenHttp {
             Some("POST") => HttpMethod::Post,
             _ => HttpMethod::Other,
         };
+        // A body known to exceed the bound is never held (Envoy would answer 413 past its own
+        // buffer limit); it streams on, judged without ids.
+        self.request_too_big = host::header(host::REQUEST, "content-length")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .is_some_and(|n| n > cfg.request_max_bytes);
         self.mcp_method = host::header(host::REQUEST, "mcp-method");
         self.mcp_name = host::header(host::REQUEST, "mcp-name");
         self.modern_protocol = is_modern_protocol(host::header(host::REQUEST, "mcp-protocol-version").as_deref());
@@ -297,7 +302,7 @@ impl HttpContext for WardenHttp {
                     }
                 }
                 self.stage = Stage::Routed { cluster, admission };
-                if self.method == HttpMethod::Post && !end_of_stream {
+                if self.method == HttpMethod::Post && !end_of_stream && !self.request_too_big {
                     // Hold the request until its (bounded) body is read: the id must be known
                     // before Envoy can answer for a refused connection, and MCP bodies are small.
                     return Action::Pause;
@@ -306,7 +311,7 @@ impl HttpContext for WardenHttp {
             }
             None => {
                 self.stage = Stage::Refused;
-                if end_of_stream || self.method != HttpMethod::Post {
+                if end_of_stream || self.method != HttpMethod::Post || self.request_too_big {
                     if let Some(r) = self.refused_response() {
                         self.send_degraded(r);
                     }
