@@ -432,6 +432,50 @@ def _port_open(port: int) -> bool:
 # The whole system
 
 
+# The testbed's MCP servers: name -> answer mode. `demo` servers keep sessions and answer in SSE;
+# `json` servers are stateless and answer JSON, reached as authority json.mcp.local.
+DEMO_SERVER_MODES = {
+    "demo_primary": "sse",
+    "demo_fallback": "sse",
+    "json_primary": "json",
+    "json_fallback": "json",
+}
+
+
+def demo_servers() -> list[dict]:
+    """The plugin configuration's `servers` for the testbed topology."""
+    return [
+        {
+            "name": "demo-json",
+            "match": {"authority": "json.mcp.local"},
+            "primary": "json_primary",
+            "fallbacks": ["json_fallback"],
+        },
+        {
+            "name": "demo",
+            "match": {"path_prefix": "/mcp"},
+            "primary": "demo_primary",
+            "fallbacks": ["demo_fallback"],
+        },
+    ]
+
+
+def spawn_demo_servers() -> dict[str, FaultServer]:
+    """Starts the four testbed servers in parallel and waits until each serves MCP."""
+    started: dict[str, FaultServer] = {}
+    try:
+        for name, mode in DEMO_SERVER_MODES.items():
+            hosts = ["json.mcp.local", "json.mcp.local:*"] if mode == "json" else []
+            started[name] = FaultServer(name=name, mode=mode, allowed_hosts=hosts).spawn()
+        for server in started.values():
+            server.wait_up()
+    except BaseException:
+        for server in started.values():
+            server.stop()
+        raise
+    return started
+
+
 @dataclass
 class Testbed:
     """Envoy with the filter in front of two logical MCP servers:
@@ -448,39 +492,14 @@ class Testbed:
     envoy: Envoy | None = None
 
     def plugin(self) -> dict:
-        cfg = plugin_config(
-            [
-                {
-                    "name": "demo-json",
-                    "match": {"authority": "json.mcp.local"},
-                    "primary": "json_primary",
-                    "fallbacks": ["json_fallback"],
-                },
-                {
-                    "name": "demo",
-                    "match": {"path_prefix": "/mcp"},
-                    "primary": "demo_primary",
-                    "fallbacks": ["demo_fallback"],
-                },
-            ],
-            **self.extra_plugin,
-        )
+        cfg = plugin_config(demo_servers(), **self.extra_plugin)
         if self.breaker:
             cfg["breaker"] = self.breaker
         return cfg
 
     def start(self) -> "Testbed":
         try:
-            for name, mode in [
-                ("demo_primary", "sse"),
-                ("demo_fallback", "sse"),
-                ("json_primary", "json"),
-                ("json_fallback", "json"),
-            ]:
-                hosts = ["json.mcp.local", "json.mcp.local:*"] if mode == "json" else []
-                self.servers[name] = FaultServer(name=name, mode=mode, allowed_hosts=hosts).spawn()
-            for server in self.servers.values():
-                server.wait_up()
+            self.servers = spawn_demo_servers()
             cfg = bootstrap(
                 listen_port=free_port(),
                 admin_port=free_port(),

@@ -11,14 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "testbed"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from warden_testbed import WASM, Envoy, FaultServer, bootstrap, free_port  # noqa: E402
-
-SERVER_KINDS = {
-    "demo_primary": "sse",
-    "demo_fallback": "sse",
-    "json_primary": "json",
-    "json_fallback": "json",
-}
+from warden_testbed import WASM, Envoy, bootstrap, demo_servers, free_port, spawn_demo_servers  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -26,13 +19,8 @@ def servers():
     """Four fault-switchable MCP servers: SSE/stateful and JSON/stateless, primary and fallback."""
     if not WASM.exists():
         pytest.fail(f"{WASM} is missing: run `make wasm`")
-    started = {}
+    started = spawn_demo_servers()
     try:
-        for name, mode in SERVER_KINDS.items():
-            hosts = ["json.mcp.local", "json.mcp.local:*"] if mode == "json" else []
-            started[name] = FaultServer(name=name, mode=mode, allowed_hosts=hosts).spawn()
-        for s in started.values():
-            s.wait_up()
         yield started
     finally:
         for s in started.values():
@@ -54,23 +42,6 @@ def healthy_servers(request):
         s.fault("healthy")
 
 
-def default_servers_config() -> list[dict]:
-    return [
-        {
-            "name": "demo-json",
-            "match": {"authority": "json.mcp.local"},
-            "primary": "json_primary",
-            "fallbacks": ["json_fallback"],
-        },
-        {
-            "name": "demo",
-            "match": {"path_prefix": "/mcp"},
-            "primary": "demo_primary",
-            "fallbacks": ["demo_fallback"],
-        },
-    ]
-
-
 @pytest.fixture
 def sidecar(servers):
     """Factory: a fresh Envoy (fresh breakers) with the filter in front of the servers."""
@@ -78,7 +49,7 @@ def sidecar(servers):
 
     def make(*, breaker: dict | None = None, concurrency: int = 2, route_timeout_s: float = 15.0,
              plugin: dict | None = None, **plugin_extra) -> Envoy:
-        cfg = plugin or {"servers": default_servers_config(), **plugin_extra}
+        cfg = plugin or {"servers": demo_servers(), **plugin_extra}
         if breaker:
             cfg["breaker"] = breaker
         envoy = Envoy(
