@@ -13,6 +13,7 @@ pub mod degrade;
 pub mod mcp;
 pub mod outcome;
 pub mod routing;
+pub mod trust;
 
 pub use config::{ConfigError, PluginConfig};
 pub use outcome::{FailureKind, Outcome};
