@@ -54,6 +54,28 @@ struct RawConfig {
     headers: RawHeaders,
     #[serde(default)]
     degraded: RawDegraded,
+    #[serde(default)]
+    trust: Option<RawTrust>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    aggregator_cluster: String,
+    #[serde(default)]
+    aggregator_authority: Option<String>,
+    token: String,
+    sidecar: String,
+    #[serde(default)]
+    report_interval_ms: Option<u64>,
+    #[serde(default)]
+    poll_interval_ms: Option<u64>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    enforce_min_trust: Option<bool>,
+    #[serde(default)]
+    header: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +218,26 @@ pub struct DegradePolicy {
     pub rewrite_upstream_errors: bool,
 }
 
+/// How the sidecar talks to the trust aggregator, and what it enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustConfig {
+    /// The Envoy cluster that reaches the aggregator.
+    pub aggregator_cluster: String,
+    /// `:authority` of calls to the aggregator.
+    pub aggregator_authority: String,
+    /// Bearer token with the `sidecar` role.
+    pub token: String,
+    /// This sidecar's name in reports.
+    pub sidecar: String,
+    pub report_interval_ms: u64,
+    pub poll_interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Servers under the aggregator's minimum trust (`degraded`) are treated like an open breaker.
+    pub enforce_min_trust: bool,
+    /// Response header carrying the serving server's trust score.
+    pub header: String,
+}
+
 /// The default JSON-RPC error code of degraded answers: in JSON-RPC's server-error range.
 pub const DEFAULT_DEGRADED_ERROR_CODE: i64 = -32050;
 /// Default of `inspect_max_bytes`.
@@ -220,6 +262,8 @@ pub struct PluginConfig {
     pub route_header: String,
     pub served_by_header: String,
     pub degraded: DegradePolicy,
+    /// Trust enforcement and reporting; `None` when no aggregator is configured.
+    pub trust: Option<TrustConfig>,
     router: Router,
 }
 
@@ -349,8 +393,13 @@ fn compile(raw: RawConfig) -> Result<PluginConfig, ConfigError> {
     }
     let degraded =
         DegradePolicy { error_code, rewrite_upstream_errors: raw.degraded.rewrite_upstream_errors.unwrap_or(true) };
+    let trust = match &raw.trust {
+        None => None,
+        Some(t) => Some(compile_trust(t, &cluster_index, &route_header, &served_by_header)?),
+    };
     let router = Router::new(&servers.iter().map(|s| s.matcher.clone()).collect::<Vec<_>>());
     Ok(PluginConfig {
+        trust,
         servers,
         clusters,
         failures,
@@ -360,6 +409,48 @@ fn compile(raw: RawConfig) -> Result<PluginConfig, ConfigError> {
         served_by_header,
         degraded,
         router,
+    })
+}
+
+fn compile_trust(
+    t: &RawTrust,
+    clusters: &HashMap<String, usize>,
+    route_header: &str,
+    served_by_header: &str,
+) -> Result<TrustConfig, ConfigError> {
+    check_cluster_name(&t.aggregator_cluster).map_err(|m| err("trust.aggregator_cluster", m))?;
+    if clusters.contains_key(&t.aggregator_cluster) {
+        return Err(err("trust.aggregator_cluster", "must not be one of the MCP servers' clusters"));
+    }
+    if t.token.is_empty() || t.token.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(err("trust.token", "must be a non-empty token without spaces"));
+    }
+    check_name(&t.sidecar).map_err(|m| err("trust.sidecar", m))?;
+    let interval = |v: Option<u64>, default: u64, field: &str| match v {
+        None => Ok(default),
+        Some(n) if (100..=3_600_000).contains(&n) => Ok(n),
+        Some(n) => Err(err(field, format!("must be between 100 and 3600000 ms, got {n}"))),
+    };
+    let report_interval_ms = interval(t.report_interval_ms, 5_000, "trust.report_interval_ms")?;
+    let poll_interval_ms = interval(t.poll_interval_ms, 2_000, "trust.poll_interval_ms")?;
+    let timeout_ms = interval(t.timeout_ms, 1_000, "trust.timeout_ms")?;
+    if timeout_ms > poll_interval_ms.min(report_interval_ms) {
+        return Err(err("trust.timeout_ms", "must not exceed the poll and report intervals"));
+    }
+    let header = header_name(t.header.as_deref(), "x-mcp-warden-trust", "trust.header")?;
+    if header == route_header || header == served_by_header {
+        return Err(err("trust.header", "must differ from the other mcp-warden headers"));
+    }
+    Ok(TrustConfig {
+        aggregator_cluster: t.aggregator_cluster.clone(),
+        aggregator_authority: t.aggregator_authority.clone().unwrap_or_else(|| t.aggregator_cluster.clone()),
+        token: t.token.clone(),
+        sidecar: t.sidecar.clone(),
+        report_interval_ms,
+        poll_interval_ms,
+        timeout_ms,
+        enforce_min_trust: t.enforce_min_trust.unwrap_or(true),
+        header,
     })
 }
 
@@ -545,6 +636,25 @@ mod tests {
             if !field.is_empty() {
                 assert!(e.to_string().contains(field), "{e}");
             }
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn trust_section() {
+        let base = r#"{"servers":[{"name":"s","match":{"path_prefix":"/m"},"primary":"p"}],"trust":"#;
+        let ok = format!(r#"{base}{{"aggregator_cluster":"agg","token":"t0k","sidecar":"sc-1","poll_interval_ms":500,"timeout_ms":400}}}}"#);
+        let c = PluginConfig::from_json(ok.as_bytes()).unwrap();
+        let t = c.trust.unwrap();
+        assert_eq!((t.poll_interval_ms, t.report_interval_ms, t.aggregator_authority.as_str()), (500, 5000, "agg"));
+        for (trust, field) in [
+            (r#"{"aggregator_cluster":"p","token":"t","sidecar":"s"}"#, "trust.aggregator_cluster"),
+            (r#"{"aggregator_cluster":"a","token":"","sidecar":"s"}"#, "trust.token"),
+            (r#"{"aggregator_cluster":"a","token":"t","sidecar":"s","poll_interval_ms":5}"#, "trust.poll_interval_ms"),
+            (r#"{"aggregator_cluster":"a","token":"t","sidecar":"s","timeout_ms":9000}"#, "trust.timeout_ms"),
+            (r#"{"aggregator_cluster":"a","token":"t"}"#, "trust"),
+        ] {
+            let e = PluginConfig::from_json(format!("{base}{trust}}}").as_bytes()).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
         }
     }
 

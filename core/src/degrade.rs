@@ -22,6 +22,8 @@ pub enum Reason {
     CircuitOpen,
     /// The chosen cluster failed this very request (Envoy could not reach it, or it answered 5xx).
     UpstreamFailed(FailureKind),
+    /// Every cluster is quarantined or under the minimum trust (some may also be open).
+    Untrusted { quarantined: bool },
 }
 
 impl Reason {
@@ -30,6 +32,8 @@ impl Reason {
         match self {
             Reason::CircuitOpen => "circuit_open",
             Reason::UpstreamFailed(_) => "upstream_failed",
+            Reason::Untrusted { quarantined: true } => "quarantined",
+            Reason::Untrusted { quarantined: false } => "low_trust",
         }
     }
 }
@@ -38,7 +42,7 @@ impl Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterStatus<'a> {
     pub cluster: &'a str,
-    /// `open`, `half_open` (probing, no slot free) or `failed`.
+    /// `open`, `half_open` (probing, no slot free), `failed`, `quarantined` or `low_trust`.
     pub state: &'static str,
     pub retry_after_ms: u64,
 }
@@ -85,14 +89,16 @@ impl Unavailable<'_> {
         let why = match self.reason {
             Reason::CircuitOpen => "circuit open after repeated failures".to_string(),
             Reason::UpstreamFailed(kind) => kind.describe().to_string(),
+            Reason::Untrusted { quarantined: true } => "quarantined by the operators' trust policy".to_string(),
+            Reason::Untrusted { quarantined: false } => "its trust score is under the minimum".to_string(),
         };
         let retry = self.retry_after_s();
         // Only say what is known: after a failed call the fallbacks were not tried.
         let fallback = match (self.reason, self.fallbacks_configured) {
             (_, 0) => "; no fallback configured",
             (Reason::UpstreamFailed(_), _) => "",
-            (Reason::CircuitOpen, 1) => "; its fallback is unavailable too",
-            (Reason::CircuitOpen, _) => "; every fallback is unavailable too",
+            (Reason::CircuitOpen | Reason::Untrusted { .. }, 1) => "; its fallback is unavailable too",
+            (Reason::CircuitOpen | Reason::Untrusted { .. }, _) => "; every fallback is unavailable too",
         };
         format!("{subject} is unavailable: {why}; retry in {retry} s{fallback}.")
     }

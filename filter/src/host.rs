@@ -118,6 +118,18 @@ unsafe fn owned(data: *mut u8, size: usize) -> Vec<u8> {
     }
 }
 
+/// Nanoseconds since the Unix epoch, by the proxy's clock.
+pub fn now_ns() -> u64 {
+    let mut ns = 0u64;
+    // SAFETY: plain out-parameter.
+    let s = unsafe { proxy_get_current_time_nanoseconds(&mut ns) };
+    if s == OK {
+        ns
+    } else {
+        0
+    }
+}
+
 /// Milliseconds since the Unix epoch, by the proxy's clock.
 pub fn now_ms() -> u64 {
     let mut ns = 0u64;

@@ -16,6 +16,7 @@ use mcp_warden_core::breaker::{Admission, CallRecord};
 use mcp_warden_core::degrade::{is_modern_protocol, ClusterStatus, DegradedResponse, Reason, Unavailable};
 use mcp_warden_core::mcp::classify::{HttpMethod, ResponseHead, ResponseObserver};
 use mcp_warden_core::mcp::jsonrpc::{parse_request, ParsedRequest};
+use mcp_warden_core::trust::wire::TrustState;
 use mcp_warden_core::{FailureKind, Outcome};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
@@ -27,6 +28,8 @@ struct Refusal {
     cluster: usize,
     half_open: bool,
     retry_after_ms: u64,
+    /// Refused by trust, not by the breaker: `Some(true)` quarantined, `Some(false)` low trust.
+    untrusted: Option<bool>,
 }
 
 /// Where the request stands.
@@ -95,6 +98,14 @@ impl WardenHttp {
         let shared = Rc::clone(&self.shared);
         let server = shared.config.servers.get(self.server)?;
         for (position, &cluster) in server.clusters.iter().enumerate() {
+            if let Some(quarantined) = self.untrusted(cluster) {
+                if let Some(m) = shared.metrics.cluster(cluster) {
+                    host::increment(m.untrusted, 1);
+                }
+                let retry_after_ms = shared.config.trust.as_ref().map_or(1_000, |t| t.poll_interval_ms);
+                self.refusals.push(Refusal { cluster, half_open: false, retry_after_ms, untrusted: Some(quarantined) });
+                continue;
+            }
             let admission = breakers::admit(&shared.config, &shared.metrics, cluster, now);
             if admission.admitted() {
                 return Some((position, cluster, admission));
@@ -106,9 +117,22 @@ impl WardenHttp {
                 cluster,
                 half_open: matches!(admission, Admission::Rejected { half_open: true, .. }),
                 retry_after_ms: breakers::retry_after_ms(admission),
+                untrusted: None,
             });
         }
         None
+    }
+
+    /// Whether trust forbids the cluster: `Some(true)` quarantined, `Some(false)` under the
+    /// minimum trust (when enforced), `None` allowed or unknown.
+    fn untrusted(&self, cluster: usize) -> Option<bool> {
+        let t = self.shared.config.trust.as_ref()?;
+        let name = &self.shared.config.cluster(cluster)?.name;
+        match self.shared.trust.borrow().get(name)?.state {
+            TrustState::Quarantined => Some(true),
+            TrustState::Degraded if t.enforce_min_trust => Some(false),
+            _ => None,
+        }
     }
 
     fn unavailable<'a>(&'a self, reason: Reason, statuses: Vec<ClusterStatus<'a>>) -> Option<Unavailable<'a>> {
@@ -131,14 +155,21 @@ impl WardenHttp {
             .refusals
             .iter()
             .filter_map(|r| {
-                Some(ClusterStatus {
-                    cluster: &cfg.cluster(r.cluster)?.name,
-                    state: if r.half_open { "half_open" } else { "open" },
-                    retry_after_ms: r.retry_after_ms,
-                })
+                let state = match (r.untrusted, r.half_open) {
+                    (Some(true), _) => "quarantined",
+                    (Some(false), _) => "low_trust",
+                    (None, true) => "half_open",
+                    (None, false) => "open",
+                };
+                Some(ClusterStatus { cluster: &cfg.cluster(r.cluster)?.name, state, retry_after_ms: r.retry_after_ms })
             })
             .collect();
-        let u = self.unavailable(Reason::CircuitOpen, statuses)?;
+        let reason = if self.refusals.iter().all(|r| r.untrusted.is_some()) {
+            Reason::Untrusted { quarantined: self.refusals.iter().any(|r| r.untrusted == Some(true)) }
+        } else {
+            Reason::CircuitOpen
+        };
+        let u = self.unavailable(reason, statuses)?;
         Some(self.degraded_for_request(&u))
     }
 
@@ -154,11 +185,16 @@ impl WardenHttp {
     fn send_degraded(&mut self, response: DegradedResponse) {
         let retry_after = response.retry_after_s.to_string();
         let served_by = self.shared.config.served_by_header.as_str();
+        let why = if self.refusals.iter().all(|r| r.untrusted.is_some()) {
+            if self.refusals.iter().any(|r| r.untrusted == Some(true)) { "quarantined" } else { "low_trust" }
+        } else {
+            "circuit_open"
+        };
         let headers = [
             ("content-type", "application/json"),
             ("retry-after", retry_after.as_str()),
             (served_by, "none"),
-            ("x-mcp-warden-degraded", "circuit_open"),
+            ("x-mcp-warden-degraded", why),
         ];
         if let Some(m) = self.shared.metrics.server(self.server) {
             host::increment(m.degraded, 1);
@@ -225,6 +261,12 @@ impl WardenHttp {
         if slow {
             if let Some(m) = metrics {
                 host::increment(m.slow, 1);
+            }
+        }
+        if cfg.trust.is_some() {
+            if let Some(c) = cfg.cluster(cluster) {
+                let latency = now.saturating_sub(self.started_ms);
+                shared.pending.borrow_mut().record(&c.name, outcome, slow, latency);
             }
         }
         let t = breakers::record(cfg, &shared.metrics, cluster, CallRecord { failed, slow, probe, epoch }, now);
@@ -373,6 +415,9 @@ impl HttpContext for WardenHttp {
         let cfg = &shared.config;
         if let Some(c) = cfg.cluster(cluster) {
             let _ = host::set_header(host::RESPONSE, &cfg.served_by_header, &c.name);
+            if let (Some(t), Some(entry)) = (&cfg.trust, shared.trust.borrow().get(&c.name)) {
+                let _ = host::set_header(host::RESPONSE, &t.header, &format!("{:.3}", entry.score));
+            }
         }
         let status: u16 = host::header(host::RESPONSE, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
         let content_type = host::header(host::RESPONSE, "content-type");

@@ -10,6 +10,7 @@ pub mod host;
 pub mod http;
 pub mod metrics;
 pub mod root;
+pub mod trust;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{

@@ -3,7 +3,7 @@
 //!
 //! Names (Envoy prefixes `wasmcustom.`; the shipped bootstrap turns the cluster and server
 //! segments into `mcp_cluster` / `mcp_server` Prometheus labels):
-//! - `mcp_warden.cluster.<cluster>.{requests,success,slow,fallback,rejected}`
+//! - `mcp_warden.cluster.<cluster>.{requests,success,slow,fallback,rejected,untrusted}`
 //! - `mcp_warden.cluster.<cluster>.failure.<kind>`
 //! - `mcp_warden.cluster.<cluster>.breaker.{state,opened,half_opened,closed}`
 //! - `mcp_warden.server.<server>.{requests,degraded}`
@@ -21,6 +21,7 @@ pub struct ClusterMetrics {
     pub slow: u32,
     pub fallback: u32,
     pub rejected: u32,
+    pub untrusted: u32,
     pub failures: [u32; FailureKind::ALL.len()],
     pub state: u32,
     pub opened: u32,
@@ -67,6 +68,7 @@ impl Metrics {
                     slow: counter(&format!("{p}slow")),
                     fallback: counter(&format!("{p}fallback")),
                     rejected: counter(&format!("{p}rejected")),
+                    untrusted: counter(&format!("{p}untrusted")),
                     failures,
                     state: host::define_metric(MetricKind::Gauge, &format!("{p}breaker.state")).unwrap_or(0),
                     opened: counter(&format!("{p}breaker.opened")),

@@ -5,7 +5,10 @@ use crate::breakers;
 use crate::host;
 use crate::http::WardenHttp;
 use crate::metrics::Metrics;
+use crate::trust::{self, TrustLoop};
 use mcp_warden_core::config::PluginConfig;
+use mcp_warden_core::trust::sidecar::{SignalAccumulator, TrustTable};
+use std::cell::RefCell;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 use std::rc::Rc;
@@ -14,15 +17,26 @@ use std::rc::Rc;
 pub struct Shared {
     pub config: PluginConfig,
     pub metrics: Metrics,
+    /// This VM's outcome counts since its last tick (only with a trust aggregator).
+    pub pending: RefCell<SignalAccumulator>,
+    /// The trust table this VM enforces (refreshed on tick).
+    pub trust: RefCell<TrustTable>,
 }
 
 /// The filter's root context.
 #[derive(Default)]
 pub struct WardenRoot {
     shared: Option<Rc<Shared>>,
+    trust: Option<TrustLoop>,
 }
 
-impl Context for WardenRoot {}
+impl Context for WardenRoot {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
+        if let (Some(shared), Some(lp)) = (&self.shared, self.trust.as_mut()) {
+            lp.on_response(shared, token, body_size, host::now_ms());
+        }
+    }
+}
 
 impl RootContext for WardenRoot {
     fn on_configure(&mut self, size: usize) -> bool {
@@ -53,8 +67,29 @@ impl RootContext for WardenRoot {
             config.servers.len(),
             config.clusters.len()
         );
-        self.shared = Some(Rc::new(Shared { config, metrics }));
+        if let Some(t) = &config.trust {
+            // A per-VM id for the aggregator lease: the clock's nanoseconds at configuration.
+            let owner = host::now_ns() ^ (u64::from(std::process::id()) << 48);
+            self.trust = Some(TrustLoop::new(owner));
+            if let Err(e) = proxy_wasm::hostcalls::set_tick_period(trust::tick_period(t)) {
+                log::error!("mcp-warden: cannot start the trust timer: {e:?}");
+            }
+        }
+        self.shared = Some(Rc::new(Shared {
+            config,
+            metrics,
+            pending: RefCell::new(SignalAccumulator::default()),
+            trust: RefCell::new(TrustTable::default()),
+        }));
         true
+    }
+
+    fn on_tick(&mut self) {
+        if let (Some(shared), Some(lp)) = (&self.shared, self.trust.as_mut()) {
+            if let Some(t) = &shared.config.trust {
+                lp.tick(shared, t, host::now_ms());
+            }
+        }
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

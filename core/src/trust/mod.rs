@@ -6,6 +6,7 @@
 //! documents sidecars, raters, scanners and operators exchange with the aggregator.
 
 pub mod model;
+pub mod sidecar;
 pub mod wire;
 
 pub use model::{Evidence, ReputationInput, SecurityState, TrustParams, TrustScore};

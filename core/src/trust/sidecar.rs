@@ -1,0 +1,217 @@
+//! The sidecar's side of trust: what it accumulates between reports, the trust table it
+//! enforces, and the lease that makes exactly one VM of a sidecar talk to the aggregator.
+//!
+//! Envoy runs one VM per worker thread plus two on the main thread, and `on_tick` fires in all
+//! of them. Each VM counts its own outcomes in memory (no shared-data write per request) and
+//! merges them into shared data on its tick; the VM holding the lease drains that, reports it,
+//! polls scores and publishes them in shared data; every VM refreshes its own copy of the table
+//! when the shared value's version changes.
+
+use super::wire::{LatencySummary, Outcomes, ScoresDocument, ServerReport, TrustState};
+use crate::outcome::{FailureKind, Outcome};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Outcome counts per cluster, mergeable.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SignalAccumulator {
+    pub clusters: BTreeMap<String, ServerReport>,
+}
+
+impl SignalAccumulator {
+    /// Counts one call's verdict.
+    pub fn record(&mut self, cluster: &str, outcome: Outcome, slow: bool, latency_ms: u64) {
+        let r = match self.clusters.get_mut(cluster) {
+            Some(r) => r,
+            None => self
+                .clusters
+                .entry(cluster.to_string())
+                .or_insert_with(|| ServerReport { server: cluster.to_string(), ..Default::default() }),
+        };
+        match outcome {
+            Outcome::Success => r.outcomes.success += 1,
+            Outcome::Failure(kind) => *r.outcomes.failures.entry(kind_name(kind).to_string()).or_insert(0) += 1,
+            Outcome::Unknown => return,
+        }
+        r.outcomes.slow += u64::from(slow);
+        r.latency.count += 1;
+        r.latency.sum_ms += latency_ms;
+        r.latency.max_ms = r.latency.max_ms.max(latency_ms);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clusters.is_empty()
+    }
+
+    /// Adds another accumulator's counts into this one.
+    pub fn merge(&mut self, other: &SignalAccumulator) {
+        for (name, o) in &other.clusters {
+            let r = self
+                .clusters
+                .entry(name.clone())
+                .or_insert_with(|| ServerReport { server: name.clone(), ..Default::default() });
+            merge_outcomes(&mut r.outcomes, &o.outcomes);
+            merge_latency(&mut r.latency, &o.latency);
+            r.security.extend(o.security.iter().cloned());
+            // Bound the evidence kept between reports.
+            if r.security.len() > MAX_SECURITY_EVENTS {
+                let excess = r.security.len() - MAX_SECURITY_EVENTS;
+                r.security.drain(..excess);
+            }
+        }
+    }
+
+    /// The reports to send, one per cluster.
+    pub fn reports(&self) -> Vec<ServerReport> {
+        self.clusters.values().cloned().collect()
+    }
+}
+
+/// Most security events held per cluster between two reports.
+pub const MAX_SECURITY_EVENTS: usize = 64;
+
+fn kind_name(kind: FailureKind) -> &'static str {
+    kind.as_str()
+}
+
+fn merge_outcomes(a: &mut Outcomes, b: &Outcomes) {
+    a.success += b.success;
+    a.slow += b.slow;
+    for (k, v) in &b.failures {
+        *a.failures.entry(k.clone()).or_insert(0) += v;
+    }
+}
+
+fn merge_latency(a: &mut LatencySummary, b: &LatencySummary) {
+    a.count += b.count;
+    a.sum_ms += b.sum_ms;
+    a.max_ms = a.max_ms.max(b.max_ms);
+}
+
+/// What the sidecar knows of one server's trust.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrustEntry {
+    pub score: f64,
+    pub state: TrustState,
+}
+
+/// The table every VM enforces, as published in shared data by the lease holder.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrustTable {
+    /// The aggregator's version (sent back as `If-None-Match`).
+    pub version: u64,
+    pub servers: BTreeMap<String, TrustEntry>,
+}
+
+impl TrustTable {
+    pub fn from_document(doc: &ScoresDocument) -> Self {
+        TrustTable {
+            version: doc.version,
+            servers: doc
+                .servers
+                .iter()
+                .map(|s| (s.server.clone(), TrustEntry { score: s.score, state: s.state }))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, cluster: &str) -> Option<TrustEntry> {
+        self.servers.get(cluster).copied()
+    }
+}
+
+/// The lease on talking to the aggregator: owner id and expiry, 16 bytes in shared data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub owner: u64,
+    pub expires_ms: u64,
+}
+
+impl Lease {
+    pub fn encode(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.owner.to_le_bytes());
+        b[8..].copy_from_slice(&self.expires_ms.to_le_bytes());
+        b
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Lease> {
+        let owner = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        let expires_ms = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+        Some(Lease { owner, expires_ms })
+    }
+
+    /// The lease `me` should write to hold it until `now + ttl`, or `None` when another live
+    /// owner holds it. The holder renews; anyone takes an expired or unreadable lease.
+    pub fn claim(current: Option<&[u8]>, me: u64, now_ms: u64, ttl_ms: u64) -> Option<Lease> {
+        match current.and_then(Lease::decode) {
+            Some(l) if l.owner != me && l.expires_ms > now_ms => None,
+            _ => Some(Lease { owner: me, expires_ms: now_ms + ttl_ms }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::wire::{Breakdown, ServerScore};
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn accumulates_and_merges_exactly() {
+        let mut a = SignalAccumulator::default();
+        a.record("p", Outcome::Success, false, 10);
+        a.record("p", Outcome::Failure(FailureKind::Http5xx), true, 30);
+        a.record("p", Outcome::Unknown, false, 99);
+        let mut b = SignalAccumulator::default();
+        b.record("p", Outcome::Success, false, 5);
+        b.record("f", Outcome::Failure(FailureKind::ConnectFailure), false, 1);
+        a.merge(&b);
+        let p = &a.clusters["p"];
+        assert_eq!(p.outcomes.success, 2);
+        assert_eq!(p.outcomes.failures["http_5xx"], 1);
+        assert_eq!(p.outcomes.slow, 1);
+        assert_eq!((p.latency.count, p.latency.sum_ms, p.latency.max_ms), (3, 45, 30));
+        assert_eq!(a.clusters["f"].outcomes.failures["connect_failure"], 1);
+        let json = serde_json::to_vec(&a).unwrap();
+        assert_eq!(serde_json::from_slice::<SignalAccumulator>(&json).unwrap(), a);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn one_lease_holder_at_a_time() {
+        let first = Lease::claim(None, 1, 1000, 3000).unwrap();
+        let held = first.encode();
+        assert_eq!(Lease::claim(Some(&held), 2, 2000, 3000), None);
+        assert_eq!(Lease::claim(Some(&held), 1, 2000, 3000), Some(Lease { owner: 1, expires_ms: 5000 }));
+        assert_eq!(Lease::claim(Some(&held), 2, 4000, 3000), Some(Lease { owner: 2, expires_ms: 7000 }));
+        assert_eq!(Lease::claim(Some(b"junk"), 2, 0, 10), Some(Lease { owner: 2, expires_ms: 10 }));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn table_from_scores() {
+        let doc = ScoresDocument {
+            version: 7,
+            generated_at_ms: 0,
+            servers: vec![ServerScore {
+                server: "p".into(),
+                score: 0.2,
+                state: TrustState::Quarantined,
+                quarantine_reason: Some("ops".into()),
+                breakdown: Breakdown {
+                    performance: 0.0,
+                    security: 0.0,
+                    reputation: 0.0,
+                    successes: 0.0,
+                    failures: 0.0,
+                    security_penalty: 0.0,
+                    rating_weight: 0.0,
+                    explanation: String::new(),
+                },
+            }],
+        };
+        let t = TrustTable::from_document(&doc);
+        assert_eq!(t.version, 7);
+        assert_eq!(t.get("p").unwrap().state, TrustState::Quarantined);
+        assert!(t.get("q").is_none());
+    }
+}

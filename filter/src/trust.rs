@@ -1,0 +1,254 @@
+//! The sidecar's conversation with the trust aggregator, driven by `on_tick` in every VM.
+//!
+//! Every VM: merges its in-memory outcome counts into shared data, and reloads the trust table
+//! when the shared copy's version changes. The one VM holding the lease (see
+//! `mcp_warden_core::trust::sidecar::Lease`): polls `GET /v1/scores` (with `If-None-Match`) and
+//! publishes the table, and reports the merged counts with `POST /v1/signals`, resending the
+//! same batch (same `batch_id`) until the aggregator acknowledges it. Nothing here runs on a
+//! request's path: a slow or absent aggregator only means an older table.
+
+use crate::host::{self, HostStore};
+use crate::root::Shared;
+use mcp_warden_core::breaker::store::MAX_CAS_ATTEMPTS;
+use mcp_warden_core::breaker::{SharedStore, StoreError};
+use mcp_warden_core::config::TrustConfig;
+use mcp_warden_core::trust::sidecar::{Lease, SignalAccumulator, TrustTable};
+use mcp_warden_core::trust::wire::{ScoresDocument, SignalBatch};
+use proxy_wasm::types::{BufferType, MapType};
+use std::collections::HashMap;
+use std::time::Duration;
+
+const PENDING_KEY: &str = "mcp_warden.trust.pending";
+const INFLIGHT_KEY: &str = "mcp_warden.trust.inflight";
+const TABLE_KEY: &str = "mcp_warden.trust.table";
+const LEASE_KEY: &str = "mcp_warden.trust.lease";
+
+/// Most bytes read from an aggregator answer.
+const MAX_ANSWER_BYTES: usize = 8 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Poll,
+    Report,
+}
+
+/// Per-VM state of the trust loop.
+#[derive(Debug, Default)]
+pub struct TrustLoop {
+    owner: u64,
+    table_cas: Option<u32>,
+    last_poll_ms: u64,
+    last_report_ms: u64,
+    calls: HashMap<u32, Call>,
+    failing_since_ms: Option<u64>,
+}
+
+/// How often every VM ticks for a given trust configuration.
+pub fn tick_period(t: &TrustConfig) -> Duration {
+    Duration::from_millis((t.poll_interval_ms.min(t.report_interval_ms) / 4).clamp(50, 1000))
+}
+
+impl TrustLoop {
+    pub fn new(owner: u64) -> Self {
+        TrustLoop { owner, ..Default::default() }
+    }
+
+    /// One tick: flush, refresh, and (for the lease holder) poll and report.
+    pub fn tick(&mut self, shared: &Shared, t: &TrustConfig, now: u64) {
+        self.flush(shared);
+        self.refresh(shared);
+        let ttl = 3 * tick_period(t).as_millis() as u64 + 200;
+        if !self.hold_lease(now, ttl) {
+            return;
+        }
+        if now.saturating_sub(self.last_poll_ms) >= t.poll_interval_ms && !self.busy(Call::Poll) {
+            self.last_poll_ms = now;
+            self.poll(shared, t);
+        }
+        if now.saturating_sub(self.last_report_ms) >= t.report_interval_ms && !self.busy(Call::Report) {
+            self.last_report_ms = now;
+            self.report(t, now);
+        }
+    }
+
+    fn busy(&self, kind: Call) -> bool {
+        self.calls.values().any(|c| *c == kind)
+    }
+
+    /// Merges this VM's counts into shared data.
+    fn flush(&self, shared: &Shared) {
+        if shared.pending.borrow().is_empty() {
+            return;
+        }
+        let local = shared.pending.borrow().clone();
+        let merged = update_json::<SignalAccumulator>(PENDING_KEY, |acc| acc.merge(&local));
+        match merged {
+            Ok(()) => *shared.pending.borrow_mut() = SignalAccumulator::default(),
+            Err(e) => log::debug!("mcp-warden: trust counts kept for the next tick: {e}"),
+        }
+    }
+
+    /// Reloads the table when the shared copy changed.
+    fn refresh(&mut self, shared: &Shared) {
+        let Ok((Some(bytes), cas)) = HostStore.get(TABLE_KEY) else { return };
+        if cas == self.table_cas {
+            return;
+        }
+        self.table_cas = cas;
+        match serde_json::from_slice::<TrustTable>(&bytes) {
+            Ok(table) => *shared.trust.borrow_mut() = table,
+            Err(e) => log::warn!("mcp-warden: unreadable trust table in shared data: {e}"),
+        }
+    }
+
+    fn hold_lease(&self, now: u64, ttl: u64) -> bool {
+        let Ok((current, cas)) = HostStore.get(LEASE_KEY) else { return false };
+        match Lease::claim(current.as_deref(), self.owner, now, ttl) {
+            Some(lease) => HostStore.set(LEASE_KEY, &lease.encode(), cas).is_ok(),
+            None => false,
+        }
+    }
+
+    fn poll(&mut self, shared: &Shared, t: &TrustConfig) {
+        let etag = format!("\"{}\"", shared.trust.borrow().version);
+        let auth = format!("Bearer {}", t.token);
+        let headers = vec![
+            (":method", "GET"),
+            (":path", "/v1/scores"),
+            (":authority", t.aggregator_authority.as_str()),
+            ("authorization", auth.as_str()),
+            ("if-none-match", etag.as_str()),
+        ];
+        self.dispatch(t, headers, None, Call::Poll);
+    }
+
+    fn report(&mut self, t: &TrustConfig, now: u64) {
+        let batch = match take_batch(t, self.owner, now) {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(e) => {
+                log::debug!("mcp-warden: no trust report this period: {e}");
+                return;
+            }
+        };
+        let auth = format!("Bearer {}", t.token);
+        let headers = vec![
+            (":method", "POST"),
+            (":path", "/v1/signals"),
+            (":authority", t.aggregator_authority.as_str()),
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        self.dispatch(t, headers, Some(&batch), Call::Report);
+    }
+
+    fn dispatch(&mut self, t: &TrustConfig, headers: Vec<(&str, &str)>, body: Option<&[u8]>, kind: Call) {
+        let timeout = Duration::from_millis(t.timeout_ms);
+        match proxy_wasm::hostcalls::dispatch_http_call(&t.aggregator_cluster, headers, body, vec![], timeout) {
+            Ok(token) => {
+                self.calls.insert(token, kind);
+            }
+            Err(e) => log::warn!("mcp-warden: cannot call the aggregator on `{}`: {e:?}", t.aggregator_cluster),
+        }
+    }
+
+    /// The aggregator answered (or the call failed: no headers).
+    pub fn on_response(&mut self, shared: &Shared, token: u32, body_size: usize, now: u64) {
+        let Some(kind) = self.calls.remove(&token) else { return };
+        let status: u16 = host::header(MapType::HttpCallResponseHeaders, ":status")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let ok = match (kind, status) {
+            (Call::Poll, 200) => {
+                let body = host::get_buffer(BufferType::HttpCallResponseBody, 0, body_size.min(MAX_ANSWER_BYTES))
+                    .unwrap_or_default();
+                match serde_json::from_slice::<ScoresDocument>(&body) {
+                    Ok(doc) => {
+                        self.publish(shared, &TrustTable::from_document(&doc));
+                        true
+                    }
+                    Err(e) => {
+                        log::warn!("mcp-warden: unreadable scores from the aggregator: {e}");
+                        false
+                    }
+                }
+            }
+            (Call::Poll, 304) => true,
+            (Call::Report, 200..=299) => {
+                let _ = HostStore.set(INFLIGHT_KEY, b"", None);
+                true
+            }
+            (Call::Report, 400 | 401 | 403 | 413) => {
+                // It will never be accepted: drop it rather than resend it forever.
+                log::error!("mcp-warden: the aggregator refused a trust report ({status}); dropped");
+                let _ = HostStore.set(INFLIGHT_KEY, b"", None);
+                false
+            }
+            _ => false,
+        };
+        match (ok, self.failing_since_ms) {
+            (true, Some(_)) => {
+                log::info!("mcp-warden: the trust aggregator answers again");
+                self.failing_since_ms = None;
+            }
+            (false, None) => {
+                log::warn!("mcp-warden: trust aggregator call failed (status {status}); keeping the last known table");
+                self.failing_since_ms = Some(now);
+            }
+            _ => {}
+        }
+    }
+
+    fn publish(&mut self, shared: &Shared, table: &TrustTable) {
+        match serde_json::to_vec(table) {
+            Ok(bytes) => {
+                if HostStore.set(TABLE_KEY, &bytes, None).is_ok() {
+                    *shared.trust.borrow_mut() = table.clone();
+                }
+            }
+            Err(e) => log::warn!("mcp-warden: cannot store the trust table: {e}"),
+        }
+    }
+}
+
+/// The batch to send: the unacknowledged one, or the pending counts turned into a new batch.
+fn take_batch(t: &TrustConfig, owner: u64, now: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    if let (Some(inflight), _) = HostStore.get(INFLIGHT_KEY)? {
+        if !inflight.is_empty() {
+            return Ok(Some(inflight));
+        }
+    }
+    let mut drained = SignalAccumulator::default();
+    update_json::<SignalAccumulator>(PENDING_KEY, |acc| drained = std::mem::take(acc))?;
+    if drained.is_empty() {
+        return Ok(None);
+    }
+    let batch = SignalBatch {
+        sidecar: t.sidecar.clone(),
+        batch_id: format!("{}-{owner:x}-{now}", t.sidecar),
+        period_ms: t.report_interval_ms,
+        servers: drained.reports(),
+    };
+    let bytes = serde_json::to_vec(&batch).map_err(|e| StoreError::Host(e.to_string()))?;
+    HostStore.set(INFLIGHT_KEY, &bytes, None)?;
+    Ok(Some(bytes))
+}
+
+/// Read-modify-write of a JSON value in shared data, retried on lost races.
+fn update_json<T>(key: &str, mut change: impl FnMut(&mut T)) -> Result<(), StoreError>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize + Default,
+{
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let (bytes, cas) = HostStore.get(key)?;
+        let mut value: T = bytes.as_deref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default();
+        change(&mut value);
+        let out = serde_json::to_vec(&value).map_err(|e| StoreError::Host(e.to_string()))?;
+        match HostStore.set(key, &out, cas) {
+            Ok(()) => return Ok(()),
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::CasMismatch)
+}
