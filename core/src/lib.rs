@@ -12,6 +12,7 @@ pub mod config;
 pub mod degrade;
 pub mod mcp;
 pub mod outcome;
+pub mod retry;
 pub mod routing;
 pub mod trust;
 

@@ -1,0 +1,225 @@
+//! When a failed call may be sent again to a fallback within the same agent request.
+//!
+//! Only when repeating it cannot do harm: a call that never reached the server (connect
+//! failure), or a call whose method only reads (`initialize`, `ping`, lists, reads, gets,
+//! completions, `server/discover`), or a `tools/call` of a tool whose definition, as the server
+//! listed it, says `readOnlyHint` or `idempotentHint`. Everything else gets the degraded answer
+//! that says the call may or may not have run. Retries are also rationed by a budget, so a
+//! failing primary never doubles the load on its fallback.
+
+use crate::mcp::jsonrpc::ParsedRequest;
+use crate::outcome::FailureKind;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Methods that only read, and so may be repeated.
+pub const SAFE_METHODS: [&str; 11] = [
+    "initialize",
+    "ping",
+    "server/discover",
+    "tools/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+];
+
+/// What a server said about one tool, as far as retries care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ToolHints {
+    pub read_only: bool,
+    pub idempotent: bool,
+}
+
+/// Tool hints per tool name, learned from one server's `tools/list` answers.
+pub type ToolCatalog = BTreeMap<String, ToolHints>;
+
+/// Most tools remembered per server.
+pub const MAX_TOOLS: usize = 2048;
+
+/// Reads the tool hints out of a `tools/list` result message (JSON-RPC response object).
+pub fn learn_tools(message: &[u8], catalog: &mut ToolCatalog) -> bool {
+    #[derive(Deserialize)]
+    struct Msg {
+        result: Option<ListResult>,
+        #[serde(default)]
+        #[allow(dead_code)]
+        id: IgnoredAny,
+    }
+    #[derive(Deserialize)]
+    struct ListResult {
+        #[serde(default)]
+        tools: Vec<Tool>,
+    }
+    #[derive(Deserialize)]
+    struct Tool {
+        name: String,
+        #[serde(default)]
+        annotations: Option<Annotations>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Annotations {
+        #[serde(default)]
+        read_only_hint: Option<bool>,
+        #[serde(default)]
+        idempotent_hint: Option<bool>,
+    }
+    let Ok(msg) = serde_json::from_slice::<Msg>(message) else { return false };
+    let Some(result) = msg.result else { return false };
+    for tool in result.tools {
+        if catalog.len() >= MAX_TOOLS && !catalog.contains_key(&tool.name) {
+            break;
+        }
+        let a = tool.annotations;
+        let hints = ToolHints {
+            read_only: a.as_ref().and_then(|a| a.read_only_hint).unwrap_or(false),
+            idempotent: a.as_ref().and_then(|a| a.idempotent_hint).unwrap_or(false),
+        };
+        catalog.insert(tool.name, hints);
+    }
+    true
+}
+
+/// Whether every request in the body may be sent again after `failure`.
+pub fn is_safe_to_retry(
+    request: &ParsedRequest,
+    method_header: Option<&str>,
+    name_header: Option<&str>,
+    catalog: &ToolCatalog,
+    failure: FailureKind,
+) -> bool {
+    if failure == FailureKind::ConnectFailure {
+        // The server never saw it.
+        return true;
+    }
+    if !matches!(failure, FailureKind::Reset | FailureKind::Timeout | FailureKind::Http5xx | FailureKind::Malformed) {
+        return false;
+    }
+    !request.entries.is_empty()
+        && request.entries.iter().all(|e| {
+            let method = e.method.as_deref().or(method_header);
+            match method {
+                Some("tools/call") => e
+                    .name
+                    .as_deref()
+                    .or(name_header)
+                    .and_then(|n| catalog.get(n))
+                    .is_some_and(|h| h.read_only || h.idempotent),
+                Some(m) => SAFE_METHODS.contains(&m) || m.starts_with("notifications/"),
+                None => false,
+            }
+        })
+}
+
+/// A token bucket per VM: each request earns `ratio` of a retry, up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    tokens: f64,
+    ratio: f64,
+    burst: f64,
+}
+
+impl RetryBudget {
+    pub fn new(ratio: f64, burst: f64) -> Self {
+        RetryBudget { tokens: burst, ratio, burst }
+    }
+
+    /// Called for every request.
+    pub fn earn(&mut self) {
+        self.tokens = (self.tokens + self.ratio).min(self.burst);
+    }
+
+    /// Takes one retry if the budget allows.
+    pub fn try_spend(&mut self) -> bool {
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::jsonrpc::parse_request;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    fn catalog() -> ToolCatalog {
+        let mut c = ToolCatalog::new();
+        let list = br#"{"jsonrpc":"2.0","id":3,"result":{"tools":[
+            {"name":"echo","inputSchema":{"type":"object"},"annotations":{"readOnlyHint":true}},
+            {"name":"put","annotations":{"idempotentHint":true,"destructiveHint":true}},
+            {"name":"increment","annotations":{"readOnlyHint":false}},
+            {"name":"plain"}]}}"#;
+        assert!(learn_tools(list, &mut c));
+        c
+    }
+
+    fn safe(body: &[u8], failure: FailureKind) -> bool {
+        let r = parse_request(body, false).unwrap();
+        is_safe_to_retry(&r, None, None, &catalog(), failure)
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn read_only_and_idempotent_tools_are_safe_others_are_not() {
+        let call = |t: &str| format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"{t}"}}}}"#);
+        assert!(safe(call("echo").as_bytes(), FailureKind::Http5xx));
+        assert!(safe(call("put").as_bytes(), FailureKind::Timeout));
+        assert!(!safe(call("increment").as_bytes(), FailureKind::Reset));
+        assert!(!safe(call("plain").as_bytes(), FailureKind::Http5xx));
+        assert!(!safe(call("never-listed").as_bytes(), FailureKind::Http5xx));
+        // Whatever it is, a call that never reached the server can go elsewhere.
+        assert!(safe(call("increment").as_bytes(), FailureKind::ConnectFailure));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn reading_methods_are_safe_batches_only_if_all_are() {
+        assert!(safe(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, FailureKind::Http5xx));
+        assert!(safe(br#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"x"}}"#, FailureKind::Reset));
+        assert!(!safe(br#"{"jsonrpc":"2.0","id":1,"method":"sampling/whatever"}"#, FailureKind::Reset));
+        assert!(!safe(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"increment"}}]"#,
+            FailureKind::Http5xx
+        ));
+        // A rate-limited or JSON-RPC-erroring server answered: no retry.
+        assert!(!safe(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, FailureKind::Http429));
+        assert!(!safe(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, FailureKind::JsonRpcError));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn stateless_requests_use_the_method_headers() {
+        let r = parse_request(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#, true).unwrap();
+        assert!(is_safe_to_retry(&r, Some("tools/call"), Some("echo"), &catalog(), FailureKind::Http5xx));
+        assert!(!is_safe_to_retry(&r, Some("tools/call"), Some("increment"), &catalog(), FailureKind::Http5xx));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn budget_rations_retries() {
+        let mut b = RetryBudget::new(0.2, 3.0);
+        assert!(b.try_spend() && b.try_spend() && b.try_spend());
+        assert!(!b.try_spend());
+        for _ in 0..5 {
+            b.earn();
+        }
+        assert!(b.try_spend());
+        assert!(!b.try_spend());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn learning_is_bounded_and_tolerant() {
+        let mut c = ToolCatalog::new();
+        assert!(!learn_tools(b"not json", &mut c));
+        assert!(!learn_tools(br#"{"jsonrpc":"2.0","id":1,"error":{"code":1}}"#, &mut c));
+        let many: Vec<String> = (0..3000).map(|i| format!(r#"{{"name":"t{i}"}}"#)).collect();
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{}]}}}}"#, many.join(","));
+        assert!(learn_tools(body.as_bytes(), &mut c));
+        assert_eq!(c.len(), MAX_TOOLS);
+    }
+}
