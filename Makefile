@@ -14,7 +14,7 @@ WASM_BINDGEN_VERSION := 0.2.130
 WASM        := target/wasm32-wasip1/release/mcp_warden_filter.wasm
 CARGO_WASM_TEST := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CURDIR)/$(TOOLS)/bin/wasm-bindgen-test-runner
 
-.PHONY: help setup wasm run demo test test-unit test-wasm test-integration lint bench clean
+.PHONY: help setup wasm aggregator dist run demo test test-unit test-wasm test-integration lint bench clean
 
 help:
 	@echo "make run    set up, start the testbed (real Envoy + MCP servers) and run the live demo"
@@ -54,10 +54,35 @@ $(STAMPS)/wasm-bindgen: | $(STAMPS)
 wasm: $(STAMPS)/rust-targets
 	cargo build --release --target wasm32-wasip1 -p mcp-warden-filter
 
+# The trust aggregator and its operator CLI (debug profile: shares artifacts with `cargo test`).
+aggregator:
+	cargo build -p mcp-warden-aggregator --bins
+
+# Release artifacts in dist/: the filter (what Istio downloads and pins by sha256) and the
+# aggregator with its CLI. The .wasm is byte for byte the one `make wasm` built and the tests ran;
+# WASM_OPT=wasm-opt also runs binaryen's -Oz on it (about 18% smaller raw, not smaller gzipped).
+DIST     := dist
+WASM_OPT ?=
+# wasm-opt cannot detect them (the release profile strips the target_features section).
+WASM_OPT_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
+	--enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
+
+dist: wasm
+	cargo build --release -p mcp-warden-aggregator --bins
+	@mkdir -p $(DIST)
+ifneq ($(strip $(WASM_OPT)),)
+	$(WASM_OPT) -Oz $(WASM_OPT_FEATURES) $(WASM) -o $(DIST)/mcp_warden_filter.wasm
+else
+	cp $(WASM) $(DIST)/mcp_warden_filter.wasm
+endif
+	cd $(DIST) && sha256sum mcp_warden_filter.wasm > mcp_warden_filter.wasm.sha256
+	cp target/release/mcp-warden-aggregator target/release/mcp-warden-ctl $(DIST)/
+	@cat $(DIST)/mcp_warden_filter.wasm.sha256
+
 # ---------------------------------------------------------------------------------------------
 # Run
 
-run: setup wasm
+run: setup wasm aggregator
 	$(PY) testbed/run.py
 
 demo: run
@@ -77,10 +102,70 @@ test-unit:
 test-wasm: $(STAMPS)/wasm-bindgen
 	$(CARGO_WASM_TEST) cargo test -p mcp-warden-core --target wasm32-unknown-unknown
 
-test-integration: setup wasm
+test-integration: setup wasm aggregator
 	$(PY) -m pytest tests -p no:cacheprovider
 
-bench: setup wasm
+# Issue 6: the proxy's cost against Envoy alone, the upstream alone and ContextForge, then the
+# failover timings. Setup (first run only, stamped): wrk from apt, oha from crates.io, the rmcp
+# upstream and the probe filter (own cargo workspaces under bench/), matplotlib in bench/.venv,
+# ContextForge in bench/.venv-contextforge. Measuring takes under 10 minutes.
+bench: setup wasm bench-setup
+	$(PY) bench/run.py
+	$(PY) testbed/bench_failover.py
+
+# ---------------------------------------------------------------------------------------------
+# Benchmark only
+
+BENCH_PY      := bench/.venv/bin/python
+BENCH_CF      := bench/.venv-contextforge
+BENCH_CF_PKG  := mcp-contextforge-gateway==1.0.7.post20260921
+OHA_VERSION   := 1.16.0
+
+.PHONY: bench-setup bench-build bench-quick bench-throughput bench-failover
+
+bench-setup: $(STAMPS)/bench-apt $(STAMPS)/bench-venv $(STAMPS)/bench-oha $(STAMPS)/bench-contextforge bench-build
+
+# Both crates are their own workspaces (a [workspace] table each): the root workspace ignores them.
+bench-build: $(STAMPS)/rust-targets
+	cargo build --release --manifest-path bench/upstream/Cargo.toml
+	cargo build --release --target wasm32-wasip1 --manifest-path bench/probe-filter/Cargo.toml
+
+$(STAMPS)/bench-apt: | $(STAMPS)
+	command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@touch $@
+
+$(STAMPS)/bench-venv: bench/requirements.txt | $(STAMPS)
+	test -x $(BENCH_PY) || $(PYTHON) -m venv bench/.venv
+	$(BENCH_PY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	@touch $@
+
+$(STAMPS)/bench-oha: | $(STAMPS)
+	test -x bench/.tools/bin/oha || cargo install oha --version $(OHA_VERSION) --locked --root bench/.tools
+	@touch $@
+
+# ContextForge is optional: if it cannot be installed, `make bench` runs without it and says why.
+# Its circuit-breaker plugin is only in the PyPI sdist (plugins/circuit_breaker), not in the wheel.
+$(STAMPS)/bench-contextforge: bench/contextforge/requirements.txt | $(STAMPS)
+	{ test -x $(BENCH_CF)/bin/python || $(PYTHON) -m venv $(BENCH_CF); } \
+	&& $(BENCH_CF)/bin/pip install --quiet --disable-pip-version-check -r bench/contextforge/requirements.txt \
+	&& rm -rf bench/contextforge/sdist bench/contextforge/pydeps \
+	&& mkdir -p bench/contextforge/sdist bench/contextforge/pydeps/plugins \
+	&& $(BENCH_CF)/bin/pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+		-d bench/contextforge/sdist $(BENCH_CF_PKG) \
+	&& tar -xzf bench/contextforge/sdist/*.tar.gz -C bench/contextforge/sdist \
+	&& cp -r bench/contextforge/sdist/*/plugins/circuit_breaker bench/contextforge/pydeps/plugins/ \
+	&& touch bench/contextforge/pydeps/plugins/__init__.py \
+	&& touch $@ \
+	|| echo "ContextForge could not be installed: make bench runs without it (see the results file)"
+
+# A smoke run of bench/run.py (one workload, 16 connections, 1 s cells, no ContextForge).
+bench-quick: setup wasm bench-setup
+	$(PY) bench/run.py --quick --no-contextforge --out $(or $(BENCH_OUT),/tmp/mcp-warden-bench)
+
+bench-throughput: setup wasm bench-setup
+	$(PY) bench/run.py
+
+bench-failover: setup wasm
 	$(PY) testbed/bench_failover.py
 
 clean:

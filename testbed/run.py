@@ -5,7 +5,8 @@ What starts (all real, nothing mocked):
   * four MCP servers built on the official Python SDK, each with a fault switch:
       demo_primary, demo_fallback   stateful sessions, SSE answers      (logical server "demo")
       json_primary, json_fallback   stateless, JSON answers             (logical server "demo-json")
-  * Envoy 1.40 (pinned PyPI wheel) with the mcp-warden filter in front of them, 2 worker threads.
+  * Envoy 1.40 (pinned PyPI wheel) with the mcp-warden filter in front of them, 2 worker threads;
+  * the trust aggregator, which the sidecar reports to and takes scores and quarantines from.
 
 Then a demo agent (the official SDK client) calls a tool twice a second while the demo breaks the
 primary server and heals it again, so you can watch the breaker open, the fallback take over,
@@ -40,6 +41,8 @@ def banner(tb: Testbed) -> None:
     say("mcp-warden testbed is up", BOLD)
     say(f"  agent endpoint (Envoy + mcp-warden): {e.url}")
     say(f"  Envoy admin:                         http://127.0.0.1:{e.admin_port}/stats/prometheus")
+    if tb.aggregator:
+        say(f"  trust aggregator:                    {tb.aggregator.url}/v1/scores  (operator token: operator-token-testbed)")
     for name, srv in s.items():
         say(f"  {name:<14} MCP {srv.url:<32} fault switch {srv.control}/fault")
     say()
@@ -59,6 +62,9 @@ def try_yourself(tb: Testbed) -> None:
   # break the fallback too, and the agent gets a readable degraded answer with Retry-After
   curl -s {s['json_fallback'].control}/fault -d '{{"mode":"down"}}'
 
+  # trust: scores, quarantine and release (operator CLI; any HTTP client works too)
+  target/debug/mcp-warden-ctl --url {tb.aggregator.url if tb.aggregator else ''} --token operator-token-testbed scores
+
   # watch the breakers
   curl -s http://127.0.0.1:{e.admin_port}/stats/prometheus | grep mcp_warden_cluster_breaker
   # Envoy's log (one line per breaker transition): {e.log_path}
@@ -66,13 +72,51 @@ def try_yourself(tb: Testbed) -> None:
 Press Ctrl-C to stop everything.""")
 
 
+async def trust_phases(tb: Testbed, step_s: float) -> None:
+    agg = tb.aggregator
+    say()
+    say("Phase 5: an operator quarantines demo_primary at the trust aggregator:", BOLD)
+    say(f"  mcp-warden-ctl --url {agg.url} --token operator-token-testbed quarantine demo_primary --reason 'suspected breach'",
+        DIM)
+    await asyncio.to_thread(agg.api, "POST", "/v1/servers/demo_primary/quarantine", {"reason": "suspected breach"})
+    async with Client(tb.url, mode="auto") as client:
+        for phase in ("quarantine", "release"):
+            target = "demo_fallback" if phase == "quarantine" else "demo_primary"
+            for n in range(1, 40):
+                text = (await client.call_tool("whoami", {})).content[0].text
+                color = GREEN if text == "demo_primary" else YELLOW
+                say(f"  call {n:>2}  {text}", color)
+                if text == target:
+                    break
+                await asyncio.sleep(step_s)
+            if phase == "quarantine":
+                say("Every sidecar stops calling a quarantined server within one poll interval.", GREEN + BOLD)
+                say()
+                say("Phase 6: the operator releases it (release is always an operator's act).", BOLD)
+                await asyncio.to_thread(agg.api, "POST", "/v1/servers/demo_primary/release", {"reason": "cleared"})
+    scores = await asyncio.to_thread(agg.scores)
+    say("Trust scores at the aggregator:", BOLD)
+    for name, s in sorted(scores.items()):
+        say(f"  {name:<14} {s['score']:.3f}  {s['state']:<11} {s['breakdown']['explanation']}")
+
+
 async def demo(tb: Testbed, step_s: float) -> None:
-    primary = tb.servers["demo_primary"]
+    primary, fallback = tb.servers["demo_primary"], tb.servers["demo_fallback"]
+
+    def heal():
+        primary.fault("healthy")
+        fallback.fault("healthy")
+
     phases = [
-        (0, "healthy", "Phase 1: all healthy. The agent's calls go to demo_primary.", None),
-        (6, "down", "Phase 2: demo_primary goes down (connections refused).", lambda: primary.fault("down")),
-        (20, "healthy", "Phase 3: demo_primary comes back. After the open interval, half-open probes test it.",
-         lambda: primary.fault("healthy")),
+        (0, "Phase 1: all healthy. The agent's calls go to demo_primary.", None),
+        (6, "Phase 2: demo_primary starts answering HTTP 500. `whoami` is declared read-only, so the sidecar "
+            "sends each failed call again to demo_fallback: the agent sees no failure. After 5 failures the "
+            "breaker opens and calls go to the fallback directly.",
+         lambda: primary.fault("http_5xx", status=500)),
+        (14, "Phase 3: demo_fallback goes down too. Nothing healthy is left: the agent gets readable "
+             "degraded answers, never a hang or a proxy error page.",
+         lambda: fallback.fault("down")),
+        (22, "Phase 4: both come back. After the open interval, half-open probes test demo_primary.", heal),
     ]
     say("Demo: the official MCP Python SDK client calls `whoami` through the sidecar.", BOLD)
     say(f"{DIM}(each line: call number, who answered, and what the agent saw){RESET}")
@@ -84,7 +128,7 @@ async def demo(tb: Testbed, step_s: float) -> None:
             elapsed = time.monotonic() - started
             while phase_idx + 1 < len(phases) and elapsed >= phases[phase_idx + 1][0]:
                 phase_idx += 1
-                _, _, text, action = phases[phase_idx]
+                _, text, action = phases[phase_idx]
                 say()
                 say(text, BOLD)
                 if action:
@@ -105,6 +149,8 @@ async def demo(tb: Testbed, step_s: float) -> None:
             await asyncio.sleep(step_s)
     say()
     say("The breaker closed again and traffic is back on demo_primary.", GREEN + BOLD)
+    if tb.aggregator:
+        await trust_phases(tb, step_s)
     stats = tb.envoy.stats("wasmcustom.mcp_warden.cluster.demo_")
     short = {k.replace("wasmcustom.mcp_warden.cluster.", ""): v for k, v in stats.items() if v}
     say("Filter stats (Envoy /stats):", BOLD)
@@ -130,7 +176,7 @@ def main() -> int:
     # SIGTERM stops the testbed as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, interrupt)
     # A short open interval so the demo shows recovery within a minute.
-    tb = Testbed(breaker={"open_duration_ms": 5000, "half_open_probes": 2})
+    tb = Testbed(breaker={"open_duration_ms": 5000, "half_open_probes": 2}, trust=True)
     say("Starting 4 MCP servers and Envoy with the mcp-warden filter...", DIM)
     tb.start()
     try:

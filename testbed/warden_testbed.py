@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "mcp_warden_filter.wasm"
 FAULT_SERVER = ROOT / "testbed" / "servers" / "fault_server.py"
 ROUTE_HEADER = "x-mcp-warden-cluster"
+AGGREGATOR_BIN = ROOT / "target" / "debug" / "mcp-warden-aggregator"
+AGGREGATOR_CLUSTER = "mcp_warden_aggregator"
 
 
 def envoy_bin() -> str:
@@ -432,6 +434,88 @@ def _port_open(port: int) -> bool:
 # The whole system
 
 
+# ------------------------------------------------------------------------------------------------
+# The trust aggregator
+
+
+# Tokens of the testbed's aggregator: one per role (two sidecars).
+TESTBED_TOKENS = [
+    {"token": "sidecar-1-token-testbed", "name": "sidecar-1", "role": "sidecar"},
+    {"token": "sidecar-2-token-testbed", "name": "sidecar-2", "role": "sidecar"},
+    {"token": "operator-token-testbed", "name": "ops", "role": "operator"},
+    {"token": "rater-token-testbed", "name": "alice", "role": "rater"},
+    {"token": "scanner-token-testbed", "name": "scanner", "role": "scanner"},
+    {"token": "reader-token-testbed", "name": "dashboard", "role": "reader"},
+]
+
+
+@dataclass
+class Aggregator:
+    """The trust aggregator (`aggregator/`), on a loopback port with its own database."""
+
+    config: dict = field(default_factory=dict)
+    tokens: list[dict] = field(default_factory=lambda: list(TESTBED_TOKENS))
+    port: int = 0
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mcp-warden-aggregator-")))
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def db(self) -> Path:
+        return self.workdir / "trust.db"
+
+    def start(self, timeout: float = 30.0) -> "Aggregator":
+        if not AGGREGATOR_BIN.exists():
+            raise RuntimeError(f"{AGGREGATOR_BIN} is missing: run `cargo build -p mcp-warden-aggregator`")
+        self.port = self.port or free_port()
+        (self.workdir / "tokens.json").write_text(json.dumps({"tokens": self.tokens}))
+        cmd = [str(AGGREGATOR_BIN), "serve", "--listen", f"127.0.0.1:{self.port}", "--db", str(self.db),
+               "--tokens", str(self.workdir / "tokens.json")]
+        if self.config:
+            (self.workdir / "config.json").write_text(json.dumps(self.config))
+            cmd += ["--config", str(self.workdir / "config.json")]
+        log = open(self.workdir / "aggregator.log", "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+        def up():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"aggregator exited: {(self.workdir / 'aggregator.log').read_text()[-3000:]}")
+            return http_json("GET", f"{self.url}/healthz", timeout=1)[0] == 200
+
+        wait_until(up, timeout, "the aggregator")
+        return self
+
+    def api(self, method: str, path: str, body=None, token: str | None = "operator-token-testbed", headers: dict | None = None):
+        hdrs = dict(headers or {})
+        if token:
+            hdrs["Authorization"] = f"Bearer {token}"
+        return http_json(method, f"{self.url}{path}", body, hdrs)
+
+    def scores(self, token: str = "reader-token-testbed") -> dict[str, dict]:
+        _, _, doc = self.api("GET", "/v1/scores", token=token)
+        return {s["server"]: s for s in doc["servers"]}
+
+    def kill(self) -> None:
+        """SIGKILL, like a crash."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def trust_plugin(sidecar: str, token: str, poll_ms: int = 500, report_ms: int = 500, **extra) -> dict:
+    """The plugin configuration's `trust` section for a testbed sidecar."""
+    return {"aggregator_cluster": AGGREGATOR_CLUSTER, "token": token, "sidecar": sidecar,
+            "poll_interval_ms": poll_ms, "report_interval_ms": report_ms, "timeout_ms": min(poll_ms, report_ms, 1000),
+            **extra}
+
+
 # The testbed's MCP servers: name -> answer mode. `demo` servers keep sessions and answer in SSE;
 # `json` servers are stateless and answer JSON, reached as authority json.mcp.local.
 DEMO_SERVER_MODES = {
@@ -490,20 +574,29 @@ class Testbed:
     extra_plugin: dict = field(default_factory=dict)
     servers: dict[str, FaultServer] = field(default_factory=dict)
     envoy: Envoy | None = None
+    # Start the trust aggregator too, and have the sidecar report to it and enforce its scores.
+    trust: bool = False
+    aggregator: Aggregator | None = None
 
     def plugin(self) -> dict:
         cfg = plugin_config(demo_servers(), **self.extra_plugin)
         if self.breaker:
             cfg["breaker"] = self.breaker
+        if self.aggregator:
+            cfg["trust"] = trust_plugin("sidecar-1", "sidecar-1-token-testbed")
         return cfg
 
     def start(self) -> "Testbed":
         try:
             self.servers = spawn_demo_servers()
+            clusters = {n: ("127.0.0.1", s.port) for n, s in self.servers.items()}
+            if self.trust:
+                self.aggregator = Aggregator(config={"trust": {"performance_half_life_ms": 60_000}}).start()
+                clusters[AGGREGATOR_CLUSTER] = ("127.0.0.1", self.aggregator.port)
             cfg = bootstrap(
                 listen_port=free_port(),
                 admin_port=free_port(),
-                clusters={n: ("127.0.0.1", s.port) for n, s in self.servers.items()},
+                clusters=clusters,
                 plugin=self.plugin(),
             )
             self.envoy = Envoy(cfg, concurrency=self.concurrency).start()
@@ -520,6 +613,8 @@ class Testbed:
     def stop(self) -> None:
         if self.envoy:
             self.envoy.stop()
+        if self.aggregator:
+            self.aggregator.stop()
         for s in self.servers.values():
             s.stop()
 

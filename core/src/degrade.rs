@@ -58,6 +58,8 @@ pub struct Unavailable<'a> {
     pub error_code: i64,
     /// The request spoke protocol 2026-07-28 or later, whose results carry `resultType`.
     pub modern_protocol: bool,
+    /// The failed call reached the server and was not safe to repeat: it may have run.
+    pub maybe_ran: bool,
 }
 
 /// True for protocol versions whose results must carry `resultType` (2026-07-28 and later).
@@ -100,7 +102,8 @@ impl Unavailable<'_> {
             (Reason::CircuitOpen | Reason::Untrusted { .. }, 1) => "; its fallback is unavailable too",
             (Reason::CircuitOpen | Reason::Untrusted { .. }, _) => "; every fallback is unavailable too",
         };
-        format!("{subject} is unavailable: {why}; retry in {retry} s{fallback}.")
+        let ran = if self.maybe_ran { " The call may or may not have run on the server; it was not repeated." } else { "" };
+        format!("{subject} is unavailable: {why}; retry in {retry} s{fallback}.{ran}")
     }
 
     fn data(&self) -> Value {
@@ -109,6 +112,9 @@ impl Unavailable<'_> {
         data.insert("reason".into(), json!(self.reason.code()));
         if let Reason::UpstreamFailed(kind) = self.reason {
             data.insert("failure".into(), json!(kind.as_str()));
+        }
+        if self.maybe_ran {
+            data.insert("may_have_run".into(), json!(true));
         }
         data.insert("retry_after".into(), json!(self.retry_after_s()));
         data.insert(
@@ -200,6 +206,7 @@ mod tests {
             fallbacks_configured: fallbacks,
             error_code: -32050,
             modern_protocol: false,
+            maybe_ran: false,
         }
     }
 
@@ -279,5 +286,8 @@ mod tests {
         u.fallbacks_configured = 2;
         let v = body(&u.respond(Some(&req), None, None));
         assert!(v["error"]["message"].as_str().unwrap().ends_with("retry in 8 s."), "{v}");
+        u.maybe_ran = true;
+        let v = body(&u.respond(Some(&req), None, None));
+        assert!(v["error"]["message"].as_str().unwrap().ends_with("it was not repeated."), "{v}");
     }
 }

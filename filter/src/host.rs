@@ -54,6 +54,7 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> u32;
+    fn proxy_get_header_map_pairs(map_type: u32, return_data: *mut *mut u8, return_size: *mut usize) -> u32;
     fn proxy_replace_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -170,6 +171,40 @@ pub fn header(map: MapType, name: &str) -> Option<String> {
     }
     let bytes = unsafe { owned(data, size) };
     Some(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// Every header of a map, in order (lossy UTF-8); empty if the map is unavailable.
+pub fn headers(map: MapType) -> Vec<(String, String)> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: out-parameters; ownership taken right after.
+    let s = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+    if s != OK {
+        return Vec::new();
+    }
+    let bytes = unsafe { owned(data, size) };
+    parse_header_pairs(&bytes).unwrap_or_default()
+}
+
+/// The ABI's serialised header map: count, (key len, value len) pairs, NUL-terminated strings.
+fn parse_header_pairs(b: &[u8]) -> Option<Vec<(String, String)>> {
+    let word = |at: usize| -> Option<usize> {
+        Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize)
+    };
+    let count = word(0)?;
+    let mut sizes = Vec::with_capacity(count.min(256));
+    for i in 0..count {
+        sizes.push((word(4 + i * 8)?, word(8 + i * 8)?));
+    }
+    let mut at = 4 + count * 8;
+    let mut out = Vec::with_capacity(sizes.len());
+    for (k, v) in sizes {
+        let key = b.get(at..at + k)?;
+        at += k + 1;
+        let value = b.get(at..at + v)?;
+        at += v + 1;
+        out.push((String::from_utf8_lossy(key).into_owned(), String::from_utf8_lossy(value).into_owned()));
+    }
+    Some(out)
 }
 
 /// Sets (replaces) a header.

@@ -19,8 +19,16 @@ use mcp_warden_core::mcp::jsonrpc::{parse_request, ParsedRequest};
 use mcp_warden_core::trust::wire::TrustState;
 use mcp_warden_core::{FailureKind, Outcome};
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::Action;
+use mcp_warden_core::retry;
+use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
+
+/// Headers that belong to one connection and are never forwarded.
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "content-length"];
+
+/// How long a retry on a fallback may take.
+const RETRY_TIMEOUT_MS: u64 = 10_000;
 
 /// A cluster that refused the request, as remembered for the degraded answer.
 #[derive(Debug, Clone, Copy)]
@@ -37,8 +45,10 @@ struct Refusal {
 enum Stage {
     /// Not an MCP server this sidecar guards: untouched.
     PassThrough,
-    /// Routed to `cluster`; its answer is being judged.
-    Routed { cluster: usize, admission: Admission },
+    /// Routed to `cluster` (at `position` in the server's chain); its answer is being judged.
+    Routed { cluster: usize, position: usize, admission: Admission },
+    /// The routed call failed and is being sent again to `cluster` (a fallback) by the filter.
+    Retrying { cluster: usize, admission: Admission, token: u32, failed: usize, failure: FailureKind, since_ms: u64 },
     /// No cluster admits: waiting for the body to answer with the request's id.
     Refused,
     /// Answered by the filter itself.
@@ -63,6 +73,11 @@ pub struct WardenHttp {
     recorded: bool,
     /// A degraded body that replaces the upstream's (error page or 5xx).
     replacement: Option<Vec<u8>>,
+    session: bool,
+    /// The failed call could not be retried because repeating it might do harm.
+    maybe_ran: bool,
+    /// A copy of a `tools/list` answer, to learn tool hints from (bounded).
+    tools_list: Option<(Vec<u8>, bool)>,
 }
 
 impl WardenHttp {
@@ -83,12 +98,15 @@ impl WardenHttp {
             observer: None,
             recorded: false,
             replacement: None,
+            session: false,
+            maybe_ran: false,
+            tools_list: None,
         }
     }
 
     fn routed_cluster(&self) -> Option<(usize, Admission)> {
         match self.stage {
-            Stage::Routed { cluster, admission } => Some((cluster, admission)),
+            Stage::Routed { cluster, admission, .. } => Some((cluster, admission)),
             _ => None,
         }
     }
@@ -112,6 +130,11 @@ impl WardenHttp {
             }
             if let Some(m) = shared.metrics.cluster(cluster) {
                 host::increment(m.rejected, 1);
+            }
+            if !matches!(admission, Admission::Rejected { half_open: true, .. }) && shared.config.trust.is_some() {
+                if let Some(c) = shared.config.cluster(cluster) {
+                    shared.pending.borrow_mut().record_refused(&c.name);
+                }
             }
             self.refusals.push(Refusal {
                 cluster,
@@ -145,6 +168,7 @@ impl WardenHttp {
             fallbacks_configured: server.clusters.len().saturating_sub(1),
             error_code: cfg.degraded.error_code,
             modern_protocol: self.modern_protocol,
+            maybe_ran: self.maybe_ran,
         })
     }
 
@@ -183,13 +207,17 @@ impl WardenHttp {
     }
 
     fn send_degraded(&mut self, response: DegradedResponse) {
-        let retry_after = response.retry_after_s.to_string();
-        let served_by = self.shared.config.served_by_header.as_str();
         let why = if self.refusals.iter().all(|r| r.untrusted.is_some()) {
             if self.refusals.iter().any(|r| r.untrusted == Some(true)) { "quarantined" } else { "low_trust" }
         } else {
             "circuit_open"
         };
+        self.send_degraded_as(response, why);
+    }
+
+    fn send_degraded_as(&mut self, response: DegradedResponse, why: &str) {
+        let retry_after = response.retry_after_s.to_string();
+        let served_by = self.shared.config.served_by_header.as_str();
         let headers = [
             ("content-type", "application/json"),
             ("retry-after", retry_after.as_str()),
@@ -209,9 +237,9 @@ impl WardenHttp {
         if self.request_too_big || self.method != HttpMethod::Post {
             return;
         }
-        let body = std::mem::take(&mut self.request_body);
         // An unreadable body is the agent's mistake; the server will say so, and its ids stay unknown.
-        self.request = parse_request(&body, self.mcp_method.is_some()).ok();
+        // The body is kept: a failed call may be sent again to a fallback.
+        self.request = parse_request(&self.request_body, self.mcp_method.is_some()).ok();
     }
 
     /// Records the verdict on the serving cluster's breaker, once. Returns the open interval if
@@ -222,6 +250,11 @@ impl WardenHttp {
         }
         self.recorded = true;
         let (cluster, admission) = self.routed_cluster()?;
+        self.record_call(cluster, admission, outcome, self.started_ms, now)
+    }
+
+    /// Records one call's verdict on a cluster's breaker, stats and trust counts.
+    fn record_call(&self, cluster: usize, admission: Admission, outcome: Outcome, started_ms: u64, now: u64) -> Option<u64> {
         let shared = Rc::clone(&self.shared);
         let cfg = &shared.config;
         let (probe, epoch) = match admission {
@@ -231,7 +264,7 @@ impl WardenHttp {
         };
         let metrics = shared.metrics.cluster(cluster);
         let policy = &cfg.cluster(cluster)?.policy;
-        let slow = now.saturating_sub(self.started_ms) >= policy.slow_call_duration_ms;
+        let slow = now.saturating_sub(started_ms) >= policy.slow_call_duration_ms;
         let failed = match outcome {
             Outcome::Unknown => {
                 if probe {
@@ -265,12 +298,157 @@ impl WardenHttp {
         }
         if cfg.trust.is_some() {
             if let Some(c) = cfg.cluster(cluster) {
-                let latency = now.saturating_sub(self.started_ms);
+                let latency = now.saturating_sub(started_ms);
                 shared.pending.borrow_mut().record(&c.name, outcome, slow, latency);
             }
         }
         let t = breakers::record(cfg, &shared.metrics, cluster, CallRecord { failed, slow, probe, epoch }, now);
         t.and_then(|t| t.open_for_ms)
+    }
+
+    /// Whether the request is a single `tools/list` (whose answer teaches tool hints).
+    fn is_tools_list(&self) -> Option<bool> {
+        let method = self.mcp_method.as_deref().or_else(|| self.request.as_ref()?.entries.first()?.method.as_deref());
+        Some(method? == "tools/list" && self.request.as_ref().is_none_or(|r| !r.batch))
+    }
+
+    fn keep_tools_list(&mut self, chunk: &[u8], end_of_stream: bool) {
+        let limit = self.shared.config.inspect_max_bytes;
+        let Some((buf, sse)) = self.tools_list.as_mut() else { return };
+        if buf.len() + chunk.len() > limit {
+            self.tools_list = None;
+            return;
+        }
+        buf.extend_from_slice(chunk);
+        if end_of_stream {
+            let sse = *sse;
+            if let (Some((buf, _)), Some(server)) = (self.tools_list.take(), self.shared.config.servers.get(self.server)) {
+                crate::tools::learn(&server.name, &buf, sse, limit);
+            }
+        }
+    }
+
+    /// Sends a failed call again to the next fallback that admits it, when that is safe.
+    /// Returns true when a retry is under way (the upstream's answer is then held back).
+    fn try_retry(&mut self, failure: FailureKind, failed: usize, position: usize, now: u64) -> bool {
+        let shared = Rc::clone(&self.shared);
+        let cfg = &shared.config;
+        if self.method != HttpMethod::Post || self.request_too_big || self.session {
+            return false;
+        }
+        let (Some(request), Some(server)) = (self.request.as_ref(), cfg.servers.get(self.server)) else { return false };
+        let catalog = crate::tools::catalog(&server.name);
+        let safe = retry::is_safe_to_retry(request, self.mcp_method.as_deref(), self.mcp_name.as_deref(), &catalog, failure);
+        if !safe {
+            self.maybe_ran = matches!(failure, FailureKind::Reset | FailureKind::Timeout | FailureKind::Http5xx);
+            return false;
+        }
+        let mut next = None;
+        for &cluster in server.clusters.iter().skip(position + 1) {
+            if self.untrusted(cluster).is_some() {
+                continue;
+            }
+            let admission = breakers::admit(cfg, &shared.metrics, cluster, now);
+            if admission.admitted() {
+                next = Some((cluster, admission));
+                break;
+            }
+        }
+        let Some((cluster, admission)) = next else { return false };
+        if !shared.retry_budget.borrow_mut().try_spend() {
+            log::debug!("mcp-warden: retry budget spent; not retrying on a fallback");
+            if let Admission::Probe { epoch } = admission {
+                breakers::release_probe(cfg, cluster, epoch, now);
+            }
+            return false;
+        }
+        let Some(target) = cfg.cluster(cluster) else { return false };
+        let headers = host::headers(host::REQUEST);
+        let forward: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()) && *k != cfg.route_header)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let timeout = std::time::Duration::from_millis(RETRY_TIMEOUT_MS);
+        match proxy_wasm::hostcalls::dispatch_http_call(&target.name, forward, Some(&self.request_body), vec![], timeout) {
+            Ok(token) => {
+                if let Some(m) = shared.metrics.cluster(cluster) {
+                    host::increment(m.requests, 1);
+                    host::increment(m.retried, 1);
+                }
+                self.stage = Stage::Retrying { cluster, admission, token, failed, failure, since_ms: now };
+                true
+            }
+            Err(e) => {
+                log::warn!("mcp-warden: cannot retry on `{}`: {e:?}", target.name);
+                false
+            }
+        }
+    }
+
+    /// The fallback's answer to a retried call: passed to the agent, or a degraded answer if it
+    /// failed too.
+    fn finish_retry(&mut self, body_size: usize, has_headers: bool) {
+        let Stage::Retrying { cluster, admission, failed, failure, since_ms, .. } = self.stage else { return };
+        self.stage = Stage::Answered;
+        let now = host::now_ms();
+        let shared = Rc::clone(&self.shared);
+        let cfg = &shared.config;
+        let status: u16 = if has_headers {
+            host::header(MapType::HttpCallResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0)
+        } else {
+            0
+        };
+        let headers = if status > 0 { host::headers(MapType::HttpCallResponseHeaders) } else { Vec::new() };
+        let body = if status > 0 {
+            host::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let outcome = if status == 0 {
+            let timed_out = now.saturating_sub(since_ms) >= RETRY_TIMEOUT_MS;
+            Outcome::Failure(if timed_out { FailureKind::Timeout } else { FailureKind::ConnectFailure })
+        } else {
+            let content_type = headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.as_str());
+            let expected = self.request.as_ref().map(|r| r.expected_ids().cloned().collect());
+            let mut observer = ResponseObserver::new(expected, cfg.inspect_max_bytes);
+            let head = ResponseHead { status, content_type, local_reply: None };
+            observer
+                .on_headers(head, self.method, &cfg.failures)
+                .or_else(|| observer.on_body(&body, true, &cfg.failures))
+                .unwrap_or(Outcome::Unknown)
+        };
+        let open_for = self.record_call(cluster, admission, outcome, since_ms, now);
+        let http_failed = status == 0 || status >= 500;
+        let (Some(first), Some(second)) = (cfg.cluster(failed), cfg.cluster(cluster)) else { return };
+        if http_failed {
+            let statuses = vec![
+                ClusterStatus { cluster: &first.name, state: "failed", retry_after_ms: 1_000 },
+                ClusterStatus {
+                    cluster: &second.name,
+                    state: if open_for.is_some() { "open" } else { "failed" },
+                    retry_after_ms: open_for.unwrap_or(1_000),
+                },
+            ];
+            if let Some(u) = self.unavailable(Reason::UpstreamFailed(failure), statuses) {
+                let response = self.degraded_for_request(&u);
+                self.send_degraded_as(response, "upstream_failed");
+            }
+            return;
+        }
+        let served_by = cfg.served_by_header.as_str();
+        let mut out: Vec<(&str, &str)> = headers
+            .iter()
+            .filter(|(k, _)| {
+                !k.starts_with(':') && !HOP_BY_HOP.contains(&k.as_str()) && k != "content-length" && k != served_by
+            })
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        out.push((served_by, second.name.as_str()));
+        out.push(("x-mcp-warden-retried-from", first.name.as_str()));
+        if let Err(e) = host::send_response(u32::from(status), &out, &body) {
+            log::warn!("mcp-warden: could not pass on a retried answer: {e}");
+        }
     }
 
     /// Turns a failed upstream answer (Envoy's error page or an upstream 5xx) into a degraded
@@ -300,7 +478,13 @@ impl WardenHttp {
     }
 }
 
-impl Context for WardenHttp {}
+impl Context for WardenHttp {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
+        if matches!(self.stage, Stage::Retrying { token: t, .. } if t == token) {
+            self.finish_retry(body_size, num_headers > 0);
+        }
+    }
+}
 
 impl HttpContext for WardenHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -322,6 +506,7 @@ impl HttpContext for WardenHttp {
         self.request_too_big = host::header(host::REQUEST, "content-length")
             .and_then(|v| v.trim().parse::<usize>().ok())
             .is_some_and(|n| n > cfg.request_max_bytes);
+        self.session = host::header(host::REQUEST, "mcp-session-id").is_some();
         self.mcp_method = host::header(host::REQUEST, "mcp-method");
         self.mcp_name = host::header(host::REQUEST, "mcp-name");
         self.modern_protocol = is_modern_protocol(host::header(host::REQUEST, "mcp-protocol-version").as_deref());
@@ -343,7 +528,8 @@ impl HttpContext for WardenHttp {
                         host::increment(m.fallback, 1);
                     }
                 }
-                self.stage = Stage::Routed { cluster, admission };
+                self.stage = Stage::Routed { cluster, position, admission };
+                self.shared.retry_budget.borrow_mut().earn();
                 if self.method == HttpMethod::Post && !end_of_stream && !self.request_too_big {
                     // Hold the request until its (bounded) body is read: the id must be known
                     // before Envoy can answer for a refused connection, and MCP bodies are small.
@@ -429,7 +615,7 @@ impl HttpContext for WardenHttp {
         } else {
             None
         };
-        if self.request.is_none() && !self.request_body.is_empty() {
+        if self.request.is_none() && !self.request_body.is_empty() && !self.request_too_big {
             // The upstream answered before the request's end reached the filter.
             self.parse_kept_request();
         }
@@ -445,10 +631,22 @@ impl HttpContext for WardenHttp {
         };
         let verdict = observer.on_headers(head, self.method, &cfg.failures);
         self.observer = Some(observer);
+        if let (200, Some(true)) = (status, self.is_tools_list()) {
+            let sse = content_type.as_deref().is_some_and(|c| c.starts_with("text/event-stream"));
+            self.tools_list = Some((Vec::new(), sse));
+        }
         if let Some(outcome) = verdict {
             let now = host::now_ms();
             let open_for = self.record(outcome, now);
             if let Outcome::Failure(kind) = outcome {
+                let position = match self.stage {
+                    Stage::Routed { position, .. } => position,
+                    _ => 0,
+                };
+                if !end_of_stream && self.try_retry(kind, cluster, position, now) {
+                    // Hold the failed answer back; the fallback's answer replaces it.
+                    return Action::Pause;
+                }
                 let rewrite = cfg.degraded.rewrite_upstream_errors
                     && !end_of_stream
                     && (local_reply.is_some() || status >= 500);
@@ -461,6 +659,11 @@ impl HttpContext for WardenHttp {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if matches!(self.stage, Stage::Retrying { .. }) {
+            // The failed answer's body is dropped as it comes; the retry's answer replaces it.
+            let _ = host::set_buffer(host::RESPONSE_BODY, 0, body_size, b"");
+            return Action::Pause;
+        }
         if let Some(body) = &self.replacement {
             let new = if end_of_stream { body.as_slice() } else { &[][..] };
             if let Err(e) = host::set_buffer(host::RESPONSE_BODY, 0, body_size, new) {
@@ -469,7 +672,7 @@ impl HttpContext for WardenHttp {
             return Action::Continue;
         }
         let judging = self.observer.as_ref().is_some_and(|o| o.verdict().is_none());
-        if !judging {
+        if !judging && self.tools_list.is_none() {
             return Action::Continue;
         }
         let chunk = if body_size > 0 {
@@ -477,6 +680,10 @@ impl HttpContext for WardenHttp {
         } else {
             Vec::new()
         };
+        self.keep_tools_list(&chunk, end_of_stream);
+        if !judging {
+            return Action::Continue;
+        }
         let policy = &self.shared.config.failures;
         let verdict = self.observer.as_mut().and_then(|o| o.on_body(&chunk, end_of_stream, policy));
         if let Some(outcome) = verdict {

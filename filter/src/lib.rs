@@ -10,13 +10,15 @@ pub mod host;
 pub mod http;
 pub mod metrics;
 pub mod root;
+pub mod shared_json;
+pub mod tools;
 pub mod trust;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
     // Installs a `log` logger that forwards to Envoy and a panic hook that logs at critical.
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(root::WardenRoot::default())
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::WardenRoot::new(context_id))
     });
 }}

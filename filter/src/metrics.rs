@@ -3,7 +3,7 @@
 //!
 //! Names (Envoy prefixes `wasmcustom.`; the shipped bootstrap turns the cluster and server
 //! segments into `mcp_cluster` / `mcp_server` Prometheus labels):
-//! - `mcp_warden.cluster.<cluster>.{requests,success,slow,fallback,rejected,untrusted}`
+//! - `mcp_warden.cluster.<cluster>.{requests,success,slow,fallback,rejected,untrusted,retried}`
 //! - `mcp_warden.cluster.<cluster>.failure.<kind>`
 //! - `mcp_warden.cluster.<cluster>.breaker.{state,opened,half_opened,closed}`
 //! - `mcp_warden.server.<server>.{requests,degraded}`
@@ -22,6 +22,7 @@ pub struct ClusterMetrics {
     pub fallback: u32,
     pub rejected: u32,
     pub untrusted: u32,
+    pub retried: u32,
     pub failures: [u32; FailureKind::ALL.len()],
     pub state: u32,
     pub opened: u32,
@@ -69,6 +70,7 @@ impl Metrics {
                     fallback: counter(&format!("{p}fallback")),
                     rejected: counter(&format!("{p}rejected")),
                     untrusted: counter(&format!("{p}untrusted")),
+                    retried: counter(&format!("{p}retried")),
                     failures,
                     state: host::define_metric(MetricKind::Gauge, &format!("{p}breaker.state")).unwrap_or(0),
                     opened: counter(&format!("{p}breaker.opened")),

@@ -7,6 +7,7 @@ use crate::http::WardenHttp;
 use crate::metrics::Metrics;
 use crate::trust::{self, TrustLoop};
 use mcp_warden_core::config::PluginConfig;
+use mcp_warden_core::retry::RetryBudget;
 use mcp_warden_core::trust::sidecar::{SignalAccumulator, TrustTable};
 use std::cell::RefCell;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -21,13 +22,22 @@ pub struct Shared {
     pub pending: RefCell<SignalAccumulator>,
     /// The trust table this VM enforces (refreshed on tick).
     pub trust: RefCell<TrustTable>,
+    /// Retries on fallbacks this VM may still make (a fifth of its requests, bursts of 10).
+    pub retry_budget: RefCell<RetryBudget>,
 }
 
 /// The filter's root context.
 #[derive(Default)]
 pub struct WardenRoot {
+    context_id: u32,
     shared: Option<Rc<Shared>>,
     trust: Option<TrustLoop>,
+}
+
+impl WardenRoot {
+    pub fn new(context_id: u32) -> Self {
+        WardenRoot { context_id, ..Default::default() }
+    }
 }
 
 impl Context for WardenRoot {
@@ -68,8 +78,9 @@ impl RootContext for WardenRoot {
             config.clusters.len()
         );
         if let Some(t) = &config.trust {
-            // A per-VM id for the aggregator lease: the clock's nanoseconds at configuration.
-            let owner = host::now_ns() ^ (u64::from(std::process::id()) << 48);
+            // A per-VM id for the aggregator lease: the clock's nanoseconds at configuration (VMs
+            // configure one after the other) mixed with the root context id.
+            let owner = host::now_ns() ^ (u64::from(self.context_id) << 48);
             self.trust = Some(TrustLoop::new(owner));
             if let Err(e) = proxy_wasm::hostcalls::set_tick_period(trust::tick_period(t)) {
                 log::error!("mcp-warden: cannot start the trust timer: {e:?}");
@@ -80,6 +91,7 @@ impl RootContext for WardenRoot {
             metrics,
             pending: RefCell::new(SignalAccumulator::default()),
             trust: RefCell::new(TrustTable::default()),
+            retry_budget: RefCell::new(RetryBudget::new(0.2, 10.0)),
         }));
         true
     }

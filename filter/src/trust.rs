@@ -8,8 +8,8 @@
 //! request's path: a slow or absent aggregator only means an older table.
 
 use crate::host::{self, HostStore};
+use crate::shared_json;
 use crate::root::Shared;
-use mcp_warden_core::breaker::store::MAX_CAS_ATTEMPTS;
 use mcp_warden_core::breaker::{SharedStore, StoreError};
 use mcp_warden_core::config::TrustConfig;
 use mcp_warden_core::trust::sidecar::{Lease, SignalAccumulator, TrustTable};
@@ -81,7 +81,7 @@ impl TrustLoop {
             return;
         }
         let local = shared.pending.borrow().clone();
-        let merged = update_json::<SignalAccumulator>(PENDING_KEY, |acc| acc.merge(&local));
+        let merged = shared_json::update::<SignalAccumulator>(PENDING_KEY, |acc| acc.merge(&local));
         match merged {
             Ok(()) => *shared.pending.borrow_mut() = SignalAccumulator::default(),
             Err(e) => log::debug!("mcp-warden: trust counts kept for the next tick: {e}"),
@@ -219,7 +219,7 @@ fn take_batch(t: &TrustConfig, owner: u64, now: u64) -> Result<Option<Vec<u8>>, 
         }
     }
     let mut drained = SignalAccumulator::default();
-    update_json::<SignalAccumulator>(PENDING_KEY, |acc| drained = std::mem::take(acc))?;
+    shared_json::update::<SignalAccumulator>(PENDING_KEY, |acc| drained = std::mem::take(acc))?;
     if drained.is_empty() {
         return Ok(None);
     }
@@ -232,23 +232,4 @@ fn take_batch(t: &TrustConfig, owner: u64, now: u64) -> Result<Option<Vec<u8>>, 
     let bytes = serde_json::to_vec(&batch).map_err(|e| StoreError::Host(e.to_string()))?;
     HostStore.set(INFLIGHT_KEY, &bytes, None)?;
     Ok(Some(bytes))
-}
-
-/// Read-modify-write of a JSON value in shared data, retried on lost races.
-fn update_json<T>(key: &str, mut change: impl FnMut(&mut T)) -> Result<(), StoreError>
-where
-    T: serde::de::DeserializeOwned + serde::Serialize + Default,
-{
-    for _ in 0..MAX_CAS_ATTEMPTS {
-        let (bytes, cas) = HostStore.get(key)?;
-        let mut value: T = bytes.as_deref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default();
-        change(&mut value);
-        let out = serde_json::to_vec(&value).map_err(|e| StoreError::Host(e.to_string()))?;
-        match HostStore.set(key, &out, cas) {
-            Ok(()) => return Ok(()),
-            Err(StoreError::CasMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::CasMismatch)
 }

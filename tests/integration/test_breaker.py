@@ -45,7 +45,11 @@ def test_each_failure_kind_is_counted(servers, sidecar, fault, params, kind, ser
     # Whatever broke, the agent gets a well-formed JSON-RPC answer for its id, never a proxy page
     # (garbage inside a 200 streams through as the server sent it: the filter does not buffer
     # answers; it counts them).
-    if kind in ("http_5xx", "http_429", "connect_failure", "timeout") and kind != "http_429":
+    if kind == "connect_failure" and server == "demo-json":
+        # It never reached the server, so the filter sent it to the fallback (no session to keep).
+        assert a.header("x-mcp-warden-retried-from") == primary
+        assert tool_text(a) == "json_fallback"
+    elif kind in ("http_5xx", "connect_failure", "timeout"):
         assert a.status == 200, a
         msg = a.message()
         assert msg["id"] == 11
@@ -96,8 +100,9 @@ def test_half_open_probes_bring_traffic_back_to_the_primary(servers, sidecar):
     for i in range(5):
         stateless_call(envoy.url, "whoami", id=i)
     assert tool_text(stateless_call(envoy.url, "whoami")) == "json_fallback"
-    # A failed probe reopens with a doubled interval.
-    wait_until(lambda: "json_primary" == stateless_call(envoy.url, "whoami").header("x-mcp-warden-served-by"),
+    # A failed probe reopens with a doubled interval (the probe's call itself never reached the
+    # down server, so the filter retried it on the fallback).
+    wait_until(lambda: "json_primary" == stateless_call(envoy.url, "whoami").header("x-mcp-warden-retried-from"),
                5, "a half-open probe to the primary")
     assert "breaker `json_primary` half_open -> open: a half-open probe failed; open for 2000 ms" in envoy.log_text()
     servers["json_primary"].fault("healthy")
@@ -168,8 +173,9 @@ def test_degraded_answers_when_nothing_is_healthy(servers, sidecar):
 
 
 def test_sdk_agent_rides_through_a_primary_outage(servers, sidecar):
-    """The official SDK client keeps one session while the primary dies: it gets readable tool
-    errors while the breaker trips, then answers from the fallback, and never an exception."""
+    """The official SDK client (protocol 2026-07-28) keeps calling while the primary dies: calls
+    that never reached it are sent to the fallback at once, so the agent sees no failure at all,
+    and after 5 failures the breaker sends everything to the fallback directly."""
     envoy = sidecar()
 
     async def run():
@@ -183,6 +189,27 @@ def test_sdk_agent_rides_through_a_primary_outage(servers, sidecar):
         return seen
 
     seen = asyncio.run(run())
-    assert seen[0] == "demo_primary"
-    assert all(s.startswith("error: Tool 'whoami' on MCP server 'demo' is unavailable") for s in seen[1:6]), seen
-    assert seen[6:] == ["demo_fallback"] * 3
+    assert seen == ["demo_primary"] + ["demo_fallback"] * 8
+    assert envoy.stat(f"{P}demo_primary.breaker.opened") == 1
+    assert envoy.stat(f"{P}demo_fallback.retried") == 5
+
+
+def test_sdk_agent_gets_readable_errors_for_calls_that_may_have_run(servers, sidecar):
+    """`whoami` is not declared read-only or idempotent: when the primary answers 500 the call
+    may have run, so it is not repeated; the agent gets a tool error it can read, until the
+    breaker opens and the fallback serves."""
+    envoy = sidecar()
+
+    async def run():
+        seen = []
+        async with Client(envoy.url, mode="auto") as client:
+            servers["demo_primary"].fault("http_5xx", status=500)
+            for _ in range(8):
+                r = await client.call_tool("whoami", {})
+                seen.append(("error: " if r.is_error else "") + r.content[0].text)
+        return seen
+
+    seen = asyncio.run(run())
+    assert all(s.startswith("error: Tool 'whoami' on MCP server 'demo' is unavailable") for s in seen[:5]), seen
+    assert all("may or may not have run" in s for s in seen[:5])
+    assert seen[5:] == ["demo_fallback"] * 3

@@ -39,6 +39,17 @@ impl SignalAccumulator {
         r.latency.max_ms = r.latency.max_ms.max(latency_ms);
     }
 
+    /// Counts a call this sidecar did not send because the cluster's breaker was open: to the
+    /// mesh that is evidence the server is unavailable, reported as the failure kind
+    /// `circuit_open` (the breaker itself is not fed by it).
+    pub fn record_refused(&mut self, cluster: &str) {
+        let r = self
+            .clusters
+            .entry(cluster.to_string())
+            .or_insert_with(|| ServerReport { server: cluster.to_string(), ..Default::default() });
+        *r.outcomes.failures.entry("circuit_open".to_string()).or_insert(0) += 1;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.clusters.is_empty()
     }
@@ -167,6 +178,8 @@ mod tests {
         b.record("p", Outcome::Success, false, 5);
         b.record("f", Outcome::Failure(FailureKind::ConnectFailure), false, 1);
         a.merge(&b);
+        a.record_refused("f");
+        assert_eq!(a.clusters["f"].outcomes.failures["circuit_open"], 1);
         let p = &a.clusters["p"];
         assert_eq!(p.outcomes.success, 2);
         assert_eq!(p.outcomes.failures["http_5xx"], 1);

@@ -1,0 +1,5 @@
+//! `mcp-warden-ctl`: see [`mcp_warden_aggregator::ctl`].
+
+fn main() -> std::process::ExitCode {
+    mcp_warden_aggregator::ctl::main()
+}

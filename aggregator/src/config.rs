@@ -1,0 +1,278 @@
+//! The aggregator's optional JSON configuration: trust-model overrides and service knobs,
+//! parsed with `deny_unknown_fields` and validated once; every error names its field.
+
+use mcp_warden_core::trust::TrustParams;
+use serde::Deserialize;
+use std::fmt;
+
+/// A configuration the aggregator refuses, with the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() || self.field == "." {
+            write!(f, "invalid aggregator configuration: {}", self.message)
+        } else {
+            write!(f, "invalid aggregator configuration: field `{}`: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.to_string(), message: message.into() }
+}
+
+/// Everything the service runs with: the model's parameters and the service's own bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub trust: TrustParams,
+    /// How often scores are re-evaluated for decay (and per-minute history samples taken).
+    pub evaluate_interval_ms: u64,
+    /// A history sample per server at least this often (and on every state change).
+    pub history_sample_interval_ms: u64,
+    /// History older than this is deleted.
+    pub history_retention_ms: u64,
+    /// The same finding (server, rule, severity, tool, fingerprint) reported again within this
+    /// window is recorded but does not add to the penalty a second time.
+    pub security_dedup_window_ms: u64,
+    /// Processed batch ids are remembered this long (the idempotency window for retries).
+    pub batch_retention_ms: u64,
+    /// The most servers the aggregator tracks; writes naming more are refused (507).
+    pub max_servers: usize,
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            trust: TrustParams::default(),
+            evaluate_interval_ms: 5_000,
+            history_sample_interval_ms: 60_000,
+            history_retention_ms: 24 * HOUR_MS,
+            security_dedup_window_ms: 24 * HOUR_MS,
+            batch_retention_ms: 7 * 24 * HOUR_MS,
+            max_servers: 10_000,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    #[serde(default)]
+    trust: RawTrust,
+    evaluate_interval_ms: Option<u64>,
+    history_sample_interval_ms: Option<u64>,
+    history_retention_ms: Option<u64>,
+    security_dedup_window_ms: Option<u64>,
+    batch_retention_ms: Option<u64>,
+    max_servers: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    performance_half_life_ms: Option<u64>,
+    security_half_life_ms: Option<u64>,
+    prior_successes: Option<f64>,
+    prior_failures: Option<f64>,
+    slow_weight: Option<f64>,
+    #[serde(default)]
+    severity_penalty: RawPenalty,
+    performance_weight: Option<f64>,
+    reputation_weight: Option<f64>,
+    reputation_prior: Option<f64>,
+    reputation_prior_weight: Option<f64>,
+    unknown_rater_standing: Option<f64>,
+    unknown_crowd_cap: Option<f64>,
+    eigentrust_alpha: Option<f64>,
+    eigentrust_iterations: Option<u32>,
+    min_trust: Option<f64>,
+    quarantine_below: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPenalty {
+    low: Option<f64>,
+    medium: Option<f64>,
+    high: Option<f64>,
+    critical: Option<f64>,
+}
+
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *target = v;
+    }
+}
+
+fn in_range(field: &str, v: f64, lo: f64, hi: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v >= lo && v <= hi {
+        Ok(())
+    } else {
+        Err(err(field, format!("must be in [{lo}, {hi}], got {v}")))
+    }
+}
+
+fn positive(field: &str, v: f64) -> Result<(), ConfigError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(err(field, format!("must be a positive number, got {v}")))
+    }
+}
+
+fn ms_range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(err(field, format!("must be in {lo}..={hi} ms, got {v}")))
+    }
+}
+
+const YEAR_MS: u64 = 366 * 24 * HOUR_MS;
+
+impl Settings {
+    /// Parses and validates the JSON an operator wrote; absent fields keep their defaults.
+    pub fn from_json(bytes: &[u8]) -> Result<Settings, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let raw: RawSettings =
+            serde_path_to_error::deserialize(de).map_err(|e| err(&e.path().to_string(), e.into_inner().to_string()))?;
+        let mut s = Settings::default();
+        let t = &mut s.trust;
+        let r = raw.trust;
+        set(&mut t.performance_half_life_ms, r.performance_half_life_ms);
+        set(&mut t.security_half_life_ms, r.security_half_life_ms);
+        set(&mut t.prior_successes, r.prior_successes);
+        set(&mut t.prior_failures, r.prior_failures);
+        set(&mut t.slow_weight, r.slow_weight);
+        for (slot, v) in t.severity_penalty.iter_mut().zip([
+            r.severity_penalty.low,
+            r.severity_penalty.medium,
+            r.severity_penalty.high,
+            r.severity_penalty.critical,
+        ]) {
+            set(slot, v);
+        }
+        set(&mut t.performance_weight, r.performance_weight);
+        set(&mut t.reputation_weight, r.reputation_weight);
+        set(&mut t.reputation_prior, r.reputation_prior);
+        set(&mut t.reputation_prior_weight, r.reputation_prior_weight);
+        set(&mut t.unknown_rater_standing, r.unknown_rater_standing);
+        set(&mut t.unknown_crowd_cap, r.unknown_crowd_cap);
+        set(&mut t.eigentrust_alpha, r.eigentrust_alpha);
+        set(&mut t.eigentrust_iterations, r.eigentrust_iterations);
+        set(&mut t.min_trust, r.min_trust);
+        set(&mut t.quarantine_below, r.quarantine_below);
+        set(&mut s.evaluate_interval_ms, raw.evaluate_interval_ms);
+        set(&mut s.history_sample_interval_ms, raw.history_sample_interval_ms);
+        set(&mut s.history_retention_ms, raw.history_retention_ms);
+        set(&mut s.security_dedup_window_ms, raw.security_dedup_window_ms);
+        set(&mut s.batch_retention_ms, raw.batch_retention_ms);
+        set(&mut s.max_servers, raw.max_servers);
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks every value (also used for settings built in code).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let t = &self.trust;
+        ms_range("trust.performance_half_life_ms", t.performance_half_life_ms, 1, YEAR_MS)?;
+        ms_range("trust.security_half_life_ms", t.security_half_life_ms, 1, YEAR_MS)?;
+        positive("trust.prior_successes", t.prior_successes)?;
+        positive("trust.prior_failures", t.prior_failures)?;
+        in_range("trust.slow_weight", t.slow_weight, 0.0, 1.0)?;
+        for (name, v) in ["low", "medium", "high", "critical"].iter().zip(t.severity_penalty) {
+            in_range(&format!("trust.severity_penalty.{name}"), v, 0.0, 100.0)?;
+        }
+        if t.severity_penalty.windows(2).any(|w| matches!(w, [a, b] if a > b)) {
+            return Err(err("trust.severity_penalty", "penalties must not decrease with severity (low <= medium <= high <= critical)"));
+        }
+        in_range("trust.performance_weight", t.performance_weight, 0.0, 1.0)?;
+        in_range("trust.reputation_weight", t.reputation_weight, 0.0, 1.0)?;
+        let sum = t.performance_weight + t.reputation_weight;
+        if (sum - 1.0).abs() > 1e-9 {
+            return Err(err(
+                "trust.reputation_weight",
+                format!("performance_weight + reputation_weight must be 1, got {sum} (set both)"),
+            ));
+        }
+        in_range("trust.reputation_prior", t.reputation_prior, 0.0, 1.0)?;
+        positive("trust.reputation_prior_weight", t.reputation_prior_weight)?;
+        in_range("trust.unknown_rater_standing", t.unknown_rater_standing, 0.0, 1.0)?;
+        in_range("trust.unknown_crowd_cap", t.unknown_crowd_cap, 0.0, 1000.0)?;
+        in_range("trust.eigentrust_alpha", t.eigentrust_alpha, 0.01, 1.0)?;
+        if !(1..=1000).contains(&t.eigentrust_iterations) {
+            return Err(err("trust.eigentrust_iterations", format!("must be in 1..=1000, got {}", t.eigentrust_iterations)));
+        }
+        in_range("trust.min_trust", t.min_trust, 0.0, 1.0)?;
+        in_range("trust.quarantine_below", t.quarantine_below, 0.0, 1.0)?;
+        if t.quarantine_below > t.min_trust {
+            return Err(err(
+                "trust.quarantine_below",
+                format!("must not exceed min_trust ({}), got {}", t.min_trust, t.quarantine_below),
+            ));
+        }
+        ms_range("evaluate_interval_ms", self.evaluate_interval_ms, 100, HOUR_MS)?;
+        ms_range("history_sample_interval_ms", self.history_sample_interval_ms, 1_000, 24 * HOUR_MS)?;
+        ms_range("history_retention_ms", self.history_retention_ms, 60_000, 90 * 24 * HOUR_MS)?;
+        ms_range("security_dedup_window_ms", self.security_dedup_window_ms, 0, YEAR_MS)?;
+        ms_range("batch_retention_ms", self.batch_retention_ms, 60_000, YEAR_MS)?;
+        if !(1..=1_000_000).contains(&self.max_servers) {
+            return Err(err("max_servers", format!("must be in 1..=1000000, got {}", self.max_servers)));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_default() {
+        assert_eq!(Settings::from_json(b"{}").unwrap(), Settings::default());
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let s = Settings::from_json(
+            br#"{"trust":{"performance_half_life_ms":5000,"severity_penalty":{"critical":3},"min_trust":0.4},"evaluate_interval_ms":500}"#,
+        )
+        .unwrap();
+        assert_eq!(s.trust.performance_half_life_ms, 5000);
+        assert_eq!(s.trust.severity_penalty, [0.02, 0.1, 0.5, 3.0]);
+        assert_eq!(s.trust.min_trust, 0.4);
+        assert_eq!(s.evaluate_interval_ms, 500);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"trust":{"min_trust":2}}"#, "field `trust.min_trust`: must be in [0, 1], got 2"),
+            (r#"{"trust":{"bogus":1}}"#, "field `trust.bogus`: unknown field"),
+            (r#"{"nope":1}"#, "field `nope`: unknown field"),
+            (r#"{"trust":{"performance_half_life_ms":"x"}}"#, "field `trust.performance_half_life_ms`: invalid type"),
+            (r#"{"trust":{"performance_half_life_ms":0}}"#, "field `trust.performance_half_life_ms`: must be in 1..="),
+            (r#"{"trust":{"performance_weight":0.8}}"#, "field `trust.reputation_weight`: performance_weight + reputation_weight must be 1"),
+            (r#"{"trust":{"quarantine_below":0.5}}"#, "field `trust.quarantine_below`: must not exceed min_trust"),
+            (r#"{"trust":{"severity_penalty":{"low":5}}}"#, "field `trust.severity_penalty`: penalties must not decrease"),
+            (r#"{"trust":{"prior_successes":0}}"#, "field `trust.prior_successes`: must be a positive number"),
+            (r#"{"max_servers":0}"#, "field `max_servers`: must be in 1..=1000000"),
+            (r#""x""#, "invalid type"),
+        ];
+        for (json, want) in cases {
+            let e = Settings::from_json(json.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains(want), "{json}: {e}");
+            assert!(e.starts_with("invalid aggregator configuration: "), "{e}");
+        }
+    }
+}

@@ -1,0 +1,615 @@
+//! The aggregator's logic: applies each write to the state inside one SQLite transaction,
+//! re-evaluates every score, takes automatic decisions, and publishes a new scores document
+//! when something a sidecar acts on changed. Synchronous; the HTTP layer runs it on a blocking
+//! thread behind one mutex (one writer).
+//!
+//! A write mutates the in-memory state as it goes; if anything fails before the commit, the
+//! transaction rolls back and the state is reloaded from the database before the next call, so
+//! memory never holds what the disk does not.
+
+use crate::auth::Principal;
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::state::{published_score, ratings_of, score_of, ServerState, State};
+use crate::store;
+use crate::validate;
+use crate::views::{
+    AuditAction, AuditPage, DecisionAck, FlagAck, Health, QuarantineInfo, RatingAck, RatingSummary, ServerDetail,
+    SignalsAck, Traffic,
+};
+use axum::body::Bytes;
+use mcp_warden_core::trust::model;
+use mcp_warden_core::trust::wire::{
+    FlagRequest, RatingRequest, SecurityEvent, ServerScore, Severity, SignalBatch, Subject, TrustState,
+};
+use mcp_warden_core::trust::TrustScore;
+use rusqlite::Connection;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
+use tracing::{info, warn};
+
+/// The actor named in the audit log for automatic decisions.
+pub const AGGREGATOR: &str = "aggregator";
+/// A published score is replaced (and the version bumped) when it moved by more than this.
+pub const PUBLISH_EPSILON: f64 = 0.005;
+/// Lists in the server view.
+const DETAIL_EVENTS: u32 = 50;
+const DETAIL_RATERS: usize = 50;
+const PRUNE_EVERY_MS: u64 = 3_600_000;
+
+/// One version of the scores document, serialized once, served to every poller.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub version: u64,
+    pub document: Bytes,
+    scores: BTreeMap<String, Arc<ServerScore>>,
+}
+
+impl Published {
+    fn empty(version: u64) -> Self {
+        Published { version, document: Bytes::new(), scores: BTreeMap::new() }
+    }
+}
+
+/// The wire document ([`ScoresDocument`](mcp_warden_core::trust::wire::ScoresDocument)) serialized
+/// from borrowed scores.
+#[derive(Serialize)]
+struct DocumentRef<'a> {
+    version: u64,
+    generated_at_ms: u64,
+    servers: Vec<&'a ServerScore>,
+}
+
+/// The current publication, shared with readers that must not wait for writers.
+pub type Publication = Arc<RwLock<Arc<Published>>>;
+
+pub fn current(p: &Publication) -> Arc<Published> {
+    p.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// Would a sidecar act differently on `new` than on the published `old`?
+fn moved(old: Option<&Arc<ServerScore>>, new: &ServerScore) -> bool {
+    match old {
+        None => true,
+        Some(o) => {
+            o.state != new.state
+                || o.quarantine_reason != new.quarantine_reason
+                || (o.score - new.score).abs() > PUBLISH_EPSILON
+        }
+    }
+}
+
+/// The database could not be opened or read at start.
+#[derive(Debug)]
+pub struct OpenError(pub String);
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+pub struct Engine {
+    conn: Connection,
+    settings: Settings,
+    pretrusted: BTreeSet<String>,
+    state: State,
+    published: Arc<Published>,
+    publication: Publication,
+    /// Memory may differ from the database (a write failed): reload before the next call.
+    stale: bool,
+    /// Publish on the next evaluation even if nothing moved (start, after a reload).
+    force_publish: bool,
+    last_prune_ms: u64,
+}
+
+/// What a write sees: its transaction and the state it changes.
+struct Ctx<'a> {
+    tx: &'a Connection,
+    state: &'a mut State,
+    settings: &'a Settings,
+    pretrusted: &'a BTreeSet<String>,
+    now: u64,
+    /// Servers whose row must be written before the commit (and that are re-evaluated).
+    dirty: BTreeSet<String>,
+    /// Re-evaluate every server, not only the dirty ones (rater standing changed).
+    full: bool,
+}
+
+/// Quarantines `srv` by the aggregator's own decision, with an audit entry.
+fn decide_quarantine(tx: &Connection, now: u64, name: &str, srv: &mut ServerState, reason: String, score: f64) -> Result<(), ApiError> {
+    store::insert_audit(tx, now, AGGREGATOR, AuditAction::AutoQuarantine, name, &reason, score)?;
+    warn!(server = name, score, "automatic quarantine: {reason}");
+    srv.quarantine = Some(QuarantineInfo { reason, by: AGGREGATOR.to_string(), since_ms: now, automatic: true });
+    Ok(())
+}
+
+impl Ctx<'_> {
+    /// The server's state, created on first mention (capacity was checked before the write).
+    fn server(&mut self, name: &str) -> &mut ServerState {
+        self.dirty.insert(name.to_string());
+        let now = self.now;
+        self.state.servers.entry(name.to_string()).or_insert_with(|| ServerState::new(now))
+    }
+
+    fn score(&self, name: &str) -> Option<TrustScore> {
+        let srv = self.state.servers.get(name)?;
+        let rs = ratings_of(&self.state.ratings, name);
+        Some(score_of(srv, &rs, &self.state.standing, self.now, &self.settings.trust))
+    }
+
+    /// Quarantines `name` for a critical finding, unless it already is.
+    fn quarantine_critical(&mut self, name: &str, reason: String) -> Result<(), ApiError> {
+        let score = self.score(name).map(|s| s.score).unwrap_or(0.0);
+        let (tx, now) = (self.tx, self.now);
+        if let Some(srv) = self.state.servers.get_mut(name) {
+            if srv.quarantine.is_none() {
+                decide_quarantine(tx, now, name, srv, reason, score)?;
+                self.dirty.insert(name.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Scores the servers this write touched (every server when `full`), quarantines those under
+    /// `quarantine_below` (when armed), takes history samples, and builds a new publication if
+    /// any of them moved past the thresholds. Servers not evaluated keep their published score
+    /// until the next full evaluation (the timer's, every `evaluate_interval_ms`).
+    fn evaluate(&mut self, published: &Published, force: bool) -> Result<Option<Published>, ApiError> {
+        let p = &self.settings.trust;
+        let now = self.now;
+        let targets: Vec<String> =
+            if self.full { self.state.servers.keys().cloned().collect() } else { self.dirty.iter().cloned().collect() };
+        let mut fresh = Vec::with_capacity(targets.len());
+        let mut any_moved = force;
+        let State { servers: states, ratings, standing, .. } = &mut *self.state;
+        for name in targets {
+            let Some(srv) = states.get_mut(&name) else { continue };
+            let rs = ratings_of(ratings, &name);
+            let ts = score_of(srv, &rs, standing, now, p);
+            if srv.quarantine.is_none() && srv.auto_armed && ts.score < p.quarantine_below {
+                let reason = format!(
+                    "score {:.3} fell below quarantine_below {}: {}",
+                    ts.score, p.quarantine_below, ts.breakdown.explanation
+                );
+                decide_quarantine(self.tx, now, &name, srv, reason, ts.score)?;
+                self.dirty.insert(name.clone());
+            }
+            let st = model::state(ts.score, srv.quarantine.is_some(), p);
+            let due = match srv.last_sample {
+                None => true,
+                Some((at, last)) => last != st || now.saturating_sub(at) >= self.settings.history_sample_interval_ms,
+            };
+            if due {
+                store::insert_sample(self.tx, &name, now, ts.score, st)?;
+                srv.last_sample = Some((now, st));
+            }
+            let score = published_score(&name, srv, ts, p);
+            any_moved |= moved(published.scores.get(&name), &score);
+            fresh.push((name, score));
+        }
+        if !any_moved {
+            return Ok(None);
+        }
+        let mut scores = published.scores.clone();
+        for (name, score) in fresh {
+            scores.insert(name, Arc::new(score));
+        }
+        let version = published.version + 1;
+        store::set_version(self.tx, version)?;
+        let doc = DocumentRef { version, generated_at_ms: now, servers: scores.values().map(|s| s.as_ref()).collect() };
+        let document = serde_json::to_vec(&doc).map_err(|e| ApiError::internal(format!("cannot serialize scores: {e}")))?;
+        Ok(Some(Published { version, document: Bytes::from(document), scores }))
+    }
+
+    fn persist_dirty(&self) -> Result<(), ApiError> {
+        for name in &self.dirty {
+            if let Some(srv) = self.state.servers.get(name) {
+                store::upsert_server(self.tx, name, srv)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn event_reason(e: &SecurityEvent, by: &str) -> String {
+    let tool = e.tool.as_deref().map(|t| format!(" on tool `{t}`")).unwrap_or_default();
+    let evidence = e.evidence.as_deref().map(|v| format!(": {}", validate::truncate(v, 200))).unwrap_or_default();
+    format!("critical security event `{}`{tool} reported by sidecar `{by}`{evidence}", e.rule)
+}
+
+fn flag_reason(f: &FlagRequest, by: &str) -> String {
+    let tool = f.tool.as_deref().map(|t| format!(" on tool `{t}`")).unwrap_or_default();
+    let desc = f.description.as_deref().map(|d| format!(": {}", validate::truncate(d, 200))).unwrap_or_default();
+    format!("critical flag `{}`{tool} from `{by}`{desc}", f.rule)
+}
+
+impl Engine {
+    /// Opens the database, rebuilds the state, and publishes a first document (a version above
+    /// any published before, so no poller's ETag matches across a restart).
+    pub fn open(path: &Path, settings: Settings, pretrusted: BTreeSet<String>, now: u64) -> Result<Engine, OpenError> {
+        let fail = |what: &str, e: &dyn fmt::Display| {
+            let e = e.to_string();
+            let hint = if e.contains("locked") { " (is another aggregator using this database?)" } else { "" };
+            OpenError(format!("{what} {}: {e}{hint}", path.display()))
+        };
+        let conn = store::open(path).map_err(|e| fail("cannot open database", &e))?;
+        let mut state = store::load(&conn).map_err(|e| fail("cannot read database", &e))?;
+        state.recompute_standing(&pretrusted, &settings.trust);
+        let version = store::version(&conn).map_err(|e| fail("cannot read database", &e))?;
+        let published = Arc::new(Published::empty(version));
+        let mut engine = Engine {
+            conn,
+            settings,
+            pretrusted,
+            state,
+            publication: Arc::new(RwLock::new(published.clone())),
+            published,
+            stale: false,
+            force_publish: true,
+            last_prune_ms: 0,
+        };
+        engine.tick(now).map_err(|e| fail("cannot write database", &e.message))?;
+        Ok(engine)
+    }
+
+    /// The publication handle readers poll without taking the engine's lock.
+    pub fn publication(&self) -> Publication {
+        self.publication.clone()
+    }
+
+    fn ensure_fresh(&mut self) -> Result<(), ApiError> {
+        if !self.stale {
+            return Ok(());
+        }
+        let mut state = store::load(&self.conn)?;
+        state.recompute_standing(&self.pretrusted, &self.settings.trust);
+        let db_version = store::version(&self.conn)?;
+        if db_version > self.published.version {
+            // A commit reported failure but reached the disk: never reuse its version number.
+            self.published = Arc::new(Published { version: db_version, ..(*self.published).clone() });
+        }
+        self.state = state;
+        self.stale = false;
+        self.force_publish = true;
+        info!("state reloaded from the database after a failed write");
+        Ok(())
+    }
+
+    /// Runs `f` and the evaluation in one transaction; publishes after the commit.
+    fn write<R>(&mut self, now: u64, full: bool, f: impl FnOnce(&mut Ctx<'_>) -> Result<R, ApiError>) -> Result<R, ApiError> {
+        self.ensure_fresh()?;
+        let full = full || self.force_publish;
+        let tx = self.conn.transaction()?;
+        let mut ctx = Ctx {
+            tx: &tx,
+            state: &mut self.state,
+            settings: &self.settings,
+            pretrusted: &self.pretrusted,
+            now,
+            dirty: BTreeSet::new(),
+            full,
+        };
+        let run = || -> Result<(R, Option<Published>), ApiError> {
+            let r = f(&mut ctx)?;
+            let next = ctx.evaluate(&self.published, self.force_publish)?;
+            ctx.persist_dirty()?;
+            Ok((r, next))
+        };
+        let result = run();
+        let result = result.and_then(|v| tx.commit().map(|()| v).map_err(ApiError::from));
+        match result {
+            Ok((r, next)) => {
+                if let Some(p) = next {
+                    let p = Arc::new(p);
+                    self.published = p.clone();
+                    *self.publication.write().unwrap_or_else(PoisonError::into_inner) = p;
+                    self.force_publish = false;
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                self.stale = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Refuses a write that would make the aggregator track more than `max_servers`.
+    fn check_capacity<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> Result<(), ApiError> {
+        let new: BTreeSet<&str> = names.into_iter().filter(|n| !self.state.servers.contains_key(*n)).collect();
+        if self.state.servers.len() + new.len() > self.settings.max_servers {
+            return Err(ApiError::new(
+                axum::http::StatusCode::INSUFFICIENT_STORAGE,
+                format!(
+                    "the aggregator tracks at most {} servers (max_servers); this write would add {} new ones",
+                    self.settings.max_servers,
+                    new.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn dedup_since(&self, now: u64) -> Option<u64> {
+        match self.settings.security_dedup_window_ms {
+            0 => None,
+            w => Some(now.saturating_sub(w)),
+        }
+    }
+
+    /// (score, state) of `name` now.
+    fn current(&self, name: &str, now: u64) -> (f64, TrustState) {
+        match self.state.servers.get(name) {
+            Some(srv) => {
+                let rs = ratings_of(&self.state.ratings, name);
+                let ts = score_of(srv, &rs, &self.state.standing, now, &self.settings.trust);
+                (ts.score, model::state(ts.score, srv.quarantine.is_some(), &self.settings.trust))
+            }
+            None => (0.0, TrustState::Degraded),
+        }
+    }
+
+    /// `POST /v1/signals`.
+    pub fn signals(&mut self, who: &Principal, batch: &SignalBatch, now: u64) -> Result<SignalsAck, ApiError> {
+        self.ensure_fresh()?;
+        let ack = |duplicate: bool, version: u64, dropped: Vec<String>| SignalsAck {
+            batch_id: batch.batch_id.clone(),
+            duplicate,
+            servers: batch.servers.len() - dropped.len(),
+            dropped_servers: dropped,
+            version,
+        };
+        if store::batch_seen(&self.conn, &who.name, &batch.batch_id)? {
+            return Ok(ack(true, self.published.version, Vec::new()));
+        }
+        // Past max_servers, reports of servers not yet known are dropped (not the whole batch:
+        // one stray cluster must not stop a sidecar's reporting).
+        let room = self.settings.max_servers.saturating_sub(self.state.servers.len());
+        let mut new: BTreeSet<&str> = BTreeSet::new();
+        let mut dropped: BTreeSet<String> = BTreeSet::new();
+        for r in &batch.servers {
+            if !self.state.servers.contains_key(&r.server) && !new.contains(r.server.as_str()) {
+                if new.len() < room {
+                    new.insert(&r.server);
+                } else {
+                    dropped.insert(r.server.clone());
+                }
+            }
+        }
+        if !dropped.is_empty() {
+            warn!(sidecar = who.name, "max_servers ({}) reached: reports of {dropped:?} dropped", self.settings.max_servers);
+        }
+        let dedup = self.dedup_since(now);
+        self.write(now, false, |ctx| {
+            store::insert_batch(ctx.tx, &who.name, &batch.batch_id, &batch.sidecar, now)?;
+            let settings = ctx.settings;
+            for r in batch.servers.iter().filter(|r| !dropped.contains(&r.server)) {
+                let mut counted: Vec<&SecurityEvent> = Vec::new();
+                for e in &r.security {
+                    let (_, c) =
+                        store::record_security_event(ctx.tx, &r.server, &who.name, &batch.batch_id, e, now, dedup)?;
+                    if c {
+                        counted.push(e);
+                    }
+                }
+                if !r.security.is_empty() {
+                    store::trim_security_events(ctx.tx, &r.server)?;
+                }
+                let srv = ctx.server(&r.server);
+                srv.evidence.add(&r.outcomes, now, &settings.trust);
+                let t = &mut srv.totals;
+                t.success = t.success.saturating_add(r.outcomes.success);
+                t.failures = t.failures.saturating_add(r.outcomes.failure_total());
+                t.slow = t.slow.saturating_add(r.outcomes.slow);
+                t.latency_count = t.latency_count.saturating_add(r.latency.count);
+                t.latency_sum_ms = t.latency_sum_ms.saturating_add(r.latency.sum_ms);
+                t.last_report_ms = Some(now);
+                // New adverse evidence re-arms automatic quarantine after a release.
+                if r.outcomes.failure_total() > 0 || r.outcomes.slow > 0 || !counted.is_empty() {
+                    srv.auto_armed = true;
+                }
+                for e in &counted {
+                    srv.security.add(e.severity, now, &settings.trust);
+                }
+                if let Some(e) = counted.iter().find(|e| e.severity == Severity::Critical) {
+                    ctx.quarantine_critical(&r.server, event_reason(e, &who.name))?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(ack(false, self.published.version, dropped.into_iter().collect()))
+    }
+
+    /// `POST /v1/ratings`.
+    pub fn rate(&mut self, who: &Principal, req: &RatingRequest, now: u64) -> Result<RatingAck, ApiError> {
+        self.ensure_fresh()?;
+        if let Subject::Server(s) = &req.subject {
+            self.check_capacity([s.as_str()])?;
+        }
+        let vouch = matches!(req.subject, Subject::Rater(_));
+        self.write(now, vouch, |ctx| {
+            store::upsert_rating(ctx.tx, &who.name, &req.subject, req.value, req.comment.as_deref(), now)?;
+            match &req.subject {
+                Subject::Server(s) => {
+                    ctx.state.ratings.entry(s.clone()).or_default().insert(who.name.clone(), req.value);
+                    let prior = ctx.settings.trust.reputation_prior;
+                    let srv = ctx.server(s);
+                    if req.value < prior {
+                        srv.auto_armed = true;
+                    }
+                }
+                Subject::Rater(r) => {
+                    ctx.state.vouches.insert((who.name.clone(), r.clone()), req.value);
+                    ctx.state.recompute_standing(ctx.pretrusted, &ctx.settings.trust);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(RatingAck {
+            rater: who.name.clone(),
+            rater_standing: self.state.standing.get(&who.name).copied().unwrap_or(0.0),
+            subject: req.subject.clone(),
+            value: req.value,
+            version: self.published.version,
+        })
+    }
+
+    /// `POST /v1/flags`.
+    pub fn flag(&mut self, who: &Principal, req: &FlagRequest, now: u64) -> Result<FlagAck, ApiError> {
+        self.ensure_fresh()?;
+        self.check_capacity([req.server.as_str()])?;
+        let dedup = self.dedup_since(now);
+        let (id, counted) = self.write(now, false, |ctx| {
+            let (id, counted) = store::record_flag(ctx.tx, &who.name, req, req.description.as_deref(), now, dedup)?;
+            let settings = ctx.settings;
+            let srv = ctx.server(&req.server);
+            if counted {
+                srv.security.add(req.severity, now, &settings.trust);
+                srv.auto_armed = true;
+                if req.severity == Severity::Critical {
+                    ctx.quarantine_critical(&req.server, flag_reason(req, &who.name))?;
+                }
+            }
+            Ok((id, counted))
+        })?;
+        let (score, state) = self.current(&req.server, now);
+        Ok(FlagAck { id, server: req.server.clone(), counted, score, state, version: self.published.version })
+    }
+
+    /// `POST /v1/servers/{server}/quarantine`.
+    pub fn quarantine(&mut self, who: &Principal, server: &str, reason: &str, now: u64) -> Result<DecisionAck, ApiError> {
+        self.ensure_fresh()?;
+        if let Some(q) = self.state.servers.get(server).and_then(|s| s.quarantine.as_ref()) {
+            return Err(ApiError::conflict(format!(
+                "server `{server}` is already quarantined (by `{}` at {} ms: {})",
+                q.by, q.since_ms, q.reason
+            )));
+        }
+        self.check_capacity([server])?;
+        let audit_id = self.write(now, false, |ctx| {
+            ctx.server(server);
+            let score = ctx.score(server).map(|s| s.score).unwrap_or(0.0);
+            let id = store::insert_audit(ctx.tx, now, &who.name, AuditAction::Quarantine, server, reason, score)?;
+            let srv = ctx.server(server);
+            srv.quarantine =
+                Some(QuarantineInfo { reason: reason.to_string(), by: who.name.clone(), since_ms: now, automatic: false });
+            Ok(id)
+        })?;
+        warn!(server, operator = who.name, "quarantined by an operator: {reason}");
+        let (score, state) = self.current(server, now);
+        Ok(DecisionAck { server: server.to_string(), state, score, audit_id, version: self.published.version })
+    }
+
+    /// `POST /v1/servers/{server}/release`. Automatic quarantine by score stays disarmed until
+    /// new adverse evidence (failures, slow calls, a counted security event or flag, a rating
+    /// below the prior) arrives; a critical finding quarantines again at once.
+    pub fn release(&mut self, who: &Principal, server: &str, reason: &str, now: u64) -> Result<DecisionAck, ApiError> {
+        self.ensure_fresh()?;
+        match self.state.servers.get(server) {
+            None => return Err(ApiError::not_found(format!("unknown server `{server}`"))),
+            Some(s) if s.quarantine.is_none() => {
+                return Err(ApiError::conflict(format!("server `{server}` is not quarantined")));
+            }
+            Some(_) => {}
+        }
+        let audit_id = self.write(now, false, |ctx| {
+            let score = ctx.score(server).map(|s| s.score).unwrap_or(0.0);
+            let id = store::insert_audit(ctx.tx, now, &who.name, AuditAction::Release, server, reason, score)?;
+            let srv = ctx.server(server);
+            srv.quarantine = None;
+            srv.auto_armed = false;
+            srv.released_ms = Some(now);
+            Ok(id)
+        })?;
+        warn!(server, operator = who.name, "released by an operator: {reason}");
+        let (score, state) = self.current(server, now);
+        Ok(DecisionAck { server: server.to_string(), state, score, audit_id, version: self.published.version })
+    }
+
+    /// The periodic re-evaluation (scores decay with time), and pruning once an hour.
+    pub fn tick(&mut self, now: u64) -> Result<(), ApiError> {
+        if now.saturating_sub(self.last_prune_ms) >= PRUNE_EVERY_MS {
+            let tx = self.conn.transaction()?;
+            let (h, b) = store::prune(
+                &tx,
+                now.saturating_sub(self.settings.history_retention_ms),
+                now.saturating_sub(self.settings.batch_retention_ms),
+            )?;
+            tx.commit()?;
+            self.last_prune_ms = now;
+            if h + b > 0 {
+                info!(history_samples = h, batch_ids = b, "pruned past retention");
+            }
+        }
+        self.write(now, true, |_| Ok(()))
+    }
+
+    /// `GET /v1/servers/{server}`.
+    pub fn detail(&mut self, name: &str, now: u64) -> Result<ServerDetail, ApiError> {
+        self.ensure_fresh()?;
+        let p = &self.settings.trust;
+        let srv = self.state.servers.get(name).ok_or_else(|| ApiError::not_found(format!("unknown server `{name}`")))?;
+        let rs = ratings_of(&self.state.ratings, name);
+        let ts = score_of(srv, &rs, &self.state.standing, now, p);
+        let state = model::state(ts.score, srv.quarantine.is_some(), p);
+        let mut raters = store::server_ratings(&self.conn, name)?;
+        for r in &mut raters {
+            r.standing = self.state.standing.get(&r.rater).copied().unwrap_or(0.0);
+        }
+        let count = raters.len();
+        let mean = (count > 0).then(|| raters.iter().map(|r| r.value).sum::<f64>() / count as f64);
+        let unknown_raters = raters.iter().filter(|r| r.standing <= p.unknown_rater_standing).count();
+        raters.sort_by(|a, b| b.standing.total_cmp(&a.standing).then(b.at_ms.cmp(&a.at_ms)));
+        raters.truncate(DETAIL_RATERS);
+        let t = &srv.totals;
+        Ok(ServerDetail {
+            server: name.to_string(),
+            score: ts.score,
+            state,
+            quarantine: srv.quarantine.clone(),
+            auto_quarantine_armed: srv.auto_armed,
+            released_ms: srv.released_ms,
+            first_seen_ms: srv.first_seen_ms,
+            traffic: Traffic {
+                success: t.success,
+                failures: t.failures,
+                slow: t.slow,
+                latency_mean_ms: (t.latency_count > 0).then(|| t.latency_sum_ms as f64 / t.latency_count as f64),
+                last_report_ms: t.last_report_ms,
+            },
+            history: store::history(&self.conn, name, now.saturating_sub(self.settings.history_retention_ms))?,
+            security_events: store::security_events(&self.conn, name, DETAIL_EVENTS)?,
+            flags: store::flags(&self.conn, name, DETAIL_EVENTS)?,
+            ratings: RatingSummary {
+                count,
+                mean,
+                reputation: ts.breakdown.reputation,
+                rating_weight: ts.breakdown.rating_weight,
+                unknown_raters,
+                raters,
+            },
+            breakdown: ts.breakdown,
+            version: self.published.version,
+            generated_at_ms: now,
+        })
+    }
+
+    /// `GET /v1/audit`.
+    pub fn audit(&mut self, server: Option<&str>, before_id: Option<i64>, limit: u32) -> Result<AuditPage, ApiError> {
+        let entries = store::audit(&self.conn, server, before_id, limit)?;
+        let next_before_id = if entries.len() == limit as usize { entries.last().map(|e| e.id) } else { None };
+        Ok(AuditPage { entries, next_before_id })
+    }
+
+    /// `GET /healthz`: fails while the database cannot be read back after a failed write.
+    pub fn health(&mut self) -> Result<Health, ApiError> {
+        self.ensure_fresh()?;
+        Ok(Health { status: "ok".into(), version: self.published.version, servers: self.state.servers.len() })
+    }
+}

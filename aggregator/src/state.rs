@@ -1,0 +1,99 @@
+//! What the aggregator holds in memory: per-server evidence and decisions, ratings and vouches,
+//! rater standing. Rebuilt from the database at start (and after a failed write).
+
+use crate::views::QuarantineInfo;
+use mcp_warden_core::trust::model::{self, Vouch};
+use mcp_warden_core::trust::wire::{ServerScore, TrustState};
+use mcp_warden_core::trust::{Evidence, ReputationInput, SecurityState, TrustParams, TrustScore};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Lifetime traffic counters of one server (for people; the model uses the decaying evidence).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    pub success: u64,
+    pub failures: u64,
+    pub slow: u64,
+    pub latency_count: u64,
+    pub latency_sum_ms: u64,
+    pub last_report_ms: Option<u64>,
+}
+
+/// One server's state: everything its score and published state follow from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerState {
+    pub first_seen_ms: u64,
+    pub evidence: Evidence,
+    pub security: SecurityState,
+    pub quarantine: Option<QuarantineInfo>,
+    /// Automatic quarantine by score is allowed (false after a release until new adverse
+    /// evidence arrives).
+    pub auto_armed: bool,
+    pub released_ms: Option<u64>,
+    pub totals: Totals,
+    /// The latest history sample (time, state): decides when the next one is due.
+    pub last_sample: Option<(u64, TrustState)>,
+}
+
+impl ServerState {
+    pub fn new(now_ms: u64) -> Self {
+        ServerState {
+            first_seen_ms: now_ms,
+            evidence: Evidence { updated_ms: now_ms, ..Evidence::default() },
+            security: SecurityState { updated_ms: now_ms, ..SecurityState::default() },
+            quarantine: None,
+            auto_armed: true,
+            released_ms: None,
+            totals: Totals::default(),
+            last_sample: None,
+        }
+    }
+}
+
+/// Everything in memory.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub servers: BTreeMap<String, ServerState>,
+    /// server -> rater -> value (the latest rating wins).
+    pub ratings: BTreeMap<String, BTreeMap<String, f64>>,
+    /// (from, to) -> value.
+    pub vouches: BTreeMap<(String, String), f64>,
+    /// Each rater's standing in the web of trust (pre-trusted operators 1).
+    pub standing: BTreeMap<String, f64>,
+}
+
+impl State {
+    /// Recomputes every rater's standing from the operators and the vouches.
+    pub fn recompute_standing(&mut self, pretrusted: &BTreeSet<String>, p: &TrustParams) {
+        let vouches: Vec<Vouch> =
+            self.vouches.iter().map(|((from, to), v)| Vouch { from: from.clone(), to: to.clone(), value: *v }).collect();
+        self.standing = model::rater_standing(pretrusted, &vouches, p);
+    }
+}
+
+/// The ratings of `server` as the model takes them.
+pub fn ratings_of(ratings: &BTreeMap<String, BTreeMap<String, f64>>, server: &str) -> Vec<(String, f64)> {
+    ratings.get(server).map(|m| m.iter().map(|(r, v)| (r.clone(), *v)).collect()).unwrap_or_default()
+}
+
+/// The score of one server at `now_ms`.
+pub fn score_of(
+    srv: &ServerState,
+    ratings: &[(String, f64)],
+    standing: &BTreeMap<String, f64>,
+    now_ms: u64,
+    p: &TrustParams,
+) -> TrustScore {
+    let rep = model::reputation(&ReputationInput { ratings, standing }, p);
+    model::score(&srv.evidence, &srv.security, rep, now_ms, p)
+}
+
+/// What one server looks like in the scores document.
+pub fn published_score(name: &str, srv: &ServerState, ts: TrustScore, p: &TrustParams) -> ServerScore {
+    ServerScore {
+        server: name.to_string(),
+        score: ts.score,
+        state: model::state(ts.score, srv.quarantine.is_some(), p),
+        quarantine_reason: srv.quarantine.as_ref().map(|q| q.reason.clone()),
+        breakdown: ts.breakdown,
+    }
+}

@@ -1,0 +1,562 @@
+//! SQLite persistence: schema, pragmas, and one function per read or write. Callers pass a
+//! transaction (or the connection for reads); nothing here commits.
+//!
+//! WAL with `synchronous=FULL`: a commit is on disk (the WAL fsynced) before it returns, so a
+//! write acknowledged after its commit survives SIGKILL and power loss. `locking_mode=EXCLUSIVE`
+//! keeps a second aggregator process off the same file.
+
+use crate::state::{ServerState, State, Totals};
+use crate::validate::{truncate, MAX_EVIDENCE};
+use crate::views::{AuditAction, AuditEntry, FlagRecord, HistorySample, QuarantineInfo, RaterRating, SecurityEventRecord};
+use mcp_warden_core::trust::wire::{FlagRequest, SecurityEvent, Severity, Subject, TrustState};
+use mcp_warden_core::trust::{Evidence, SecurityState};
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::path::Path;
+use std::time::Duration;
+
+pub use rusqlite::Error;
+
+const SCHEMA_VERSION: i64 = 1;
+/// Security event records kept per server (newest), flags per server.
+pub const EVENTS_KEPT: i64 = 200;
+pub const FLAGS_KEPT: i64 = 1000;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS servers (
+    name                TEXT PRIMARY KEY,
+    first_seen_ms       INTEGER NOT NULL,
+    successes           REAL NOT NULL,
+    failures            REAL NOT NULL,
+    evidence_ms         INTEGER NOT NULL,
+    penalty             REAL NOT NULL,
+    penalty_ms          INTEGER NOT NULL,
+    quarantined         INTEGER NOT NULL,
+    quarantine_reason   TEXT,
+    quarantine_by       TEXT,
+    quarantine_ms       INTEGER,
+    quarantine_auto     INTEGER,
+    auto_armed          INTEGER NOT NULL,
+    released_ms         INTEGER,
+    total_success       INTEGER NOT NULL,
+    total_failures      INTEGER NOT NULL,
+    total_slow          INTEGER NOT NULL,
+    latency_count       INTEGER NOT NULL,
+    latency_sum_ms      INTEGER NOT NULL,
+    last_report_ms      INTEGER
+) WITHOUT ROWID;
+
+-- Idempotency of signal batches: (token name, batch id), kept batch_retention_ms.
+CREATE TABLE IF NOT EXISTS batches (
+    token_name  TEXT NOT NULL,
+    batch_id    TEXT NOT NULL,
+    sidecar     TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    PRIMARY KEY (token_name, batch_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS batches_received ON batches (received_ms);
+
+-- Latest rating per (rater, subject). subject_kind 'server' or 'rater' (a vouch).
+CREATE TABLE IF NOT EXISTS ratings (
+    rater        TEXT NOT NULL,
+    subject_kind TEXT NOT NULL CHECK (subject_kind IN ('server', 'rater')),
+    subject      TEXT NOT NULL,
+    value        REAL NOT NULL,
+    comment      TEXT,
+    at_ms        INTEGER NOT NULL,
+    PRIMARY KEY (rater, subject_kind, subject)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ratings_subject ON ratings (subject_kind, subject);
+
+-- Security events from sidecars; repeats of one finding fold into one row (reports, last_ms).
+CREATE TABLE IF NOT EXISTS security_events (
+    id              INTEGER PRIMARY KEY,
+    server          TEXT NOT NULL,
+    first_ms        INTEGER NOT NULL,
+    last_ms         INTEGER NOT NULL,
+    reports         INTEGER NOT NULL,
+    reported_by     TEXT NOT NULL,
+    batch_id        TEXT NOT NULL,
+    rule            TEXT NOT NULL,
+    severity        TEXT NOT NULL,
+    tool            TEXT,
+    evidence        TEXT,
+    old_fingerprint TEXT,
+    new_fingerprint TEXT
+);
+CREATE INDEX IF NOT EXISTS security_events_server ON security_events (server, id);
+
+CREATE TABLE IF NOT EXISTS flags (
+    id          INTEGER PRIMARY KEY,
+    server      TEXT NOT NULL,
+    first_ms    INTEGER NOT NULL,
+    last_ms     INTEGER NOT NULL,
+    reports     INTEGER NOT NULL,
+    flagged_by  TEXT NOT NULL,
+    severity    TEXT NOT NULL,
+    rule        TEXT NOT NULL,
+    tool        TEXT,
+    description TEXT
+);
+CREATE INDEX IF NOT EXISTS flags_server ON flags (server, id);
+
+CREATE TABLE IF NOT EXISTS history (
+    server TEXT NOT NULL,
+    at_ms  INTEGER NOT NULL,
+    score  REAL NOT NULL,
+    state  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_server ON history (server, at_ms);
+CREATE INDEX IF NOT EXISTS history_at ON history (at_ms);
+
+-- Every quarantine decision. Append-only: the triggers refuse changes.
+CREATE TABLE IF NOT EXISTS audit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms  INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    server TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    score  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_server ON audit (server, id);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#;
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn bad(col: usize, what: &str, got: &str) -> Error {
+    Error::FromSqlConversionFailure(col, Type::Text, format!("unknown {what} {got:?} in the database").into())
+}
+
+fn severity(row: &Row<'_>, col: usize) -> rusqlite::Result<Severity> {
+    let s: String = row.get(col)?;
+    match s.as_str() {
+        "low" => Ok(Severity::Low),
+        "medium" => Ok(Severity::Medium),
+        "high" => Ok(Severity::High),
+        "critical" => Ok(Severity::Critical),
+        other => Err(bad(col, "severity", other)),
+    }
+}
+
+pub fn state_str(s: TrustState) -> &'static str {
+    match s {
+        TrustState::Trusted => "trusted",
+        TrustState::Degraded => "degraded",
+        TrustState::Quarantined => "quarantined",
+    }
+}
+
+fn trust_state(row: &Row<'_>, col: usize) -> rusqlite::Result<TrustState> {
+    let s: String = row.get(col)?;
+    match s.as_str() {
+        "trusted" => Ok(TrustState::Trusted),
+        "degraded" => Ok(TrustState::Degraded),
+        "quarantined" => Ok(TrustState::Quarantined),
+        other => Err(bad(col, "state", other)),
+    }
+}
+
+/// Opens (creating if needed) the database with the durability settings, and the schema.
+pub fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(2))?;
+    // Before WAL: the WAL index then lives in this process's memory, and the first write
+    // takes a lock held until the connection closes (a second aggregator gets "locked").
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::InvalidParameterName(format!("could not enable WAL (journal_mode is {mode})")));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(SCHEMA)?;
+    let schema: Option<i64> = conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).optional()?;
+    match schema {
+        None => {
+            conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])?;
+        }
+        Some(v) if v == SCHEMA_VERSION => {}
+        Some(v) => {
+            return Err(Error::InvalidParameterName(format!(
+                "database schema version {v} is not supported by this aggregator (it knows {SCHEMA_VERSION})"
+            )))
+        }
+    }
+    Ok(conn)
+}
+
+pub fn version(conn: &Connection) -> rusqlite::Result<u64> {
+    let v: Option<i64> = conn.query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| r.get(0)).optional()?;
+    Ok(u(v.unwrap_or(0)))
+}
+
+pub fn set_version(conn: &Connection, v: u64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('version', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [i(v)],
+    )?;
+    Ok(())
+}
+
+/// Everything the in-memory state is rebuilt from (standing is left to the caller).
+pub fn load(conn: &Connection) -> rusqlite::Result<State> {
+    let mut state = State::default();
+    let mut stmt = conn.prepare(
+        "SELECT name, first_seen_ms, successes, failures, evidence_ms, penalty, penalty_ms, quarantined,
+                quarantine_reason, quarantine_by, quarantine_ms, quarantine_auto, auto_armed, released_ms,
+                total_success, total_failures, total_slow, latency_count, latency_sum_ms, last_report_ms
+         FROM servers",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let quarantined: bool = r.get(7)?;
+        let quarantine = if quarantined {
+            Some(QuarantineInfo {
+                reason: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+                by: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
+                since_ms: u(r.get::<_, Option<i64>>(10)?.unwrap_or(0)),
+                automatic: r.get::<_, Option<bool>>(11)?.unwrap_or(false),
+            })
+        } else {
+            None
+        };
+        let srv = ServerState {
+            first_seen_ms: u(r.get(1)?),
+            evidence: Evidence { successes: r.get(2)?, failures: r.get(3)?, updated_ms: u(r.get(4)?) },
+            security: SecurityState { penalty: r.get(5)?, updated_ms: u(r.get(6)?) },
+            quarantine,
+            auto_armed: r.get(12)?,
+            released_ms: r.get::<_, Option<i64>>(13)?.map(u),
+            totals: Totals {
+                success: u(r.get(14)?),
+                failures: u(r.get(15)?),
+                slow: u(r.get(16)?),
+                latency_count: u(r.get(17)?),
+                latency_sum_ms: u(r.get(18)?),
+                last_report_ms: r.get::<_, Option<i64>>(19)?.map(u),
+            },
+            last_sample: None,
+        };
+        Ok((r.get::<_, String>(0)?, srv))
+    })?;
+    for row in rows {
+        let (name, srv) = row?;
+        state.servers.insert(name, srv);
+    }
+    let mut stmt = conn.prepare(
+        "SELECT server, at_ms, state FROM history WHERE rowid IN (SELECT MAX(rowid) FROM history GROUP BY server)",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, u(r.get(1)?), trust_state(r, 2)?)))?;
+    for row in rows {
+        let (name, at, st) = row?;
+        if let Some(srv) = state.servers.get_mut(&name) {
+            srv.last_sample = Some((at, st));
+        }
+    }
+    let mut stmt = conn.prepare("SELECT rater, subject_kind, subject, value FROM ratings")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, f64>(3)?))
+    })?;
+    for row in rows {
+        let (rater, kind, subject, value) = row?;
+        if kind == "rater" {
+            state.vouches.insert((rater, subject), value);
+        } else {
+            state.ratings.entry(subject).or_default().insert(rater, value);
+        }
+    }
+    Ok(state)
+}
+
+pub fn upsert_server(conn: &Connection, name: &str, s: &ServerState) -> rusqlite::Result<()> {
+    let q = s.quarantine.as_ref();
+    conn.prepare_cached(
+        "INSERT INTO servers (name, first_seen_ms, successes, failures, evidence_ms, penalty, penalty_ms, quarantined,
+                quarantine_reason, quarantine_by, quarantine_ms, quarantine_auto, auto_armed, released_ms,
+                total_success, total_failures, total_slow, latency_count, latency_sum_ms, last_report_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
+         ON CONFLICT (name) DO UPDATE SET
+            successes = excluded.successes, failures = excluded.failures, evidence_ms = excluded.evidence_ms,
+            penalty = excluded.penalty, penalty_ms = excluded.penalty_ms, quarantined = excluded.quarantined,
+            quarantine_reason = excluded.quarantine_reason, quarantine_by = excluded.quarantine_by,
+            quarantine_ms = excluded.quarantine_ms, quarantine_auto = excluded.quarantine_auto,
+            auto_armed = excluded.auto_armed, released_ms = excluded.released_ms,
+            total_success = excluded.total_success, total_failures = excluded.total_failures,
+            total_slow = excluded.total_slow, latency_count = excluded.latency_count,
+            latency_sum_ms = excluded.latency_sum_ms, last_report_ms = excluded.last_report_ms",
+    )?
+    .execute(params![
+        name,
+        i(s.first_seen_ms),
+        s.evidence.successes,
+        s.evidence.failures,
+        i(s.evidence.updated_ms),
+        s.security.penalty,
+        i(s.security.updated_ms),
+        q.is_some(),
+        q.map(|q| q.reason.as_str()),
+        q.map(|q| q.by.as_str()),
+        q.map(|q| i(q.since_ms)),
+        q.map(|q| q.automatic),
+        s.auto_armed,
+        s.released_ms.map(i),
+        i(s.totals.success),
+        i(s.totals.failures),
+        i(s.totals.slow),
+        i(s.totals.latency_count),
+        i(s.totals.latency_sum_ms),
+        s.totals.last_report_ms.map(i),
+    ])?;
+    Ok(())
+}
+
+pub fn batch_seen(conn: &Connection, token_name: &str, batch_id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM batches WHERE token_name = ?1 AND batch_id = ?2")?
+        .exists(params![token_name, batch_id])
+}
+
+pub fn insert_batch(conn: &Connection, token_name: &str, batch_id: &str, sidecar: &str, now: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO batches (token_name, batch_id, sidecar, received_ms) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![token_name, batch_id, sidecar, i(now)])?;
+    Ok(())
+}
+
+/// Records a sidecar's security event; `(row id, counted)`. The same finding (rule, severity,
+/// tool, new fingerprint) first seen at or after `dedup_since` is folded into its row and not
+/// counted again. Evidence is cut to `MAX_EVIDENCE` bytes.
+pub fn record_security_event(
+    conn: &Connection,
+    server: &str,
+    reported_by: &str,
+    batch_id: &str,
+    e: &SecurityEvent,
+    now: u64,
+    dedup_since: Option<u64>,
+) -> rusqlite::Result<(i64, bool)> {
+    if let Some(since) = dedup_since {
+        let existing: Option<i64> = conn
+            .prepare_cached(
+                "SELECT id FROM security_events WHERE server = ?1 AND rule = ?2 AND severity = ?3 AND tool IS ?4
+                   AND new_fingerprint IS ?5 AND first_ms >= ?6 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row(params![server, e.rule, e.severity.as_str(), e.tool, e.new_fingerprint, i(since)], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = existing {
+            conn.prepare_cached("UPDATE security_events SET reports = reports + 1, last_ms = ?2 WHERE id = ?1")?
+                .execute(params![id, i(now)])?;
+            return Ok((id, false));
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO security_events (server, first_ms, last_ms, reports, reported_by, batch_id, rule, severity, tool,
+                evidence, old_fingerprint, new_fingerprint)
+         VALUES (?1, ?2, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        server,
+        i(now),
+        reported_by,
+        batch_id,
+        e.rule,
+        e.severity.as_str(),
+        e.tool,
+        e.evidence.as_deref().map(|v| truncate(v, MAX_EVIDENCE)),
+        e.old_fingerprint,
+        e.new_fingerprint
+    ])?;
+    Ok((conn.last_insert_rowid(), true))
+}
+
+/// Records a flag; `(row id, counted)`, deduplicated like security events (by rule, severity,
+/// tool).
+pub fn record_flag(
+    conn: &Connection,
+    flagged_by: &str,
+    f: &FlagRequest,
+    description: Option<&str>,
+    now: u64,
+    dedup_since: Option<u64>,
+) -> rusqlite::Result<(i64, bool)> {
+    if let Some(since) = dedup_since {
+        let existing: Option<i64> = conn
+            .prepare_cached(
+                "SELECT id FROM flags WHERE server = ?1 AND rule = ?2 AND severity = ?3 AND tool IS ?4 AND first_ms >= ?5
+                 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row(params![f.server, f.rule, f.severity.as_str(), f.tool, i(since)], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = existing {
+            conn.prepare_cached("UPDATE flags SET reports = reports + 1, last_ms = ?2 WHERE id = ?1")?
+                .execute(params![id, i(now)])?;
+            return Ok((id, false));
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO flags (server, first_ms, last_ms, reports, flagged_by, severity, rule, tool, description)
+         VALUES (?1, ?2, ?2, 1, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![f.server, i(now), flagged_by, f.severity.as_str(), f.rule, f.tool, description])?;
+    let id = conn.last_insert_rowid();
+    conn.prepare_cached(
+        "DELETE FROM flags WHERE server = ?1 AND id < (SELECT id FROM flags WHERE server = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )?
+    .execute(params![f.server, FLAGS_KEPT - 1])?;
+    Ok((id, true))
+}
+
+/// Keeps the newest `EVENTS_KEPT` security event records of `server`.
+pub fn trim_security_events(conn: &Connection, server: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "DELETE FROM security_events WHERE server = ?1
+           AND id < (SELECT id FROM security_events WHERE server = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )?
+    .execute(params![server, EVENTS_KEPT - 1])?;
+    Ok(())
+}
+
+pub fn upsert_rating(
+    conn: &Connection,
+    rater: &str,
+    subject: &Subject,
+    value: f64,
+    comment: Option<&str>,
+    now: u64,
+) -> rusqlite::Result<()> {
+    let (kind, name) = match subject {
+        Subject::Server(n) => ("server", n),
+        Subject::Rater(n) => ("rater", n),
+    };
+    conn.prepare_cached(
+        "INSERT INTO ratings (rater, subject_kind, subject, value, comment, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (rater, subject_kind, subject) DO UPDATE SET
+            value = excluded.value, comment = excluded.comment, at_ms = excluded.at_ms",
+    )?
+    .execute(params![rater, kind, name, value, comment, i(now)])?;
+    Ok(())
+}
+
+pub fn insert_audit(
+    conn: &Connection,
+    now: u64,
+    actor: &str,
+    action: AuditAction,
+    server: &str,
+    reason: &str,
+    score: f64,
+) -> rusqlite::Result<i64> {
+    conn.prepare_cached("INSERT INTO audit (at_ms, actor, action, server, reason, score) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+        .execute(params![i(now), actor, action.as_str(), server, reason, score])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Audit entries, newest first: of `server` (or all), with ids below `before_id`.
+pub fn audit(conn: &Connection, server: Option<&str>, before_id: Option<i64>, limit: u32) -> rusqlite::Result<Vec<AuditEntry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at_ms, actor, action, server, reason, score FROM audit
+         WHERE (?1 IS NULL OR server = ?1) AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![server, before_id, limit], |r| {
+        let action: String = r.get(3)?;
+        Ok(AuditEntry {
+            id: r.get(0)?,
+            at_ms: u(r.get(1)?),
+            actor: r.get(2)?,
+            action: AuditAction::parse(&action).ok_or_else(|| bad(3, "audit action", &action))?,
+            server: r.get(4)?,
+            reason: r.get(5)?,
+            score: r.get(6)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub fn insert_sample(conn: &Connection, server: &str, now: u64, score: f64, state: TrustState) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT INTO history (server, at_ms, score, state) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![server, i(now), score, state_str(state)])?;
+    Ok(())
+}
+
+pub fn history(conn: &Connection, server: &str, since: u64) -> rusqlite::Result<Vec<HistorySample>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT at_ms, score, state FROM history WHERE server = ?1 AND at_ms >= ?2 ORDER BY at_ms, rowid")?;
+    let rows = stmt.query_map(params![server, i(since)], |r| {
+        Ok(HistorySample { at_ms: u(r.get(0)?), score: r.get(1)?, state: trust_state(r, 2)? })
+    })?;
+    rows.collect()
+}
+
+pub fn security_events(conn: &Connection, server: &str, limit: u32) -> rusqlite::Result<Vec<SecurityEventRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, first_ms, last_ms, reports, reported_by, rule, severity, tool, evidence, old_fingerprint, new_fingerprint
+         FROM security_events WHERE server = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![server, limit], |r| {
+        Ok(SecurityEventRecord {
+            id: r.get(0)?,
+            first_ms: u(r.get(1)?),
+            last_ms: u(r.get(2)?),
+            reports: u(r.get(3)?),
+            reported_by: r.get(4)?,
+            rule: r.get(5)?,
+            severity: severity(r, 6)?,
+            tool: r.get(7)?,
+            evidence: r.get(8)?,
+            old_fingerprint: r.get(9)?,
+            new_fingerprint: r.get(10)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub fn flags(conn: &Connection, server: &str, limit: u32) -> rusqlite::Result<Vec<FlagRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, first_ms, last_ms, reports, flagged_by, rule, severity, tool, description
+         FROM flags WHERE server = ?1 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![server, limit], |r| {
+        Ok(FlagRecord {
+            id: r.get(0)?,
+            first_ms: u(r.get(1)?),
+            last_ms: u(r.get(2)?),
+            reports: u(r.get(3)?),
+            flagged_by: r.get(4)?,
+            rule: r.get(5)?,
+            severity: severity(r, 6)?,
+            tool: r.get(7)?,
+            description: r.get(8)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The ratings of `server` with their time and comment (standing is filled in by the caller).
+pub fn server_ratings(conn: &Connection, server: &str) -> rusqlite::Result<Vec<RaterRating>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT rater, value, at_ms, comment FROM ratings WHERE subject_kind = 'server' AND subject = ?1",
+    )?;
+    let rows = stmt.query_map(params![server], |r| {
+        Ok(RaterRating { rater: r.get(0)?, value: r.get(1)?, standing: 0.0, at_ms: u(r.get(2)?), comment: r.get(3)? })
+    })?;
+    rows.collect()
+}
+
+/// Deletes history and batch ids past their retention.
+pub fn prune(conn: &Connection, history_before: u64, batches_before: u64) -> rusqlite::Result<(usize, usize)> {
+    let h = conn.execute("DELETE FROM history WHERE at_ms < ?1", [i(history_before)])?;
+    let b = conn.execute("DELETE FROM batches WHERE received_ms < ?1", [i(batches_before)])?;
+    Ok((h, b))
+}

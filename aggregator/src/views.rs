@@ -1,0 +1,237 @@
+//! The aggregator's own response documents (beyond the core's wire types), shared by the service
+//! and `mcp-warden-ctl`. Described in `openapi.yaml`.
+
+use mcp_warden_core::trust::wire::{Breakdown, Severity, Subject, TrustState};
+use serde::{Deserialize, Serialize};
+
+/// `POST /v1/signals` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignalsAck {
+    pub batch_id: String,
+    /// The batch had been applied before (a retry): nothing was counted again.
+    pub duplicate: bool,
+    /// Server reports applied.
+    pub servers: usize,
+    /// Reports not applied: new servers past `max_servers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_servers: Vec<String>,
+    /// The scores document's version after the write.
+    pub version: u64,
+}
+
+/// `POST /v1/ratings` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RatingAck {
+    pub rater: String,
+    /// The rater's standing in the web of trust (1 for operators; about 0 for raters nobody
+    /// trusted vouched for: their ratings count only within the capped crowd).
+    pub rater_standing: f64,
+    pub subject: Subject,
+    pub value: f64,
+    pub version: u64,
+}
+
+/// `POST /v1/flags` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagAck {
+    pub id: i64,
+    pub server: String,
+    /// False when the same finding was already counted within the dedup window.
+    pub counted: bool,
+    pub score: f64,
+    pub state: TrustState,
+    pub version: u64,
+}
+
+/// `POST /v1/servers/{server}/quarantine` and `/release` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionAck {
+    pub server: String,
+    pub state: TrustState,
+    pub score: f64,
+    pub audit_id: i64,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    /// An operator quarantined the server.
+    Quarantine,
+    /// The aggregator quarantined it (score under `quarantine_below`, or a critical finding).
+    AutoQuarantine,
+    /// An operator released it.
+    Release,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Quarantine => "quarantine",
+            AuditAction::AutoQuarantine => "auto_quarantine",
+            AuditAction::Release => "release",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "quarantine" => Some(AuditAction::Quarantine),
+            "auto_quarantine" => Some(AuditAction::AutoQuarantine),
+            "release" => Some(AuditAction::Release),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of the append-only audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at_ms: u64,
+    /// The operator's token name, or `aggregator` for automatic decisions.
+    pub actor: String,
+    pub action: AuditAction,
+    pub server: String,
+    pub reason: String,
+    /// The server's score when the decision was taken.
+    pub score: f64,
+}
+
+/// `GET /v1/audit`: newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// Present when the page is full: pass it as `before_id` for the next (older) page (which may
+    /// be empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before_id: Option<i64>,
+}
+
+/// Why and since when a server is quarantined.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarantineInfo {
+    pub reason: String,
+    pub by: String,
+    pub since_ms: u64,
+    pub automatic: bool,
+}
+
+/// Lifetime traffic the sidecars reported.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub success: u64,
+    pub failures: u64,
+    pub slow: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_mean_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistorySample {
+    pub at_ms: u64,
+    pub score: f64,
+    pub state: TrustState,
+}
+
+/// A security event sidecars reported (repeats of the same finding are folded into one record).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecurityEventRecord {
+    pub id: i64,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub reports: u64,
+    /// Token name of the sidecar that reported it first.
+    pub reported_by: String,
+    pub rule: String,
+    pub severity: Severity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_fingerprint: Option<String>,
+}
+
+/// A scanner's (or operator's) flag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlagRecord {
+    pub id: i64,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub reports: u64,
+    pub flagged_by: String,
+    pub rule: String,
+    pub severity: Severity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RaterRating {
+    pub rater: String,
+    pub value: f64,
+    pub standing: f64,
+    pub at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RatingSummary {
+    pub count: usize,
+    /// Plain mean of the values (for comparison with the weighted reputation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<f64>,
+    pub reputation: f64,
+    pub rating_weight: f64,
+    /// Raters whose standing is that of an unknown rater (they count only as the capped crowd).
+    pub unknown_raters: usize,
+    /// Up to 50 raters, highest standing first.
+    pub raters: Vec<RaterRating>,
+}
+
+/// `GET /v1/servers/{server}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerDetail {
+    pub server: String,
+    /// Computed now (the scores document may lag by up to ~0.005).
+    pub score: f64,
+    pub state: TrustState,
+    pub breakdown: Breakdown,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<QuarantineInfo>,
+    /// False after an operator's release, until new adverse evidence arrives.
+    pub auto_quarantine_armed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_ms: Option<u64>,
+    pub first_seen_ms: u64,
+    pub traffic: Traffic,
+    /// Oldest first: a sample per `history_sample_interval_ms` and one on every state change.
+    pub history: Vec<HistorySample>,
+    /// Newest first, up to 50.
+    pub security_events: Vec<SecurityEventRecord>,
+    /// Newest first, up to 50.
+    pub flags: Vec<FlagRecord>,
+    pub ratings: RatingSummary,
+    pub version: u64,
+    pub generated_at_ms: u64,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: u64,
+    pub servers: usize,
+}
+
+/// Every error answer: `{"error": "..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}

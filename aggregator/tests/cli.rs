@@ -1,0 +1,70 @@
+//! `mcp-warden-ctl` against the real aggregator binary on a loopback port.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+struct Out {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+fn ctl(base: &str, token: Option<&str>, args: &[&str]) -> Out {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-warden-ctl"));
+    cmd.args(args).env("MCP_WARDEN_URL", base).env_remove("MCP_WARDEN_TOKEN");
+    if let Some(t) = token {
+        cmd.env("MCP_WARDEN_TOKEN", t);
+    }
+    let o = cmd.output().unwrap();
+    Out { ok: o.status.success(), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+}
+
+#[track_caller]
+fn ok(o: Out, want: &str) -> String {
+    assert!(o.ok, "failed: {}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains(want), "{:?} lacks {want:?}", o.stdout);
+    o.stdout
+}
+
+#[track_caller]
+fn fails(o: Out, want: &str) {
+    assert!(!o.ok, "should fail: {}", o.stdout);
+    assert!(o.stderr.contains(want), "{:?} lacks {want:?}", o.stderr);
+}
+
+#[test]
+fn operator_cli_drives_the_api() {
+    let dir = TempDir::new("cli");
+    let agg = Process::start(dir.path());
+    let b = agg.base.as_str();
+    let srv = "outbound|8080||files";
+
+    ok(
+        ctl(b, Some(SCANNER), &["flag", srv, "--severity", "critical", "--rule", "exfil", "--tool", "read_file", "--description", "sends ~/.ssh away"]),
+        "flag #1 on `outbound|8080||files`: counted; state quarantined",
+    );
+    ok(ctl(b, Some(READER), &["scores"]), "quarantined");
+    let s = ok(ctl(b, Some(READER), &["server", srv]), "quarantined automatically (`aggregator`)");
+    assert!(s.contains("critical exfil tool read_file by scanner-1"), "{s}");
+    fails(ctl(b, Some(READER), &["release", srv, "--reason", "x"]), "HTTP 403");
+    ok(ctl(b, Some(OPERATOR), &["release", srv, "--reason", "reviewed"]), "released `outbound|8080||files`");
+    fails(ctl(b, Some(OPERATOR), &["release", srv, "--reason", "again"]), "HTTP 409: server `outbound|8080||files` is not quarantined");
+    ok(ctl(b, Some(RATER), &["rate", srv, "0.9", "--comment", "works for us"]), "`alice` rated server `outbound|8080||files` 0.9");
+    ok(ctl(b, Some(OPERATOR), &["rate", "--rater", "alice", "1"]), "`ops` rated rater `alice` (vouch) 1 (your standing 1.00)");
+    ok(ctl(b, Some(OPERATOR), &["quarantine", srv, "--reason", "manual hold"]), "quarantined `outbound|8080||files` (audit #3)");
+    let audit = ok(ctl(b, Some(OPERATOR), &["audit"]), "manual hold");
+    let actions: Vec<&str> = audit.lines().skip(1).filter_map(|l| l.split_whitespace().nth(4)).collect();
+    assert_eq!(actions, ["quarantine", "release", "auto_quarantine"], "{audit}");
+    let json: serde_json::Value = serde_json::from_str(&ok(ctl(b, Some(READER), &["--json", "scores"]), "version")).unwrap();
+    assert_eq!(json["servers"][0]["state"], "quarantined");
+
+    fails(ctl(b, None, &["scores"]), "no token");
+    fails(ctl(b, Some("wrong-token-0000000000"), &["scores"]), "HTTP 401: unknown token");
+    fails(ctl(b, Some(RATER), &["rate", srv]), "give SERVER VALUE");
+    fails(ctl(b, Some(RATER), &["rate", srv, "lots"]), "VALUE must be a number");
+    fails(ctl(b, Some(RATER), &["rate", srv, "1.5"]), "field `value`: must be in [0, 1]");
+    fails(ctl("http://127.0.0.1:1", Some(READER), &["scores"]), "cannot reach");
+}
