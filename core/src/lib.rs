@@ -14,6 +14,7 @@ pub mod mcp;
 pub mod outcome;
 pub mod retry;
 pub mod routing;
+pub mod session;
 pub mod trust;
 
 pub use config::{ConfigError, PluginConfig};

@@ -12,6 +12,7 @@
 use crate::breakers;
 use crate::host;
 use crate::root::Shared;
+use crate::sessions;
 use mcp_warden_core::breaker::{Admission, CallRecord};
 use mcp_warden_core::degrade::{is_modern_protocol, ClusterStatus, DegradedResponse, Reason, Unavailable};
 use mcp_warden_core::mcp::classify::{HttpMethod, ResponseHead, ResponseObserver};
@@ -73,7 +74,10 @@ pub struct WardenHttp {
     recorded: bool,
     /// A degraded body that replaces the upstream's (error page or 5xx).
     replacement: Option<Vec<u8>>,
-    session: bool,
+    /// The agent's `Mcp-Session-Id`, if any.
+    session: Option<String>,
+    /// The cluster this session is pinned to (it was created on a fallback).
+    pinned: Option<usize>,
     /// The failed call could not be retried because repeating it might do harm.
     maybe_ran: bool,
     /// A copy of a `tools/list` answer, to learn tool hints from (bounded).
@@ -98,7 +102,8 @@ impl WardenHttp {
             observer: None,
             recorded: false,
             replacement: None,
-            session: false,
+            session: None,
+            pinned: None,
             maybe_ran: false,
             tools_list: None,
         }
@@ -115,7 +120,11 @@ impl WardenHttp {
     fn choose_cluster(&mut self, now: u64) -> Option<(usize, usize, Admission)> {
         let shared = Rc::clone(&self.shared);
         let server = shared.config.servers.get(self.server)?;
-        for (position, &cluster) in server.clusters.iter().enumerate() {
+        // A session created on a fallback goes back to that fallback first.
+        let order = self.pinned.and_then(|p| server.clusters.iter().position(|&c| c == p));
+        let chain = order.into_iter().chain((0..server.clusters.len()).filter(|&i| Some(i) != order));
+        for position in chain {
+            let Some(&cluster) = server.clusters.get(position) else { continue };
             if let Some(quarantined) = self.untrusted(cluster) {
                 if let Some(m) = shared.metrics.cluster(cluster) {
                     host::increment(m.untrusted, 1);
@@ -333,7 +342,7 @@ impl WardenHttp {
     fn try_retry(&mut self, failure: FailureKind, failed: usize, position: usize, now: u64) -> bool {
         let shared = Rc::clone(&self.shared);
         let cfg = &shared.config;
-        if self.method != HttpMethod::Post || self.request_too_big || self.session {
+        if self.method != HttpMethod::Post || self.request_too_big || self.session.is_some() {
             return false;
         }
         let (Some(request), Some(server)) = (self.request.as_ref(), cfg.servers.get(self.server)) else { return false };
@@ -436,6 +445,11 @@ impl WardenHttp {
             }
             return;
         }
+        if self.session.is_none() {
+            if let Some((_, sid)) = headers.iter().find(|(k, _)| k == "mcp-session-id") {
+                sessions::pin(cfg, self.server, sid, cluster);
+            }
+        }
         let served_by = cfg.served_by_header.as_str();
         let mut out: Vec<(&str, &str)> = headers
             .iter()
@@ -506,7 +520,7 @@ impl HttpContext for WardenHttp {
         self.request_too_big = host::header(host::REQUEST, "content-length")
             .and_then(|v| v.trim().parse::<usize>().ok())
             .is_some_and(|n| n > cfg.request_max_bytes);
-        self.session = host::header(host::REQUEST, "mcp-session-id").is_some();
+        self.session = host::header(host::REQUEST, "mcp-session-id");
         self.mcp_method = host::header(host::REQUEST, "mcp-method");
         self.mcp_name = host::header(host::REQUEST, "mcp-name");
         self.modern_protocol = is_modern_protocol(host::header(host::REQUEST, "mcp-protocol-version").as_deref());
@@ -515,6 +529,7 @@ impl HttpContext for WardenHttp {
         }
         let now = host::now_ms();
         self.started_ms = now;
+        self.pinned = self.session.as_deref().and_then(|sid| sessions::pinned(&self.shared.config, self.server, sid));
         match self.choose_cluster(now) {
             Some((position, cluster, admission)) => {
                 let shared = Rc::clone(&self.shared);
@@ -606,6 +621,13 @@ impl HttpContext for WardenHttp {
             }
         }
         let status: u16 = host::header(host::RESPONSE, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        if let Stage::Routed { position, .. } = self.stage {
+            if position > 0 && self.session.is_none() {
+                if let Some(sid) = host::header(host::RESPONSE, "mcp-session-id") {
+                    sessions::pin(cfg, self.server, &sid, cluster);
+                }
+            }
+        }
         let content_type = host::header(host::RESPONSE, "content-type");
         // Envoy's own replies carry details other than `via_upstream`; only those need a look.
         let local_reply = if status >= 400 {
@@ -693,6 +715,11 @@ impl HttpContext for WardenHttp {
     }
 
     fn on_log(&mut self) {
+        if let (Some(sid), Some(_)) = (self.session.as_deref(), self.pinned) {
+            if host::header(host::REQUEST, ":method").as_deref() == Some("DELETE") {
+                sessions::unpin(&self.shared.config, self.server, sid);
+            }
+        }
         if self.recorded || self.routed_cluster().is_none() {
             return;
         }

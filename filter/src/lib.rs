@@ -10,6 +10,7 @@ pub mod host;
 pub mod http;
 pub mod metrics;
 pub mod root;
+pub mod sessions;
 pub mod shared_json;
 pub mod tools;
 pub mod trust;

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from mcp import Client
-from mcp_http import rpc, stateless_call, tool_text
+from mcp_http import call_tool, initialize, request, rpc, stateless_call, tool_text
+from warden_testbed import wait_until
 
 P = "wasmcustom.mcp_warden.cluster."
 LENIENT = {"consecutive_failures": 50, "minimum_calls": 50, "window_size": 50}
@@ -71,3 +73,32 @@ def test_sdk_agent_sees_no_failure_for_read_only_calls(servers, sidecar):
 
     assert asyncio.run(run()) == 0
     assert envoy.stat(f"{P}demo_fallback.retried") >= 10
+
+
+def test_sessions_created_on_the_fallback_stay_there(servers, sidecar):
+    envoy = sidecar(breaker={"open_duration_ms": 1000, "half_open_probes": 1})
+    servers["demo_primary"].fault("down")
+    for i in range(5):
+        call_tool_plain(envoy, i)
+    assert envoy.stat(f"{P}demo_primary.breaker.opened") == 1
+    sid = initialize(envoy.url)  # the breaker is open: the session is created on the fallback
+    servers["demo_primary"].fault("healthy")
+    time.sleep(1.1)
+    wait_until(lambda: envoy.stat(f"{P}demo_primary.breaker.closed") == 1 or call_tool_plain(envoy, 99) and False, 5,
+               "the primary's breaker to close")
+    # The primary is healthy again, but this session lives on the fallback.
+    for i in range(3):
+        a = call_tool(envoy.url, "whoami", session=sid, id=i)
+        assert a.status == 200, a
+        assert tool_text(a) == "demo_fallback"
+    # New sessions start on the primary.
+    assert tool_text(call_tool(envoy.url, "whoami", session=initialize(envoy.url))) == "demo_primary"
+    # Ending the session forgets the pin.
+    assert request(envoy.url, "DELETE", headers={"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}).status < 300
+    assert call_tool(envoy.url, "whoami", session=sid).status == 404
+
+
+def call_tool_plain(envoy, i):
+    """A session-less (2026-07-28) call to the `demo` server."""
+    return rpc(envoy.url, "tools/call", {"name": "whoami", "arguments": {}}, id=i, version="2026-07-28",
+               headers={"Mcp-Method": "tools/call", "Mcp-Name": "whoami"})
