@@ -14,7 +14,7 @@ WASM_BINDGEN_VERSION := 0.2.130
 WASM        := target/wasm32-wasip1/release/mcp_warden_filter.wasm
 CARGO_WASM_TEST := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CURDIR)/$(TOOLS)/bin/wasm-bindgen-test-runner
 
-.PHONY: help setup wasm aggregator dist run demo test test-unit test-wasm test-integration lint bench clean
+.PHONY: help setup wasm aggregator dist run demo test test-unit test-wasm test-integration lint bench clean fuzz fuzz-short
 
 help:
 	@echo "make run    set up, start the testbed (real Envoy + MCP servers) and run the live demo"
@@ -68,7 +68,7 @@ WASM_OPT_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-glo
 	--enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
 
 dist: wasm
-	cargo build --release -p mcp-warden-aggregator --bins
+	cargo build --profile server -p mcp-warden-aggregator --bins
 	@mkdir -p $(DIST)
 ifneq ($(strip $(WASM_OPT)),)
 	$(WASM_OPT) -Oz $(WASM_OPT_FEATURES) $(WASM) -o $(DIST)/mcp_warden_filter.wasm
@@ -76,7 +76,7 @@ else
 	cp $(WASM) $(DIST)/mcp_warden_filter.wasm
 endif
 	cd $(DIST) && sha256sum mcp_warden_filter.wasm > mcp_warden_filter.wasm.sha256
-	cp target/release/mcp-warden-aggregator target/release/mcp-warden-ctl $(DIST)/
+	cp target/server/mcp-warden-aggregator target/server/mcp-warden-ctl $(DIST)/
 	@cat $(DIST)/mcp_warden_filter.wasm.sha256
 
 # ---------------------------------------------------------------------------------------------
@@ -167,6 +167,42 @@ bench-throughput: setup wasm bench-setup
 
 bench-failover: setup wasm
 	$(PY) testbed/bench_failover.py
+
+# ---------------------------------------------------------------------------------------------
+# Fuzzing (issue 7): cargo-fuzz targets for every parser of core that reads untrusted input, in
+# fuzz/ (its own cargo workspace). Each target runs FUZZ_SECONDS on the committed seeds
+# (fuzz/seeds/<t>), the saved crashes (fuzz/regressions/<t>) and what earlier runs found
+# (fuzz/corpus/<t>, not committed); a crash lands in fuzz/artifacts/<t>/ and stops the run.
+# cargo-fuzz needs nightly's -Z flags: the machine's stable toolchain takes them with
+# RUSTC_BOOTSTRAP=1 (no other toolchain can be installed here).
+
+FUZZ_SECONDS       ?= 30
+FUZZ_TARGETS       := config jsonrpc_request jsonrpc_response sse classify breaker_codec trust_wire learn_tools degrade
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_ENV           := RUSTC_BOOTSTRAP=1 PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH"
+
+$(STAMPS)/cargo-fuzz: | $(STAMPS)
+	test -x $(TOOLS)/bin/cargo-fuzz || \
+		cargo install cargo-fuzz --version $(CARGO_FUZZ_VERSION) --locked --root $(TOOLS)
+	@touch $@
+
+fuzz: $(STAMPS)/cargo-fuzz
+	cd fuzz && $(FUZZ_ENV) cargo fuzz build
+	@mkdir -p fuzz/artifacts; failed=; for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t; log=artifacts/$$t.log; \
+		dirs="corpus/$$t seeds/$$t"; test -d fuzz/regressions/$$t && dirs="$$dirs regressions/$$t"; \
+		if (cd fuzz && $(FUZZ_ENV) cargo fuzz run $$t $$dirs -- -max_total_time=$(FUZZ_SECONDS) \
+				-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >$$log 2>&1); then \
+			echo "fuzz $$t: $$(grep -o 'Done [0-9]* runs in [0-9]* second(s)' fuzz/$$log)"; \
+		else \
+			tail -n 30 fuzz/$$log; echo "fuzz $$t: CRASH (input in fuzz/artifacts/$$t/, log fuzz/$$log)"; \
+			failed="$$failed $$t"; \
+		fi; \
+	done; test -z "$$failed" || { echo "crashed:$$failed"; exit 1; }
+
+# A few seconds per target, to add to `make test` (about 2 minutes once built).
+fuzz-short:
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=5
 
 clean:
 	cargo clean

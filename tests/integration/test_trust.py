@@ -152,10 +152,15 @@ def test_each_sidecar_reports_its_traffic_exactly_once(servers, mesh):
 
 def test_sybil_burst_barely_moves_a_score(servers, mesh):
     sybils = [{"token": f"sybil-{i}-token-testbed", "name": f"sybil-{i}", "role": "rater"} for i in range(100)]
-    agg, s1, _ = mesh(tokens=list(TESTBED_TOKENS) + sybils)
+    # Slow decay, so that only the ratings move the score during the burst.
+    agg, s1, _ = mesh(tokens=list(TESTBED_TOKENS) + sybils, config={"trust": {"performance_half_life_ms": 36_000_000}})
     for i in range(20):
         stateless_call(s1.url, "whoami", id=i)
-    wait_until(lambda: agg.scores().get("json_primary"), 5, "a score")
+
+    def reported():
+        return agg.scores().get("json_primary", {}).get("breakdown", {}).get("successes", 0) >= 19.9
+
+    wait_until(reported, 10, "the sidecar's report")
     before = agg.scores()["json_primary"]["score"]
     for i in range(100):
         status, _, body = agg.api("POST", "/v1/ratings", {"subject": {"kind": "server", "name": "json_primary"},
