@@ -1,5 +1,7 @@
-//! Session affinity: an MCP session created on a fallback must keep going to that fallback,
-//! because the primary does not know its id (it would answer 404 "session not found").
+//! Session affinity and continuity. An MCP session lives on the server that created it: the
+//! others answer 404 "session not found". So a session keeps going to the cluster that created
+//! it, and when that cluster cannot serve it, the sidecar opens a session of its own on the
+//! fallback (replaying the agent's `initialize`) and maps the agent's session id to it.
 //!
 //! Pins live in shared data in a fixed number of slots addressed by a hash of the session id,
 //! so memory is bounded whatever the number of sessions: a new pin simply replaces whatever
@@ -57,6 +59,38 @@ impl SessionPin {
     }
 }
 
+/// Most bytes of an agent's `initialize` body kept for replaying on a fallback.
+pub const MAX_INIT_BYTES: usize = 16 * 1024;
+
+/// What the sidecar remembers of one agent session (JSON in shared data, next to the replayable
+/// `initialize` body under [`init_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct SessionRecord {
+    /// The agent's session id.
+    pub session: String,
+    pub server: String,
+    /// The cluster that created the session.
+    pub origin: String,
+    /// The protocol version the agent negotiated (replayed on fallbacks).
+    #[serde(default)]
+    pub protocol_version: Option<String>,
+    /// Sessions the sidecar opened on other clusters for this agent session: cluster -> id.
+    #[serde(default)]
+    pub mapped: std::collections::BTreeMap<String, String>,
+}
+
+impl SessionRecord {
+    /// The record of exactly this session of this server, if `bytes` hold it.
+    pub fn lookup(bytes: &[u8], server: &str, session: &str) -> Option<SessionRecord> {
+        serde_json::from_slice::<SessionRecord>(bytes).ok().filter(|r| r.server == server && r.session == session)
+    }
+}
+
+/// The shared-data key of a session's replayable `initialize` body.
+pub fn init_key(session_id: &str, slots: u32) -> String {
+    format!("{}.init", slot_key(session_id, slots))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +108,17 @@ mod tests {
         assert_eq!(SessionPin::lookup(b"\xff\n\n", "demo", "abc"), None);
         let bad = SessionPin { session: "a\nb".into(), server: "s".into(), cluster: "c".into() };
         assert_eq!(bad.encode(), None);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn records_match_only_their_session() {
+        let mut r = SessionRecord { session: "s1".into(), server: "demo".into(), origin: "p".into(), ..Default::default() };
+        r.mapped.insert("f".into(), "f-session".into());
+        let bytes = serde_json::to_vec(&r).unwrap();
+        assert_eq!(SessionRecord::lookup(&bytes, "demo", "s1"), Some(r));
+        assert_eq!(SessionRecord::lookup(&bytes, "demo", "s2"), None);
+        assert_eq!(SessionRecord::lookup(b"garbage", "demo", "s1"), None);
+        assert!(init_key("s1", 8).ends_with(".init"));
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -21,6 +21,7 @@ use mcp_warden_core::trust::wire::TrustState;
 use mcp_warden_core::{FailureKind, Outcome};
 use proxy_wasm::traits::{Context, HttpContext};
 use mcp_warden_core::retry;
+use mcp_warden_core::session::SessionRecord;
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
 
@@ -39,6 +40,17 @@ struct Refusal {
     retry_after_ms: u64,
     /// Refused by trust, not by the breaker: `Some(true)` quarantined, `Some(false)` low trust.
     untrusted: Option<bool>,
+}
+
+/// The steps of opening a session on a fallback for an agent session created elsewhere.
+#[derive(Debug, Clone)]
+enum Establish {
+    /// Waiting for the request body before starting.
+    Pending,
+    /// `initialize` replayed on the fallback.
+    Initialize { token: u32 },
+    /// `notifications/initialized` sent with the fallback's new session id.
+    Initialized { token: u32, session: String },
 }
 
 /// Where the request stands.
@@ -76,8 +88,14 @@ pub struct WardenHttp {
     replacement: Option<Vec<u8>>,
     /// The agent's `Mcp-Session-Id`, if any.
     session: Option<String>,
-    /// The cluster this session is pinned to (it was created on a fallback).
+    /// What the sidecar knows of the agent's session (which cluster created it, mapped sessions).
+    record: Option<SessionRecord>,
+    /// The cluster that created the agent's session: its requests go there first.
     pinned: Option<usize>,
+    /// (the fallback's session id, the agent's): the response header is turned back.
+    session_rewrite: Option<(String, String)>,
+    /// Opening a session on a fallback for the agent's session before forwarding.
+    establishing: Option<Establish>,
     /// The failed call could not be retried because repeating it might do harm.
     maybe_ran: bool,
     /// A copy of a `tools/list` answer, to learn tool hints from (bounded).
@@ -103,7 +121,10 @@ impl WardenHttp {
             recorded: false,
             replacement: None,
             session: None,
+            record: None,
             pinned: None,
+            session_rewrite: None,
+            establishing: None,
             maybe_ran: false,
             tools_list: None,
         }
@@ -315,6 +336,144 @@ impl WardenHttp {
         t.and_then(|t| t.open_for_ms)
     }
 
+    /// Whether the (single) request is `method`.
+    fn is_method(&self, method: &str) -> bool {
+        let m = self.mcp_method.as_deref().or_else(|| self.request.as_ref()?.entries.first()?.method.as_deref());
+        m == Some(method)
+    }
+
+    /// True when the agent's session was created on another cluster and the sidecar has not yet
+    /// opened one on `cluster`; sets up the header rewrite when it has.
+    fn needs_session_on(&mut self, cluster: usize) -> bool {
+        let (Some(record), Some(agent_session)) = (self.record.as_ref(), self.session.clone()) else { return false };
+        let Some(name) = self.shared.config.cluster(cluster).map(|c| c.name.clone()) else { return false };
+        if record.origin == name {
+            return false;
+        }
+        if let Some(theirs) = record.mapped.get(&name) {
+            let _ = host::set_header(host::REQUEST, "mcp-session-id", theirs);
+            self.session_rewrite = Some((theirs.clone(), agent_session));
+            return false;
+        }
+        sessions::init_body(&agent_session).is_some()
+    }
+
+    fn call_headers<'a>(&self, target: &'a str, session: Option<&'a str>, version: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
+        let _ = target;
+        let mut h = vec![
+            (":method", "POST"),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+        ];
+        if let Some(s) = session {
+            h.push(("mcp-session-id", s));
+        }
+        if let Some(v) = version {
+            h.push(("mcp-protocol-version", v));
+        }
+        h
+    }
+
+    /// Replays the agent's `initialize` on the cluster the request was routed to.
+    fn start_establishing(&mut self) {
+        let Some((cluster, _)) = self.routed_cluster() else { return };
+        let body = self.session.as_deref().and_then(sessions::init_body).unwrap_or_default();
+        let token = self.dispatch_to(cluster, None, &body);
+        self.establishing = token.map(|token| Establish::Initialize { token });
+        if self.establishing.is_none() {
+            self.fail_establishing();
+        }
+    }
+
+    fn dispatch_to(&self, cluster: usize, session: Option<&str>, body: &[u8]) -> Option<u32> {
+        let target = self.shared.config.cluster(cluster)?;
+        let path = host::header(host::REQUEST, ":path").unwrap_or_else(|| "/".into());
+        let authority = host::header(host::REQUEST, ":authority").unwrap_or_default();
+        let version = host::header(host::REQUEST, "mcp-protocol-version");
+        let mut headers = self.call_headers(&target.name, session, version.as_deref());
+        headers.push((":path", path.as_str()));
+        headers.push((":authority", authority.as_str()));
+        let timeout = std::time::Duration::from_millis(RETRY_TIMEOUT_MS);
+        proxy_wasm::hostcalls::dispatch_http_call(&target.name, headers, Some(body), vec![], timeout).ok()
+    }
+
+    /// Next step of opening a session on a fallback, on each call's answer.
+    fn continue_establishing(&mut self, token: u32, has_headers: bool) {
+        let status: u16 = if has_headers {
+            host::header(MapType::HttpCallResponseHeaders, ":status").and_then(|s| s.parse().ok()).unwrap_or(0)
+        } else {
+            0
+        };
+        let Some((cluster, _)) = self.routed_cluster() else { return };
+        match self.establishing.clone() {
+            Some(Establish::Initialize { token: t }) if t == token => {
+                let sid = host::header(MapType::HttpCallResponseHeaders, "mcp-session-id");
+                match (status, sid) {
+                    (200, Some(sid)) => {
+                        let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+                        match self.dispatch_to(cluster, Some(&sid), note) {
+                            Some(token) => self.establishing = Some(Establish::Initialized { token, session: sid }),
+                            None => self.fail_establishing(),
+                        }
+                    }
+                    _ => self.fail_establishing(),
+                }
+            }
+            Some(Establish::Initialized { token: t, session }) if t == token => {
+                if !(200..300).contains(&status) {
+                    self.fail_establishing();
+                    return;
+                }
+                if let Some(agent) = self.session.clone() {
+                    sessions::mapped(&self.shared.config, self.server, &agent, cluster, &session);
+                    let _ = host::set_header(host::REQUEST, "mcp-session-id", &session);
+                    self.session_rewrite = Some((session, agent));
+                }
+                self.establishing = None;
+                if let Some(m) = self.shared.metrics.cluster(cluster) {
+                    host::increment(m.session_moved, 1);
+                }
+                if let Err(e) = proxy_wasm::hostcalls::resume_http_request() {
+                    log::warn!("mcp-warden: could not resume a request after moving its session: {e:?}");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The fallback would not open a session: the agent gets a degraded answer.
+    fn fail_establishing(&mut self) {
+        self.establishing = None;
+        let Some((cluster, _)) = self.routed_cluster() else { return };
+        let Some(name) = self.shared.config.cluster(cluster).map(|c| c.name.clone()) else { return };
+        let status = ClusterStatus { cluster: &name, state: "failed", retry_after_ms: 1_000 };
+        if let Some(u) = self.unavailable(Reason::UpstreamFailed(FailureKind::ConnectFailure), vec![status]) {
+            let response = self.degraded_for_request(&u);
+            self.send_degraded_as(response, "session_failover_failed");
+        }
+    }
+
+    /// DELETE of an agent session also ends the sessions the sidecar opened for it elsewhere.
+    fn end_mapped_sessions(&self) {
+        let Some(record) = self.record.as_ref() else { return };
+        for (cluster, session) in &record.mapped {
+            let Some(target) = sessions::cluster_index(&self.shared.config, self.server, cluster) else { continue };
+            let Some(c) = self.shared.config.cluster(target) else { continue };
+            let path = host::header(host::REQUEST, ":path").unwrap_or_else(|| "/".into());
+            let authority = host::header(host::REQUEST, ":authority").unwrap_or_default();
+            let headers = vec![
+                (":method", "DELETE"),
+                (":path", path.as_str()),
+                (":authority", authority.as_str()),
+                ("mcp-session-id", session.as_str()),
+            ];
+            let timeout = std::time::Duration::from_millis(RETRY_TIMEOUT_MS);
+            if let Err(e) = proxy_wasm::hostcalls::dispatch_http_call(&c.name, headers, None, vec![], timeout) {
+                log::debug!("mcp-warden: could not end a mapped session on `{}`: {e:?}", c.name);
+            }
+        }
+    }
+
     /// Whether the request is a single `tools/list` (whose answer teaches tool hints).
     fn is_tools_list(&self) -> Option<bool> {
         let method = self.mcp_method.as_deref().or_else(|| self.request.as_ref()?.entries.first()?.method.as_deref());
@@ -445,9 +604,9 @@ impl WardenHttp {
             }
             return;
         }
-        if self.session.is_none() {
+        if self.session.is_none() && self.is_method("initialize") {
             if let Some((_, sid)) = headers.iter().find(|(k, _)| k == "mcp-session-id") {
-                sessions::pin(cfg, self.server, sid, cluster);
+                sessions::started(cfg, self.server, sid, cluster, &self.request_body);
             }
         }
         let served_by = cfg.served_by_header.as_str();
@@ -496,6 +655,8 @@ impl Context for WardenHttp {
     fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
         if matches!(self.stage, Stage::Retrying { token: t, .. } if t == token) {
             self.finish_retry(body_size, num_headers > 0);
+        } else if self.establishing.is_some() {
+            self.continue_establishing(token, num_headers > 0);
         }
     }
 }
@@ -529,7 +690,11 @@ impl HttpContext for WardenHttp {
         }
         let now = host::now_ms();
         self.started_ms = now;
-        self.pinned = self.session.as_deref().and_then(|sid| sessions::pinned(&self.shared.config, self.server, sid));
+        self.record = self.session.as_deref().and_then(|sid| sessions::record(&self.shared.config, self.server, sid));
+        self.pinned = self.record.as_ref().and_then(|r| sessions::cluster_index(&self.shared.config, self.server, &r.origin));
+        if self.method == HttpMethod::Other && host::header(host::REQUEST, ":method").as_deref() == Some("DELETE") {
+            self.end_mapped_sessions();
+        }
         match self.choose_cluster(now) {
             Some((position, cluster, admission)) => {
                 let shared = Rc::clone(&self.shared);
@@ -545,6 +710,14 @@ impl HttpContext for WardenHttp {
                 }
                 self.stage = Stage::Routed { cluster, position, admission };
                 self.shared.retry_budget.borrow_mut().earn();
+                if self.needs_session_on(cluster) {
+                    // The agent's session lives elsewhere: open one here first (after the body).
+                    self.establishing = Some(Establish::Pending);
+                    if end_of_stream || self.method != HttpMethod::Post {
+                        self.start_establishing();
+                    }
+                    return Action::Pause;
+                }
                 if self.method == HttpMethod::Post && !end_of_stream && !self.request_too_big {
                     // Hold the request until its (bounded) body is read: the id must be known
                     // before Envoy can answer for a refused connection, and MCP bodies are small.
@@ -584,6 +757,10 @@ impl HttpContext for WardenHttp {
                     }
                 }
                 self.parse_kept_request();
+                if matches!(self.establishing, Some(Establish::Pending)) {
+                    self.start_establishing();
+                    return Action::Pause;
+                }
                 Action::Continue
             }
             Stage::Refused => {
@@ -621,11 +798,14 @@ impl HttpContext for WardenHttp {
             }
         }
         let status: u16 = host::header(host::RESPONSE, ":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        if let Stage::Routed { position, .. } = self.stage {
-            if position > 0 && self.session.is_none() {
-                if let Some(sid) = host::header(host::RESPONSE, "mcp-session-id") {
-                    sessions::pin(cfg, self.server, &sid, cluster);
-                }
+        if self.session.is_none() && self.is_method("initialize") {
+            if let Some(sid) = host::header(host::RESPONSE, "mcp-session-id") {
+                sessions::started(cfg, self.server, &sid, cluster, &self.request_body);
+            }
+        }
+        if let Some((theirs, agents)) = &self.session_rewrite {
+            if host::header(host::RESPONSE, "mcp-session-id").as_deref() == Some(theirs.as_str()) {
+                let _ = host::set_header(host::RESPONSE, "mcp-session-id", agents);
             }
         }
         let content_type = host::header(host::RESPONSE, "content-type");
@@ -715,9 +895,9 @@ impl HttpContext for WardenHttp {
     }
 
     fn on_log(&mut self) {
-        if let (Some(sid), Some(_)) = (self.session.as_deref(), self.pinned) {
+        if let (Some(sid), Some(_)) = (self.session.as_deref(), self.record.as_ref()) {
             if host::header(host::REQUEST, ":method").as_deref() == Some("DELETE") {
-                sessions::unpin(&self.shared.config, self.server, sid);
+                sessions::forget(&self.shared.config, self.server, sid);
             }
         }
         if self.recorded || self.routed_cluster().is_none() {

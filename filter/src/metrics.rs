@@ -3,7 +3,7 @@
 //!
 //! Names (Envoy prefixes `wasmcustom.`; the shipped bootstrap turns the cluster and server
 //! segments into `mcp_cluster` / `mcp_server` Prometheus labels):
-//! - `mcp_warden.cluster.<cluster>.{requests,success,slow,fallback,rejected,untrusted,retried}`
+//! - `mcp_warden.cluster.<cluster>.{requests,success,slow,fallback,rejected,untrusted,retried,session_moved}`
 //! - `mcp_warden.cluster.<cluster>.failure.<kind>`
 //! - `mcp_warden.cluster.<cluster>.breaker.{state,opened,half_opened,closed}`
 //! - `mcp_warden.server.<server>.{requests,degraded}`
@@ -23,6 +23,7 @@ pub struct ClusterMetrics {
     pub rejected: u32,
     pub untrusted: u32,
     pub retried: u32,
+    pub session_moved: u32,
     pub failures: [u32; FailureKind::ALL.len()],
     pub state: u32,
     pub opened: u32,
@@ -71,6 +72,7 @@ impl Metrics {
                     rejected: counter(&format!("{p}rejected")),
                     untrusted: counter(&format!("{p}untrusted")),
                     retried: counter(&format!("{p}retried")),
+                    session_moved: counter(&format!("{p}session_moved")),
                     failures,
                     state: host::define_metric(MetricKind::Gauge, &format!("{p}breaker.state")).unwrap_or(0),
                     opened: counter(&format!("{p}breaker.opened")),

@@ -102,3 +102,47 @@ def call_tool_plain(envoy, i):
     """A session-less (2026-07-28) call to the `demo` server."""
     return rpc(envoy.url, "tools/call", {"name": "whoami", "arguments": {}}, id=i, version="2026-07-28",
                headers={"Mcp-Method": "tools/call", "Mcp-Name": "whoami"})
+
+
+def test_a_session_follows_the_agent_to_the_fallback(servers, sidecar):
+    """Session continuity: the sidecar opens a session on the fallback itself (replaying the
+    agent's initialize) and maps ids both ways, so the agent keeps its own session id."""
+    envoy = sidecar(breaker={"open_duration_ms": 60_000})
+    sid = initialize(envoy.url)
+    assert tool_text(call_tool(envoy.url, "whoami", session=sid)) == "demo_primary"
+    servers["demo_primary"].fault("down")
+    for i in range(5):
+        call_tool_plain(envoy, i)
+    assert envoy.stat(f"{P}demo_primary.breaker.opened") == 1
+    for i in range(3):
+        a = call_tool(envoy.url, "echo", {"text": f"still here {i}"}, session=sid, id=10 + i)
+        assert a.status == 200, a
+        assert tool_text(a) == f"still here {i}"
+        assert a.header("x-mcp-warden-served-by") == "demo_fallback"
+        assert a.header("mcp-session-id") in (None, sid)
+    assert envoy.stat(f"{P}demo_fallback.session_moved") == 1
+    # The fallback saw the replayed handshake once, then the agent's calls.
+    by_method = servers["demo_fallback"].stats()["by_method"]
+    assert by_method.get("initialize") == 1 and by_method.get("notifications/initialized") == 1
+
+
+def test_sdk_legacy_client_keeps_its_session_through_an_outage(servers, sidecar):
+    envoy = sidecar(breaker={"open_duration_ms": 60_000})
+
+    async def run():
+        seen = []
+        async with Client(envoy.url, mode="legacy") as client:
+            seen.append((await client.call_tool("whoami", {})).content[0].text)
+            servers["demo_primary"].fault("down")
+            for _ in range(8):
+                r = await client.call_tool("whoami", {})
+                seen.append(("error: " if r.is_error else "") + r.content[0].text)
+        return seen
+
+    seen = asyncio.run(run())
+    assert seen[0] == "demo_primary"
+    # Calls inside a session that hit the dead primary are not repeated elsewhere (the sidecar
+    # cannot know the fallback's view of the session until it opens one): readable errors, until
+    # the breaker opens and the session moves to the fallback with the agent's id unchanged.
+    assert all(s.startswith("error: ") for s in seen[1:6]), seen
+    assert seen[6:] == ["demo_fallback"] * 3, seen
