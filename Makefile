@@ -105,13 +105,13 @@ test-wasm: $(STAMPS)/wasm-bindgen
 test-integration: setup wasm aggregator
 	$(PY) -m pytest tests -p no:cacheprovider
 
-# Issue 6: the proxy's cost against Envoy alone, the upstream alone and ContextForge, then the
-# failover timings. Setup (first run only, stamped): wrk from apt, oha from crates.io, the rmcp
-# upstream and the probe filter (own cargo workspaces under bench/), matplotlib in bench/.venv,
-# ContextForge in bench/.venv-contextforge. Measuring takes under 10 minutes.
+# Issue 6: the proxy's cost against Envoy alone, the upstream alone and ContextForge (bench/README.md).
+# Setup (first run only, stamped): wrk from apt, oha from crates.io, the rmcp upstream and the probe
+# filter (own cargo workspaces under bench/), matplotlib in bench/.venv, ContextForge in
+# bench/.venv-contextforge. Measuring takes under 10 minutes; `make bench-failover` measures
+# calls-to-trip and failover time (testbed/bench_failover.py, about 2 more minutes).
 bench: setup wasm bench-setup
 	$(PY) bench/run.py
-	$(PY) testbed/bench_failover.py
 
 # ---------------------------------------------------------------------------------------------
 # Benchmark only
@@ -121,7 +121,7 @@ BENCH_CF      := bench/.venv-contextforge
 BENCH_CF_PKG  := mcp-contextforge-gateway==1.0.7.post20260921
 OHA_VERSION   := 1.16.0
 
-.PHONY: bench-setup bench-build bench-quick bench-throughput bench-failover
+.PHONY: bench-setup bench-build bench-quick bench-failover
 
 bench-setup: $(STAMPS)/bench-apt $(STAMPS)/bench-venv $(STAMPS)/bench-oha $(STAMPS)/bench-contextforge bench-build
 
@@ -161,9 +161,6 @@ $(STAMPS)/bench-contextforge: bench/contextforge/requirements.txt | $(STAMPS)
 # A smoke run of bench/run.py (one workload, 16 connections, 1 s cells, no ContextForge).
 bench-quick: setup wasm bench-setup
 	$(PY) bench/run.py --quick --no-contextforge --out $(or $(BENCH_OUT),/tmp/mcp-warden-bench)
-
-bench-throughput: setup wasm bench-setup
-	$(PY) bench/run.py
 
 bench-failover: setup wasm
 	$(PY) testbed/bench_failover.py

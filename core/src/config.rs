@@ -271,10 +271,12 @@ impl PluginConfig {
     /// Parses, validates and compiles the JSON the operator wrote.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let field = e.path().to_string();
             err(field, e.into_inner().to_string())
         })?;
+        // Anything after the object (a second object, say) would otherwise be silently ignored.
+        de.end().map_err(|e| err("", e.to_string()))?;
         compile(raw)
     }
 
@@ -655,6 +657,18 @@ mod tests {
         ] {
             let e = PluginConfig::from_json(format!("{base}{trust}}}").as_bytes()).unwrap_err();
             assert_eq!(e.field, field, "{e}");
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn trailing_content_after_the_config() {
+        // Fuzz regression (fuzz/regressions/config/trailing-content-after-the-config): what
+        // followed the first JSON value was never read, so a second object was silently dropped.
+        let one = r#"{"servers":[{"name":"s","match":{"path_prefix":"/m"},"primary":"p"}]}"#;
+        assert!(PluginConfig::from_json(format!("{one} \n").as_bytes()).is_ok());
+        for tail in [r#"{"breaker":{"consecutive_failures":1}}"#, r#""servers":[]"#, "x"] {
+            let e = PluginConfig::from_json(format!("{one}{tail}").as_bytes()).unwrap_err();
+            assert!(e.message.contains("trailing characters"), "{e}");
         }
     }
 

@@ -69,7 +69,9 @@ pub fn learn_tools(message: &[u8], catalog: &mut ToolCatalog) -> bool {
         #[serde(default)]
         idempotent_hint: Option<bool>,
     }
-    let Ok(msg) = serde_json::from_slice::<Msg>(message) else { return false };
+    // Checked whole: serde_json does not check UTF-8 in the strings it skips.
+    let Ok(text) = std::str::from_utf8(message) else { return false };
+    let Ok(msg) = serde_json::from_str::<Msg>(text) else { return false };
     let Some(result) = msg.result else { return false };
     for tool in result.tools {
         if catalog.len() >= MAX_TOOLS && !catalog.contains_key(&tool.name) {
@@ -210,6 +212,16 @@ mod tests {
         }
         assert!(b.try_spend());
         assert!(!b.try_spend());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn learn_tools_invalid_utf8_in_a_skipped_string() {
+        // Fuzz regression (fuzz/regressions/learn_tools/invalid-utf8-in-a-skipped-string): hints
+        // were learned from a body that is not JSON (broken UTF-8 in a skipped string).
+        let mut c = ToolCatalog::new();
+        let body = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"x\":\"\xe9\",\"tools\":[{\"name\":\"t\"}]}}";
+        assert!(!learn_tools(body, &mut c));
+        assert!(c.is_empty());
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -358,8 +358,8 @@ impl WardenHttp {
         sessions::init_body(&agent_session).is_some()
     }
 
-    fn call_headers<'a>(&self, target: &'a str, session: Option<&'a str>, version: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
-        let _ = target;
+    /// Headers of a call the sidecar makes itself on the agent's behalf.
+    fn call_headers<'a>(session: Option<&'a str>, version: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
         let mut h = vec![
             (":method", "POST"),
             ("content-type", "application/json"),
@@ -390,7 +390,7 @@ impl WardenHttp {
         let path = host::header(host::REQUEST, ":path").unwrap_or_else(|| "/".into());
         let authority = host::header(host::REQUEST, ":authority").unwrap_or_default();
         let version = host::header(host::REQUEST, "mcp-protocol-version");
-        let mut headers = self.call_headers(&target.name, session, version.as_deref());
+        let mut headers = Self::call_headers(session, version.as_deref());
         headers.push((":path", path.as_str()));
         headers.push((":authority", authority.as_str()));
         let timeout = std::time::Duration::from_millis(RETRY_TIMEOUT_MS);

@@ -90,10 +90,13 @@ pub fn decode(bytes: &[u8]) -> Result<BreakerState, DecodeError> {
     let t = r.u64()?;
     let in_flight = r.u32()?;
     let successes = r.u32()?;
+    // Fields a phase does not use are written as zeros; anything else was not written by
+    // `encode`, and accepting it would make one state have several encodings.
     let phase = match tag {
-        0 => Phase::Closed,
-        1 => Phase::Open { until_ms: t },
+        0 if (t, in_flight, successes) == (0, 0, 0) => Phase::Closed,
+        1 if (in_flight, successes) == (0, 0) => Phase::Open { until_ms: t },
         2 => Phase::HalfOpen { since_ms: t, in_flight, successes },
+        0 | 1 => return Err(DecodeError("fields unused by the phase are set")),
         _ => return Err(DecodeError("unknown phase")),
     };
     let epoch = r.u32()?;
@@ -161,6 +164,25 @@ mod tests {
             s.phase = Phase::HalfOpen { since_ms: 7, in_flight: 2, successes: 1 };
             roundtrip(&s);
         }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn closed_phase_with_probe_counts() {
+        // Fuzz regression (fuzz/regressions/breaker_codec/closed-phase-with-probe-counts): a
+        // closed (or open) breaker with half-open counters set decoded, so encode(decode(x)) != x.
+        let p = BreakerPolicy { window_size: 3, minimum_calls: 3, ..Default::default() };
+        let mut buf = Vec::new();
+        encode(&BreakerState::new(&p, 5), &mut buf);
+        for (at, phase) in [(2, 0u8), (10, 0), (14, 0), (10, 1), (14, 1)] {
+            let mut bad = buf.clone();
+            bad[1] = phase;
+            bad[at] = 54;
+            assert!(decode(&bad).is_err(), "byte {at} set in phase {phase}");
+        }
+        let mut open = buf.clone();
+        open[1] = 1;
+        open[2] = 54;
+        assert_eq!(decode(&open).unwrap().phase, Phase::Open { until_ms: 54 });
     }
 
     #[wasm_bindgen_test(unsupported = test)]

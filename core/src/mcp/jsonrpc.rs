@@ -42,27 +42,34 @@ pub struct RequestParseError(pub String);
 /// Reads a request body. With `names_from_headers` (the request carried `Mcp-Method`), only ids
 /// are taken from the body.
 pub fn parse_request(body: &[u8], names_from_headers: bool) -> Result<ParsedRequest, RequestParseError> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let body = utf8(body).map_err(|e| RequestParseError(e.to_string()))?;
+    let first = body.bytes().find(|b| !b.is_ascii_whitespace());
     let err = |e: serde_json::Error| RequestParseError(e.to_string());
     match (first, names_from_headers) {
         (Some(b'['), false) => {
-            let msgs: Vec<RequestMsg> = serde_json::from_slice(body).map_err(err)?;
+            let msgs: Vec<RequestMsg> = serde_json::from_str(body).map_err(err)?;
             Ok(ParsedRequest { entries: msgs.into_iter().map(RequestMsg::into_entry).collect(), batch: true })
         }
         (Some(b'['), true) => {
-            let msgs: Vec<IdOnly> = serde_json::from_slice(body).map_err(err)?;
+            let msgs: Vec<IdOnly> = serde_json::from_str(body).map_err(err)?;
             let entries = msgs.into_iter().map(|m| RequestEntry { id: non_null(m.id), ..Default::default() });
             Ok(ParsedRequest { entries: entries.collect(), batch: true })
         }
         (_, false) => {
-            let msg: RequestMsg = serde_json::from_slice(body).map_err(err)?;
+            let msg: RequestMsg = serde_json::from_str(body).map_err(err)?;
             Ok(ParsedRequest { entries: vec![msg.into_entry()], batch: false })
         }
         (_, true) => {
-            let msg: IdOnly = serde_json::from_slice(body).map_err(err)?;
+            let msg: IdOnly = serde_json::from_str(body).map_err(err)?;
             Ok(ParsedRequest { entries: vec![RequestEntry { id: non_null(msg.id), ..Default::default() }], batch: false })
         }
     }
+}
+
+/// JSON text is UTF-8. serde_json checks that only in strings it keeps, not in those it skips, so
+/// a body with broken UTF-8 in a skipped part would otherwise pass for JSON.
+fn utf8(body: &[u8]) -> Result<&str, serde_json::Error> {
+    std::str::from_utf8(body).map_err(|e| de::Error::custom(format_args!("not UTF-8: {e}")))
 }
 
 fn non_null(v: Option<Value>) -> Option<Value> {
@@ -210,11 +217,12 @@ pub enum ResponseBody {
 
 /// Reads a server's JSON body (a message or a batch of them).
 pub fn parse_response(body: &[u8]) -> Result<ResponseBody, serde_json::Error> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let body = utf8(body)?;
+    let first = body.bytes().find(|b| !b.is_ascii_whitespace());
     if first == Some(b'[') {
-        serde_json::from_slice(body).map(ResponseBody::Many)
+        serde_json::from_str(body).map(ResponseBody::Many)
     } else {
-        serde_json::from_slice(body).map(ResponseBody::One)
+        serde_json::from_str(body).map(ResponseBody::One)
     }
 }
 
@@ -258,6 +266,18 @@ mod tests {
             let _ = parse_request(body, true);
         }
         assert!(parse_request(b"{", false).is_err());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn invalid_utf8_in_a_skipped_string() {
+        // Fuzz regressions (fuzz/regressions/jsonrpc_{request,response}/invalid-utf8-in-a-skipped-string):
+        // bytes that are not UTF-8 inside a skipped value were taken for JSON.
+        let req = b"{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"initialize\",\"params\":{\"capabilities\":{\"x\xc4\":{}}}}";
+        assert!(parse_request(req, false).is_err());
+        assert!(parse_request(req, true).is_err());
+        let resp = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"caf\xc3\"}]}}";
+        assert!(parse_response(resp).is_err());
+        assert!(parse_response("{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"text\":\"caf\u{e9}\"}}".as_bytes()).is_ok());
     }
 
     #[wasm_bindgen_test(unsupported = test)]

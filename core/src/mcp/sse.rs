@@ -43,7 +43,8 @@ impl SseParser {
     /// Feeds a chunk; `on_event` is called for each event completed in it. Returning `false`
     /// from `on_event` stops parsing (the caller has its verdict).
     pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(SseEvent<'_>) -> bool) -> bool {
-        if self.after_cr {
+        // An empty chunk cannot tell whether the CR that ended the last one was half a CRLF.
+        if self.after_cr && !chunk.is_empty() {
             if let Some(rest) = chunk.strip_prefix(b"\n") {
                 chunk = rest;
             }
@@ -184,6 +185,15 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(events(&bytes, 1024), whole);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn empty_chunk_between_cr_and_lf() {
+        // Fuzz regression (fuzz/regressions/sse/empty-chunk-between-cr-and-lf): an empty chunk
+        // after a CR forgot the CR, so the LF that followed ended the event early.
+        let whole = events(&[b"data: a\r\ndata: b\r\n\r\n"], 1024);
+        assert_eq!(whole, vec!["a\nb"]);
+        assert_eq!(events(&[b"data: a\r", b"", b"\ndata: b\r", b"", b"\n\r\n"], 1024), whole);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
