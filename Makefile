@@ -121,7 +121,7 @@ BENCH_CF      := bench/.venv-contextforge
 BENCH_CF_PKG  := mcp-contextforge-gateway==1.0.7.post20260921
 OHA_VERSION   := 1.16.0
 
-.PHONY: bench-setup bench-build bench-quick bench-failover
+.PHONY: bench-setup bench-build bench-quick bench-failover bench-profile
 
 bench-setup: $(STAMPS)/bench-apt $(STAMPS)/bench-venv $(STAMPS)/bench-oha $(STAMPS)/bench-contextforge bench-build
 
@@ -165,11 +165,16 @@ bench-quick: setup wasm bench-setup
 bench-failover: setup wasm
 	$(PY) testbed/bench_failover.py
 
+# Only the cost breakdown: probe filters and a perf split of Envoy's CPU (about 1.5 minutes).
+bench-profile: setup wasm bench-setup
+	$(PY) bench/run.py --phases profile,perf --out $(or $(BENCH_OUT),/tmp/mcp-warden-bench)
+
 # ---------------------------------------------------------------------------------------------
 # Fuzzing (issue 7): cargo-fuzz targets for every parser of core that reads untrusted input, in
 # fuzz/ (its own cargo workspace). Each target runs FUZZ_SECONDS on the committed seeds
 # (fuzz/seeds/<t>), the saved crashes (fuzz/regressions/<t>) and what earlier runs found
-# (fuzz/corpus/<t>, not committed); a crash lands in fuzz/artifacts/<t>/ and stops the run.
+# (fuzz/corpus/<t>, not committed), with the JSON/MCP/SSE dictionary fuzz/mcp.dict; a crash
+# lands in fuzz/artifacts/<t>/ (the other targets still run, then `make fuzz` fails).
 # cargo-fuzz needs nightly's -Z flags: the machine's stable toolchain takes them with
 # RUSTC_BOOTSTRAP=1 (no other toolchain can be installed here).
 
@@ -188,7 +193,8 @@ fuzz: $(STAMPS)/cargo-fuzz
 	@mkdir -p fuzz/artifacts; failed=; for t in $(FUZZ_TARGETS); do \
 		mkdir -p fuzz/corpus/$$t; log=artifacts/$$t.log; \
 		dirs="corpus/$$t seeds/$$t"; test -d fuzz/regressions/$$t && dirs="$$dirs regressions/$$t"; \
-		if (cd fuzz && $(FUZZ_ENV) cargo fuzz run $$t $$dirs -- -max_total_time=$(FUZZ_SECONDS) \
+		dict=-dict=mcp.dict; test $$t = breaker_codec && dict=; \
+		if (cd fuzz && $(FUZZ_ENV) cargo fuzz run $$t $$dirs -- -max_total_time=$(FUZZ_SECONDS) $$dict \
 				-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >$$log 2>&1); then \
 			echo "fuzz $$t: $$(grep -o 'Done [0-9]* runs in [0-9]* second(s)' fuzz/$$log)"; \
 		else \
@@ -197,7 +203,7 @@ fuzz: $(STAMPS)/cargo-fuzz
 		fi; \
 	done; test -z "$$failed" || { echo "crashed:$$failed"; exit 1; }
 
-# A few seconds per target, to add to `make test` (about 2 minutes once built).
+# 5 s per target, to add to `make test`: about 1 minute once built (a first build takes ~5 min).
 fuzz-short:
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=5
 

@@ -493,6 +493,8 @@ fn compile_match(m: &RawMatch) -> Result<ServerMatch, (&'static str, String)> {
                 || a.contains("://")
                 || a.contains(['/', ' ', '?', '#', '@'])
                 || host_part.contains('*')
+                // A wildcard matches any port; with one it would never match (ports are cut off).
+                || (host_part.len() < a.len() && host_part.contains(':'))
             {
                 return Err(("authority", format!("`{a}` is not host, host:port or *.domain")));
             }
@@ -658,6 +660,20 @@ mod tests {
             let e = PluginConfig::from_json(format!("{base}{trust}}}").as_bytes()).unwrap_err();
             assert_eq!(e.field, field, "{e}");
         }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn wildcard_authority_with_a_port() {
+        // Fuzz regression (fuzz/regressions/config/wildcard-authority-with-a-port): `*.domain:port`
+        // was accepted but could never match (the router compares wildcards to the host alone).
+        let cfg = |a: &str| format!(r#"{{"servers":[{{"name":"s","match":{{"authority":"{a}"}},"primary":"p"}}]}}"#);
+        for a in ["*.corp.example:8443", "*.:default.svc"] {
+            let e = PluginConfig::from_json(cfg(a).as_bytes()).unwrap_err();
+            assert_eq!(e.field, "servers[0].match.authority", "{a}: {e}");
+        }
+        let c = PluginConfig::from_json(cfg("*.corp.example").as_bytes()).unwrap();
+        assert!(c.route("a.corp.example:8443", "/").is_some());
+        assert!(PluginConfig::from_json(cfg("tools.local:8080").as_bytes()).is_ok());
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -181,8 +181,9 @@ impl BreakerState {
                 } else {
                     (since_ms, in_flight)
                 };
-                if in_flight + successes < policy.half_open_probes {
-                    self.phase = Phase::HalfOpen { since_ms, in_flight: in_flight + 1, successes };
+                // Saturating: the counts come back from shared data, which any VM may have written.
+                if in_flight.saturating_add(successes) < policy.half_open_probes {
+                    self.phase = Phase::HalfOpen { since_ms, in_flight: in_flight.saturating_add(1), successes };
                     Step { value: Admission::Probe { epoch: self.epoch }, transition: None, changed: true }
                 } else {
                     Step {
@@ -207,7 +208,7 @@ impl BreakerState {
                 if call.failed || call.slow {
                     return self.trip(policy, TransitionReason::ProbeFailed, now_ms);
                 }
-                let successes = successes + 1;
+                let successes = successes.saturating_add(1);
                 if successes >= policy.half_open_probes {
                     let from = self.phase;
                     self.phase = Phase::Closed;
@@ -503,5 +504,21 @@ mod tests {
         assert_eq!(t, None, "2 of 5 is under 50%");
         let t = run(&mut s, &p, fail(0), 20_030).unwrap();
         assert!(matches!(t.reason, TransitionReason::FailureRate { calls: 6, .. }));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn half_open_probe_counts_overflow() {
+        // Fuzz regression (fuzz/regressions/breaker_codec/half-open-probe-counts-overflow): a
+        // half-open state read back with counters near u32::MAX overflowed (a panic in debug
+        // builds, a wrapped count and an extra probe in release).
+        let p = BreakerPolicy::default();
+        let mut s = BreakerState::new(&p, 0);
+        s.phase = Phase::HalfOpen { since_ms: 10, in_flight: u32::MAX, successes: 1 };
+        assert!(!s.admit(&p, 11).value.admitted());
+        s.phase = Phase::HalfOpen { since_ms: 10, in_flight: 0, successes: u32::MAX };
+        assert!(!s.admit(&p, 11).value.admitted());
+        let epoch = s.epoch;
+        let t = s.record(&p, CallRecord { failed: false, slow: false, probe: true, epoch }, 12).transition;
+        assert_eq!(t.map(|t| t.to), Some(Phase::Closed));
     }
 }

@@ -112,9 +112,10 @@ impl TimeWindow {
             if b.second != second || b.calls == 0 {
                 *b = Bucket { second, ..Bucket::default() };
             }
-            b.calls += 1;
-            b.failures += u32::from(s.failed);
-            b.slow += u32::from(s.slow);
+            // Saturating: the counts come back from shared data, which any VM may have written.
+            b.calls = b.calls.saturating_add(1);
+            b.failures = b.failures.saturating_add(u32::from(s.failed));
+            b.slow = b.slow.saturating_add(u32::from(s.slow));
         }
     }
 
@@ -124,9 +125,9 @@ impl TimeWindow {
         let mut st = WindowStats::default();
         for b in &self.buckets {
             if b.calls > 0 && b.second <= second && second - b.second < n {
-                st.calls += b.calls;
-                st.failures += b.failures;
-                st.slow += b.slow;
+                st.calls = st.calls.saturating_add(b.calls);
+                st.failures = st.failures.saturating_add(b.failures);
+                st.slow = st.slow.saturating_add(b.slow);
             }
         }
         st
@@ -213,6 +214,17 @@ mod tests {
         // Second 21 reuses bucket 1 and must not inherit its old counts.
         w.record(OK, 21_000);
         assert_eq!(w.stats(21_000), WindowStats { calls: 1, failures: 0, slow: 0 });
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn time_window_bucket_counts_overflow() {
+        // Fuzz regression (fuzz/regressions/breaker_codec/time-window-bucket-counts-overflow):
+        // decoded buckets near u32::MAX overflowed the sums (a panic in debug builds).
+        let full = Bucket { second: 5, calls: u32::MAX, failures: u32::MAX, slow: 7 };
+        let mut w = Window::Time(TimeWindow { buckets: vec![full, Bucket { second: 6, ..full }] });
+        assert_eq!(w.stats(6_000), WindowStats { calls: u32::MAX, failures: u32::MAX, slow: 14 });
+        w.record(FAIL, 6_500);
+        assert_eq!(w.stats(6_000).calls, u32::MAX);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -47,12 +47,12 @@ pub fn parse_request(body: &[u8], names_from_headers: bool) -> Result<ParsedRequ
     let err = |e: serde_json::Error| RequestParseError(e.to_string());
     match (first, names_from_headers) {
         (Some(b'['), false) => {
-            let msgs: Vec<RequestMsg> = serde_json::from_str(body).map_err(err)?;
-            Ok(ParsedRequest { entries: msgs.into_iter().map(RequestMsg::into_entry).collect(), batch: true })
+            let msgs: Vec<Object<RequestMsg>> = serde_json::from_str(body).map_err(err)?;
+            Ok(ParsedRequest { entries: msgs.into_iter().map(|Object(m)| m.into_entry()).collect(), batch: true })
         }
         (Some(b'['), true) => {
-            let msgs: Vec<IdOnly> = serde_json::from_str(body).map_err(err)?;
-            let entries = msgs.into_iter().map(|m| RequestEntry { id: non_null(m.id), ..Default::default() });
+            let msgs: Vec<Object<IdOnly>> = serde_json::from_str(body).map_err(err)?;
+            let entries = msgs.into_iter().map(|Object(m)| RequestEntry { id: non_null(m.id), ..Default::default() });
             Ok(ParsedRequest { entries: entries.collect(), batch: true })
         }
         (_, false) => {
@@ -70,6 +70,26 @@ pub fn parse_request(body: &[u8], names_from_headers: bool) -> Result<ParsedRequ
 /// a body with broken UTF-8 in a skipped part would otherwise pass for JSON.
 fn utf8(body: &[u8]) -> Result<&str, serde_json::Error> {
     std::str::from_utf8(body).map_err(|e| de::Error::custom(format_args!("not UTF-8: {e}")))
+}
+
+/// A batch's message, which must be a JSON object: serde's derived structs also take an array
+/// (fields by position), so `[[1]]` would read as a message with id 1.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON-RPC message object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 fn non_null(v: Option<Value>) -> Option<Value> {
@@ -113,7 +133,12 @@ impl<'de> Deserialize<'de> for NameProbe {
                 let mut name = None;
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     if key == "name" && name.is_none() {
-                        name = map.next_value::<Option<String>>().ok().flatten();
+                        // Read whole, whatever its type: a swallowed error would leave the
+                        // reader inside the value (refusing good JSON, accepting bad).
+                        name = match map.next_value::<Value>()? {
+                            Value::String(s) => Some(s),
+                            _ => None,
+                        };
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -169,7 +194,8 @@ impl<'de> Deserialize<'de> for ResultProbe {
                 let mut is_error = false;
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     if key == "isError" {
-                        is_error = map.next_value::<Option<bool>>().ok().flatten().unwrap_or(false);
+                        // Read whole, whatever its type (see `NameProbe`).
+                        is_error = map.next_value::<Value>()? == Value::Bool(true);
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -220,7 +246,8 @@ pub fn parse_response(body: &[u8]) -> Result<ResponseBody, serde_json::Error> {
     let body = utf8(body)?;
     let first = body.bytes().find(|b| !b.is_ascii_whitespace());
     if first == Some(b'[') {
-        serde_json::from_str(body).map(ResponseBody::Many)
+        let msgs: Vec<Object<ResponseMsg>> = serde_json::from_str(body)?;
+        Ok(ResponseBody::Many(msgs.into_iter().map(|Object(m)| m).collect()))
     } else {
         serde_json::from_str(body).map(ResponseBody::One)
     }
@@ -278,6 +305,46 @@ mod tests {
         let resp = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"caf\xc3\"}]}}";
         assert!(parse_response(resp).is_err());
         assert!(parse_response("{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"text\":\"caf\u{e9}\"}}".as_bytes()).is_ok());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn is_error_not_a_bool() {
+        // Fuzz regression (fuzz/regressions/jsonrpc_response/is-error-not-a-bool): a failed read
+        // of `isError` was ignored with the reader left inside the value, so bad JSON passed and
+        // a well-formed answer whose `isError` is an object or array was refused.
+        assert!(parse_response(br#"{"jsonrpc":"2.0","id":7,"result":{"isError": truu, "isError": true}}"#).is_err());
+        for (body, want) in [
+            (&br#"{"jsonrpc":"2.0","id":1,"result":{"isError":{"a":[1]},"content":[]}}"#[..], false),
+            (br#"{"jsonrpc":"2.0","id":1,"result":{"isError":[true]}}"#, false),
+            (br#"{"jsonrpc":"2.0","id":1,"result":{"isError":"true"}}"#, false),
+            (br#"{"jsonrpc":"2.0","id":1,"result":{"isError":{},"isError":true}}"#, true),
+        ] {
+            let Ok(ResponseBody::One(m)) = parse_response(body) else { panic!("refused {}", String::from_utf8_lossy(body)) };
+            assert_eq!(m.result, Some(ResultProbe { is_error: want }));
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn name_not_a_string() {
+        // Fuzz regression (fuzz/regressions/jsonrpc_request/name-not-a-string): same as
+        // `is_error_not_a_bool`, for `params.name`.
+        let p = parse_request(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"name":{"first":"a"},"k":2}}"#, false)
+            .unwrap();
+        assert_eq!(p.entries, vec![RequestEntry { id: Some(json!(1)), method: Some("x".into()), name: None }]);
+        assert!(parse_request(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"name":[1],"name":"b"}}"#, false).is_ok());
+        assert!(parse_request(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":{"name":nul}}"#, false).is_err());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn batch_message_that_is_an_array() {
+        // Fuzz regression (fuzz/regressions/jsonrpc_request/batch-message-that-is-an-array): a
+        // batch element that is an array read as a message, its items taken as fields by position.
+        assert!(parse_request(b"[[\r-32000\r]\r\r]", false).is_err());
+        assert!(parse_request(b"[[-32000]]", true).is_err());
+        assert!(parse_response(br#"[["2.0",1,null,{}]]"#).is_err());
+        let p = parse_request(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#, true).unwrap();
+        assert_eq!(p.expected_ids().collect::<Vec<_>>(), vec![&json!(1)]);
+        assert!(matches!(parse_response(br#"[{"jsonrpc":"2.0","id":1,"result":{}}]"#), Ok(ResponseBody::Many(m)) if m.len() == 1));
     }
 
     #[wasm_bindgen_test(unsupported = test)]
