@@ -282,7 +282,12 @@ impl PluginConfig {
 
     /// The server a request is for, by `:authority` and `:path`.
     pub fn route(&self, authority: &str, path: &str) -> Option<&Server> {
-        self.router.route(authority, path).and_then(|i| self.servers.get(i))
+        self.route_index(authority, path).and_then(|i| self.servers.get(i))
+    }
+
+    /// The index in [`PluginConfig::servers`] of the server a request is for.
+    pub fn route_index(&self, authority: &str, path: &str) -> Option<usize> {
+        self.router.route(authority, path)
     }
 
     /// A cluster by index.

@@ -475,9 +475,8 @@ impl WardenHttp {
     }
 
     /// Whether the request is a single `tools/list` (whose answer teaches tool hints).
-    fn is_tools_list(&self) -> Option<bool> {
-        let method = self.mcp_method.as_deref().or_else(|| self.request.as_ref()?.entries.first()?.method.as_deref());
-        Some(method? == "tools/list" && self.request.as_ref().is_none_or(|r| !r.batch))
+    fn is_tools_list(&self) -> bool {
+        self.is_method("tools/list") && self.request.as_ref().is_none_or(|r| !r.batch)
     }
 
     fn keep_tools_list(&mut self, chunk: &[u8], end_of_stream: bool) {
@@ -668,10 +667,11 @@ impl HttpContext for WardenHttp {
         let _ = host::remove_header(host::REQUEST, &cfg.route_header);
         let authority = host::header(host::REQUEST, ":authority").unwrap_or_default();
         let path = host::header(host::REQUEST, ":path").unwrap_or_default();
-        let Some(server) = cfg.route(&authority, &path) else {
+        // The router's index: no scan of the server list per request.
+        let Some(server) = cfg.route_index(&authority, &path) else {
             return Action::Continue;
         };
-        self.server = cfg.servers.iter().position(|s| std::ptr::eq(s, server)).unwrap_or(0);
+        self.server = server;
         self.method = match host::header(host::REQUEST, ":method").as_deref() {
             Some("POST") => HttpMethod::Post,
             _ => HttpMethod::Other,
@@ -833,7 +833,7 @@ impl HttpContext for WardenHttp {
         };
         let verdict = observer.on_headers(head, self.method, &cfg.failures);
         self.observer = Some(observer);
-        if let (200, Some(true)) = (status, self.is_tools_list()) {
+        if status == 200 && self.is_tools_list() {
             let sse = content_type.as_deref().is_some_and(|c| c.starts_with("text/event-stream"));
             self.tools_list = Some((Vec::new(), sse));
         }
