@@ -81,6 +81,7 @@ impl RootContext for WardenRoot {
             // A per-VM id for the aggregator lease: the clock's nanoseconds at configuration (VMs
             // configure one after the other) mixed with the root context id.
             let owner = host::now_ns() ^ (u64::from(self.context_id) << 48);
+            trust::prepare_shared_keys();
             self.trust = Some(TrustLoop::new(owner));
             if let Err(e) = proxy_wasm::hostcalls::set_tick_period(trust::tick_period(t)) {
                 log::error!("mcp-warden: cannot start the trust timer: {e:?}");

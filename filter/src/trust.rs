@@ -26,10 +26,11 @@ const LEASE_KEY: &str = "mcp_warden.trust.lease";
 /// Most bytes read from an aggregator answer.
 const MAX_ANSWER_BYTES: usize = 8 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Call {
     Poll,
-    Report,
+    /// The batch sent, to clear `INFLIGHT` on acknowledgement only while it still holds it.
+    Report(Vec<u8>),
 }
 
 /// Per-VM state of the trust loop.
@@ -61,18 +62,20 @@ impl TrustLoop {
         if !self.hold_lease(now, ttl) {
             return;
         }
-        if now.saturating_sub(self.last_poll_ms) >= t.poll_interval_ms && !self.busy(Call::Poll) {
+        if now.saturating_sub(self.last_poll_ms) >= t.poll_interval_ms && !self.busy(|c| *c == Call::Poll) {
             self.last_poll_ms = now;
             self.poll(shared, t);
         }
-        if now.saturating_sub(self.last_report_ms) >= t.report_interval_ms && !self.busy(Call::Report) {
+        if now.saturating_sub(self.last_report_ms) >= t.report_interval_ms
+            && !self.busy(|c| matches!(c, Call::Report(_)))
+        {
             self.last_report_ms = now;
             self.report(t, now);
         }
     }
 
-    fn busy(&self, kind: Call) -> bool {
-        self.calls.values().any(|c| *c == kind)
+    fn busy(&self, kind: impl Fn(&Call) -> bool) -> bool {
+        self.calls.values().any(kind)
     }
 
     /// Merges this VM's counts into shared data.
@@ -139,7 +142,7 @@ impl TrustLoop {
             ("authorization", auth.as_str()),
             ("content-type", "application/json"),
         ];
-        self.dispatch(t, headers, Some(&batch), Call::Report);
+        self.dispatch(t, headers, Some(&batch), Call::Report(batch.clone()));
     }
 
     fn dispatch(&mut self, t: &TrustConfig, headers: Vec<(&str, &str)>, body: Option<&[u8]>, kind: Call) {
@@ -174,14 +177,14 @@ impl TrustLoop {
                 }
             }
             (Call::Poll, 304) => true,
-            (Call::Report, 200..=299) => {
-                let _ = HostStore.set(INFLIGHT_KEY, b"", None);
+            (Call::Report(batch), 200..=299) => {
+                clear_inflight(&batch);
                 true
             }
-            (Call::Report, 400 | 401 | 403 | 413) => {
+            (Call::Report(batch), 400 | 401 | 403 | 413) => {
                 // It will never be accepted: drop it rather than resend it forever.
                 log::error!("mcp-warden: the aggregator refused a trust report ({status}); dropped");
-                let _ = HostStore.set(INFLIGHT_KEY, b"", None);
+                clear_inflight(&batch);
                 false
             }
             _ => false,
@@ -207,6 +210,27 @@ impl TrustLoop {
                 }
             }
             Err(e) => log::warn!("mcp-warden: cannot store the trust table: {e}"),
+        }
+    }
+}
+
+/// Creates the shared keys this loop changes with compare-and-swap. Called at configuration,
+/// before any traffic: proxy-wasm has no "create if absent", and two first writes racing on an
+/// absent key would both succeed, the later one erasing the other's counts.
+pub fn prepare_shared_keys() {
+    for key in [PENDING_KEY, INFLIGHT_KEY, LEASE_KEY] {
+        if let Ok((None, _)) = HostStore.get(key) {
+            let _ = HostStore.set(key, b"", None);
+        }
+    }
+}
+
+/// Forgets the unacknowledged batch once acknowledged (or refused for good), unless another
+/// VM's report already replaced it: a late answer must not erase a newer batch.
+fn clear_inflight(sent: &[u8]) {
+    if let Ok((Some(current), cas)) = HostStore.get(INFLIGHT_KEY) {
+        if current == sent {
+            let _ = HostStore.set(INFLIGHT_KEY, b"", cas);
         }
     }
 }

@@ -48,6 +48,17 @@ def mesh(servers):
         p.stop()
 
 
+def server_view(agg: Aggregator, server: str) -> dict:
+    """`GET /v1/servers/{server}`: computed at the request, unlike the thresholded scores document."""
+    status, _, detail = agg.api("GET", f"/v1/servers/{server}", token="reader-token-testbed")
+    return detail if status == 200 else {}
+
+
+def reported_successes(agg: Aggregator, server: str) -> int:
+    """Successful calls the aggregator has counted for `server`, over all reports."""
+    return server_view(agg, server).get("traffic", {}).get("success", 0)
+
+
 def served_by(envoy: Envoy) -> str:
     return stateless_call(envoy.url, "whoami").header("x-mcp-warden-served-by")
 
@@ -141,13 +152,12 @@ def test_each_sidecar_reports_its_traffic_exactly_once(servers, mesh):
     for i in range(40):
         stateless_call(s1.url, "whoami", id=i)
 
-    def successes():
-        return agg.scores().get("json_primary", {}).get("breakdown", {}).get("successes", 0)
-
-    # Four VMs served those calls; one lease holder reports them, each once.
-    wait_until(lambda: successes() >= 39.5, 10, f"the sidecar's report (have {successes()})")
+    # Two worker VMs served those calls; one lease holder reports them, each once. The raw
+    # counts (the server view's `traffic`), not the scores document: that one is republished only
+    # when a score moves by more than 0.005, so a last small batch may not show there.
+    wait_until(lambda: reported_successes(agg, "json_primary") >= 40, 10, "the sidecar's reports")
     time.sleep(POLL_MS * 4 / 1000)
-    assert 39.5 <= successes() <= 40.01
+    assert reported_successes(agg, "json_primary") == 40
 
 
 def test_sybil_burst_barely_moves_a_score(servers, mesh):
@@ -157,16 +167,13 @@ def test_sybil_burst_barely_moves_a_score(servers, mesh):
     for i in range(20):
         stateless_call(s1.url, "whoami", id=i)
 
-    def reported():
-        return agg.scores().get("json_primary", {}).get("breakdown", {}).get("successes", 0) >= 19.9
-
-    wait_until(reported, 10, "the sidecar's report")
-    before = agg.scores()["json_primary"]["score"]
+    wait_until(lambda: reported_successes(agg, "json_primary") >= 20, 10, "the sidecar's reports")
+    before = server_view(agg, "json_primary")["score"]
     for i in range(100):
         status, _, body = agg.api("POST", "/v1/ratings", {"subject": {"kind": "server", "name": "json_primary"},
                                                            "value": 0.0}, token=f"sybil-{i}-token-testbed")
         assert status in (200, 201, 202, 204), body
-    after = agg.scores()["json_primary"]["score"]
+    after = server_view(agg, "json_primary")["score"]
     print(f"100-rater Sybil burst moved json_primary from {before:.4f} to {after:.4f} ({after - before:+.4f})")
     assert 0 < before - after < 0.06
     assert agg.scores()["json_primary"]["state"] == "trusted"
