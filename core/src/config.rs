@@ -56,6 +56,18 @@ struct RawConfig {
     degraded: RawDegraded,
     #[serde(default)]
     trust: Option<RawTrust>,
+    #[serde(default)]
+    failover: RawFailover,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFailover {
+    retry: Option<bool>,
+    move_sessions: Option<bool>,
+    retry_budget_ratio: Option<f64>,
+    retry_budget_burst: Option<f64>,
+    retry_timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -249,6 +261,57 @@ pub const MAX_SERVERS: usize = 100_000;
 /// Most fallbacks per server.
 pub const MAX_FALLBACKS: usize = 8;
 
+/// What the sidecar does for a call the routed cluster failed (see `docs/DECISIONS.md`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverPolicy {
+    /// Resend a failed call to the next admitted fallback when repeating it is safe.
+    pub retry: bool,
+    /// Open a session on a fallback for an agent session created elsewhere (and renew one a
+    /// server expired), mapping session ids both ways.
+    pub move_sessions: bool,
+    /// The retry budget per VM, a token bucket: each request earns `retry_budget_ratio` of a
+    /// retry, up to `retry_budget_burst` saved.
+    pub retry_budget_ratio: f64,
+    pub retry_budget_burst: f64,
+    /// How long a call the sidecar makes itself (retry, session opening) may take.
+    pub retry_timeout_ms: u64,
+}
+
+impl Default for FailoverPolicy {
+    fn default() -> Self {
+        FailoverPolicy {
+            retry: true,
+            move_sessions: true,
+            retry_budget_ratio: 0.2,
+            retry_budget_burst: 10.0,
+            retry_timeout_ms: 10_000,
+        }
+    }
+}
+
+fn compile_failover(raw: &RawFailover) -> Result<FailoverPolicy, ConfigError> {
+    let d = FailoverPolicy::default();
+    let ratio = raw.retry_budget_ratio.unwrap_or(d.retry_budget_ratio);
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(err("failover.retry_budget_ratio", format!("must be between 0 and 1, got {ratio}")));
+    }
+    let burst = raw.retry_budget_burst.unwrap_or(d.retry_budget_burst);
+    if !(1.0..=10_000.0).contains(&burst) {
+        return Err(err("failover.retry_budget_burst", format!("must be between 1 and 10000, got {burst}")));
+    }
+    let timeout = raw.retry_timeout_ms.unwrap_or(d.retry_timeout_ms);
+    if !(100..=300_000).contains(&timeout) {
+        return Err(err("failover.retry_timeout_ms", format!("must be between 100 and 300000, got {timeout}")));
+    }
+    Ok(FailoverPolicy {
+        retry: raw.retry.unwrap_or(d.retry),
+        move_sessions: raw.move_sessions.unwrap_or(d.move_sessions),
+        retry_budget_ratio: ratio,
+        retry_budget_burst: burst,
+        retry_timeout_ms: timeout,
+    })
+}
+
 /// The validated, compiled configuration, shared read-only by every request.
 #[derive(Debug, Clone)]
 pub struct PluginConfig {
@@ -264,6 +327,7 @@ pub struct PluginConfig {
     pub degraded: DegradePolicy,
     /// Trust enforcement and reporting; `None` when no aggregator is configured.
     pub trust: Option<TrustConfig>,
+    pub failover: FailoverPolicy,
     router: Router,
 }
 
@@ -404,9 +468,11 @@ fn compile(raw: RawConfig) -> Result<PluginConfig, ConfigError> {
         None => None,
         Some(t) => Some(compile_trust(t, &cluster_index, &route_header, &served_by_header)?),
     };
+    let failover = compile_failover(&raw.failover)?;
     let router = Router::new(&servers.iter().map(|s| s.matcher.clone()).collect::<Vec<_>>());
     Ok(PluginConfig {
         trust,
+        failover,
         servers,
         clusters,
         failures,
@@ -596,6 +662,12 @@ mod tests {
         assert_eq!(c.route_header, "x-mcp-warden-cluster");
         assert_eq!(c.inspect_max_bytes, DEFAULT_INSPECT_MAX_BYTES);
         assert_eq!(c.degraded.error_code, DEFAULT_DEGRADED_ERROR_CODE);
+        assert_eq!(c.failover, FailoverPolicy::default());
+        let off = PluginConfig::from_json(
+            br#"{"servers":[{"name":"s","match":{"path_prefix":"/mcp"},"primary":"p"}],"failover":{"retry":false,"move_sessions":false}}"#,
+        )
+        .unwrap();
+        assert!(!off.failover.retry && !off.failover.move_sessions);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -618,6 +690,9 @@ mod tests {
             (s(r#","inspect_max_bytes":1"#), "inspect_max_bytes"),
             (s(r#","headers":{"route":"X-Bad Header"}"#), "headers.route"),
             (s(r#","degraded":{"error_code":-32700}"#), "degraded.error_code"),
+            (s(r#","failover":{"retry_budget_ratio":2}"#), "failover.retry_budget_ratio"),
+            (s(r#","failover":{"retry_timeout_ms":5}"#), "failover.retry_timeout_ms"),
+            (s(r#","failover":{"retry":"yes"}"#), "failover.retry"),
             (s(r#","failures":{"jsonrpc_error_codes":[[-1,-5]]}"#), "failures.jsonrpc_error_codes[0]"),
             (
                 r#"{"servers":[{"name":"s","match":{"path_prefix":"/mcp"},"primary":"p","fallbacks":["p"]}]}"#.into(),

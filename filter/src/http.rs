@@ -29,9 +29,6 @@ use std::rc::Rc;
 const HOP_BY_HOP: [&str; 8] =
     ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "content-length"];
 
-/// How long a retry on a fallback may take.
-const RETRY_TIMEOUT_MS: u64 = 10_000;
-
 /// A cluster that refused the request, as remembered for the degraded answer.
 #[derive(Debug, Clone, Copy)]
 struct Refusal {
@@ -42,15 +39,31 @@ struct Refusal {
     untrusted: Option<bool>,
 }
 
-/// The steps of opening a session on a fallback for an agent session created elsewhere.
+/// The steps of opening a session on `cluster` for an agent session created elsewhere (or
+/// expired there). Then the paused request goes on, or, while retrying, is sent again.
 #[derive(Debug, Clone)]
 enum Establish {
     /// Waiting for the request body before starting.
     Pending,
-    /// `initialize` replayed on the fallback.
-    Initialize { token: u32 },
-    /// `notifications/initialized` sent with the fallback's new session id.
-    Initialized { token: u32, session: String },
+    /// `initialize` replayed on the cluster.
+    Initialize { token: u32, cluster: usize },
+    /// `notifications/initialized` sent with the cluster's new session id.
+    Initialized { token: u32, cluster: usize, session: String },
+}
+
+/// Which session id a request of the agent's session carries to a given cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SessionOn {
+    /// No session: nothing to carry.
+    None,
+    /// The cluster created the agent's session: its own id.
+    Agent,
+    /// The sidecar opened this session there for the agent.
+    Mapped(String),
+    /// None yet: the sidecar can open one (it kept the agent's `initialize`).
+    Open,
+    /// A session the sidecar never saw start: it cannot be moved.
+    Unknown,
 }
 
 /// Where the request stands.
@@ -60,8 +73,17 @@ enum Stage {
     PassThrough,
     /// Routed to `cluster` (at `position` in the server's chain); its answer is being judged.
     Routed { cluster: usize, position: usize, admission: Admission },
-    /// The routed call failed and is being sent again to `cluster` (a fallback) by the filter.
-    Retrying { cluster: usize, admission: Admission, token: u32, failed: usize, failure: FailureKind, since_ms: u64 },
+    /// The routed call failed and is being sent again to `cluster` (a fallback, or the same
+    /// cluster after it expired the session) by the filter; `token` is `None` while a session
+    /// is being opened there first.
+    Retrying {
+        cluster: usize,
+        admission: Admission,
+        token: Option<u32>,
+        failed: usize,
+        failure: FailureKind,
+        since_ms: u64,
+    },
     /// No cluster admits: waiting for the body to answer with the request's id.
     Refused,
     /// Answered by the filter itself.
@@ -100,6 +122,8 @@ pub struct WardenHttp {
     maybe_ran: bool,
     /// A copy of a `tools/list` answer, to learn tool hints from (bounded).
     tools_list: Option<(Vec<u8>, bool)>,
+    /// The session was renewed once already in this request (a server answered 404).
+    renewed: bool,
 }
 
 impl WardenHttp {
@@ -127,6 +151,7 @@ impl WardenHttp {
             establishing: None,
             maybe_ran: false,
             tools_list: None,
+            renewed: false,
         }
     }
 
@@ -342,20 +367,40 @@ impl WardenHttp {
         m == Some(method)
     }
 
-    /// True when the agent's session was created on another cluster and the sidecar has not yet
-    /// opened one on `cluster`; sets up the header rewrite when it has.
+    /// The session id the agent's request carries to `cluster`.
+    fn session_on(&self, cluster: usize) -> SessionOn {
+        let Some(agent) = self.session.as_deref() else { return SessionOn::None };
+        let (Some(record), Some(c)) = (self.record.as_ref(), self.shared.config.cluster(cluster)) else {
+            return SessionOn::Unknown;
+        };
+        if let Some(theirs) = record.mapped.get(&c.name) {
+            return SessionOn::Mapped(theirs.clone());
+        }
+        if record.origin == c.name {
+            return SessionOn::Agent;
+        }
+        if sessions::init_body(agent).is_some() {
+            SessionOn::Open
+        } else {
+            SessionOn::Unknown
+        }
+    }
+
+    /// True when the agent's session lives elsewhere and the sidecar must first open one on
+    /// `cluster`; sets up the header rewrite when it opened one before.
     fn needs_session_on(&mut self, cluster: usize) -> bool {
-        let (Some(record), Some(agent_session)) = (self.record.as_ref(), self.session.clone()) else { return false };
-        let Some(name) = self.shared.config.cluster(cluster).map(|c| c.name.clone()) else { return false };
-        if record.origin == name {
+        if !self.shared.config.failover.move_sessions {
             return false;
         }
-        if let Some(theirs) = record.mapped.get(&name) {
-            let _ = host::set_header(host::REQUEST, "mcp-session-id", theirs);
-            self.session_rewrite = Some((theirs.clone(), agent_session));
-            return false;
+        match self.session_on(cluster) {
+            SessionOn::Mapped(theirs) => {
+                let _ = host::set_header(host::REQUEST, "mcp-session-id", &theirs);
+                self.session_rewrite = self.session.clone().map(|agent| (theirs, agent));
+                false
+            }
+            SessionOn::Open => true,
+            _ => false,
         }
-        sessions::init_body(&agent_session).is_some()
     }
 
     /// Headers of a call the sidecar makes itself on the agent's behalf.
@@ -377,12 +422,21 @@ impl WardenHttp {
     /// Replays the agent's `initialize` on the cluster the request was routed to.
     fn start_establishing(&mut self) {
         let Some((cluster, _)) = self.routed_cluster() else { return };
+        self.establish_on(cluster);
+    }
+
+    /// Replays the agent's `initialize` on `cluster`.
+    fn establish_on(&mut self, cluster: usize) {
         let body = self.session.as_deref().and_then(sessions::init_body).unwrap_or_default();
         let token = self.dispatch_to(cluster, None, &body);
-        self.establishing = token.map(|token| Establish::Initialize { token });
+        self.establishing = token.map(|token| Establish::Initialize { token, cluster });
         if self.establishing.is_none() {
             self.fail_establishing();
         }
+    }
+
+    fn call_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.shared.config.failover.retry_timeout_ms)
     }
 
     fn dispatch_to(&self, cluster: usize, session: Option<&str>, body: &[u8]) -> Option<u32> {
@@ -393,8 +447,7 @@ impl WardenHttp {
         let mut headers = Self::call_headers(session, version.as_deref());
         headers.push((":path", path.as_str()));
         headers.push((":authority", authority.as_str()));
-        let timeout = std::time::Duration::from_millis(RETRY_TIMEOUT_MS);
-        proxy_wasm::hostcalls::dispatch_http_call(&target.name, headers, Some(body), vec![], timeout).ok()
+        proxy_wasm::hostcalls::dispatch_http_call(&target.name, headers, Some(body), vec![], self.call_timeout()).ok()
     }
 
     /// Next step of opening a session on a fallback, on each call's answer.
@@ -404,35 +457,42 @@ impl WardenHttp {
         } else {
             0
         };
-        let Some((cluster, _)) = self.routed_cluster() else { return };
         match self.establishing.clone() {
-            Some(Establish::Initialize { token: t }) if t == token => {
+            Some(Establish::Initialize { token: t, cluster }) if t == token => {
                 let sid = host::header(MapType::HttpCallResponseHeaders, "mcp-session-id");
                 match (status, sid) {
                     (200, Some(sid)) => {
                         let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
                         match self.dispatch_to(cluster, Some(&sid), note) {
-                            Some(token) => self.establishing = Some(Establish::Initialized { token, session: sid }),
+                            Some(token) => {
+                                self.establishing = Some(Establish::Initialized { token, cluster, session: sid })
+                            }
                             None => self.fail_establishing(),
                         }
                     }
                     _ => self.fail_establishing(),
                 }
             }
-            Some(Establish::Initialized { token: t, session }) if t == token => {
+            Some(Establish::Initialized { token: t, cluster, session }) if t == token => {
                 if !(200..300).contains(&status) {
                     self.fail_establishing();
                     return;
                 }
+                self.establishing = None;
                 if let Some(agent) = self.session.clone() {
                     sessions::mapped(&self.shared.config, self.server, &agent, cluster, &session);
-                    let _ = host::set_header(host::REQUEST, "mcp-session-id", &session);
-                    self.session_rewrite = Some((session, agent));
+                    self.session_rewrite = Some((session.clone(), agent));
                 }
-                self.establishing = None;
                 if let Some(m) = self.shared.metrics.cluster(cluster) {
                     host::increment(m.session_moved, 1);
                 }
+                if matches!(self.stage, Stage::Retrying { .. }) {
+                    self.send_retry(cluster, Some(&session));
+                    return;
+                }
+                let _ = host::set_header(host::REQUEST, "mcp-session-id", &session);
+                // Event ids of another session's stream mean nothing to this one.
+                let _ = host::remove_header(host::REQUEST, "last-event-id");
                 if let Err(e) = proxy_wasm::hostcalls::resume_http_request() {
                     log::warn!("mcp-warden: could not resume a request after moving its session: {e:?}");
                 }
@@ -441,9 +501,14 @@ impl WardenHttp {
         }
     }
 
-    /// The fallback would not open a session: the agent gets a degraded answer.
+    /// The cluster would not open a session: the agent gets a degraded answer.
     fn fail_establishing(&mut self) {
         self.establishing = None;
+        if matches!(self.stage, Stage::Retrying { .. }) {
+            // Answered like a retry that failed to connect.
+            self.finish_retry(0, false);
+            return;
+        }
         let Some((cluster, _)) = self.routed_cluster() else { return };
         let Some(name) = self.shared.config.cluster(cluster).map(|c| c.name.clone()) else { return };
         let status = ClusterStatus { cluster: &name, state: "failed", retry_after_ms: 1_000 };
@@ -453,11 +518,15 @@ impl WardenHttp {
         }
     }
 
-    /// DELETE of an agent session also ends the sessions the sidecar opened for it elsewhere.
-    fn end_mapped_sessions(&self) {
+    /// DELETE of an agent session also ends the sessions the sidecar opened for it elsewhere
+    /// (the one on `routed`, the cluster the agent's DELETE itself goes to, is ended by it).
+    fn end_mapped_sessions(&self, routed: Option<usize>) {
         let Some(record) = self.record.as_ref() else { return };
         for (cluster, session) in &record.mapped {
             let Some(target) = sessions::cluster_index(&self.shared.config, self.server, cluster) else { continue };
+            if Some(target) == routed {
+                continue;
+            }
             let Some(c) = self.shared.config.cluster(target) else { continue };
             let path = host::header(host::REQUEST, ":path").unwrap_or_else(|| "/".into());
             let authority = host::header(host::REQUEST, ":authority").unwrap_or_default();
@@ -467,8 +536,7 @@ impl WardenHttp {
                 (":authority", authority.as_str()),
                 ("mcp-session-id", session.as_str()),
             ];
-            let timeout = std::time::Duration::from_millis(RETRY_TIMEOUT_MS);
-            if let Err(e) = proxy_wasm::hostcalls::dispatch_http_call(&c.name, headers, None, vec![], timeout) {
+            if let Err(e) = proxy_wasm::hostcalls::dispatch_http_call(&c.name, headers, None, vec![], self.call_timeout()) {
                 log::debug!("mcp-warden: could not end a mapped session on `{}`: {e:?}", c.name);
             }
         }
@@ -500,7 +568,7 @@ impl WardenHttp {
     fn try_retry(&mut self, failure: FailureKind, failed: usize, position: usize, now: u64) -> bool {
         let shared = Rc::clone(&self.shared);
         let cfg = &shared.config;
-        if self.method != HttpMethod::Post || self.request_too_big || self.session.is_some() {
+        if !cfg.failover.retry || self.method != HttpMethod::Post || self.request_too_big {
             return false;
         }
         let (Some(request), Some(server)) = (self.request.as_ref(), cfg.servers.get(self.server)) else { return false };
@@ -522,33 +590,99 @@ impl WardenHttp {
             }
         }
         let Some((cluster, admission)) = next else { return false };
-        if !shared.retry_budget.borrow_mut().try_spend() {
-            log::debug!("mcp-warden: retry budget spent; not retrying on a fallback");
+        // A session goes along: the fallback's own id for it, or one opened there first.
+        let plan = self.session_on(cluster);
+        let movable = match plan {
+            SessionOn::Unknown => false,
+            SessionOn::Open => cfg.failover.move_sessions,
+            _ => true,
+        };
+        if !movable || !shared.retry_budget.borrow_mut().try_spend() {
+            log::debug!("mcp-warden: not retrying on a fallback (retry budget spent or session unknown)");
             if let Admission::Probe { epoch } = admission {
                 breakers::release_probe(cfg, cluster, epoch, now);
             }
             return false;
         }
-        let Some(target) = cfg.cluster(cluster) else { return false };
+        if let Some(m) = shared.metrics.cluster(cluster) {
+            host::increment(m.requests, 1);
+            host::increment(m.retried, 1);
+        }
+        self.stage = Stage::Retrying { cluster, admission, token: None, failed, failure, since_ms: now };
+        match plan {
+            SessionOn::Open => self.establish_on(cluster),
+            SessionOn::Mapped(theirs) => {
+                self.session_rewrite = self.session.clone().map(|agent| (theirs.clone(), agent));
+                self.send_retry(cluster, Some(&theirs));
+            }
+            SessionOn::Agent => {
+                self.session_rewrite = None;
+                let agent = self.session.clone();
+                self.send_retry(cluster, agent.as_deref());
+            }
+            SessionOn::None | SessionOn::Unknown => self.send_retry(cluster, None),
+        }
+        true
+    }
+
+    /// A server answered 404 to a request of a session the sidecar saw start: the session
+    /// expired there (or the server restarted). Opens a new one on the same cluster and sends the
+    /// request again, once; the agent keeps its id. Nothing ran, so any request may be resent.
+    fn try_renew_session(&mut self, cluster: usize, admission: Admission, now: u64) -> bool {
+        let renewable = self.shared.config.failover.move_sessions
+            && !self.renewed
+            && self.method == HttpMethod::Post
+            && !self.request_too_big
+            && self.request.is_some()
+            && self.session.as_deref().is_some_and(|s| sessions::init_body(s).is_some());
+        if !renewable {
+            return false;
+        }
+        self.renewed = true;
+        self.stage = Stage::Retrying {
+            cluster,
+            admission,
+            token: None,
+            failed: cluster,
+            failure: FailureKind::ConnectFailure,
+            since_ms: now,
+        };
+        self.establish_on(cluster);
+        true
+    }
+
+    /// Sends the agent's request to `cluster` with `session` (or none) as its session id; the
+    /// answer arrives in [`Self::finish_retry`]. A call that cannot even start is answered as a
+    /// failed retry.
+    fn send_retry(&mut self, cluster: usize, session: Option<&str>) {
+        let shared = Rc::clone(&self.shared);
+        let cfg = &shared.config;
+        let Some(target) = cfg.cluster(cluster) else { return };
         let headers = host::headers(host::REQUEST);
-        let forward: Vec<(&str, &str)> = headers
+        let mut forward: Vec<(&str, &str)> = headers
             .iter()
-            .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()) && *k != cfg.route_header)
+            .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()) && *k != cfg.route_header && k != "mcp-session-id")
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let timeout = std::time::Duration::from_millis(RETRY_TIMEOUT_MS);
-        match proxy_wasm::hostcalls::dispatch_http_call(&target.name, forward, Some(&self.request_body), vec![], timeout) {
+        if let Some(s) = session {
+            forward.push(("mcp-session-id", s));
+        }
+        let sent = proxy_wasm::hostcalls::dispatch_http_call(
+            &target.name,
+            forward,
+            Some(&self.request_body),
+            vec![],
+            self.call_timeout(),
+        );
+        match sent {
             Ok(token) => {
-                if let Some(m) = shared.metrics.cluster(cluster) {
-                    host::increment(m.requests, 1);
-                    host::increment(m.retried, 1);
+                if let Stage::Retrying { token: t, .. } = &mut self.stage {
+                    *t = Some(token);
                 }
-                self.stage = Stage::Retrying { cluster, admission, token, failed, failure, since_ms: now };
-                true
             }
             Err(e) => {
-                log::warn!("mcp-warden: cannot retry on `{}`: {e:?}", target.name);
-                false
+                log::warn!("mcp-warden: cannot send a request again on `{}`: {e:?}", target.name);
+                self.finish_retry(0, false);
             }
         }
     }
@@ -573,7 +707,7 @@ impl WardenHttp {
             Vec::new()
         };
         let outcome = if status == 0 {
-            let timed_out = now.saturating_sub(since_ms) >= RETRY_TIMEOUT_MS;
+            let timed_out = now.saturating_sub(since_ms) >= cfg.failover.retry_timeout_ms;
             Outcome::Failure(if timed_out { FailureKind::Timeout } else { FailureKind::ConnectFailure })
         } else {
             let content_type = headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.as_str());
@@ -589,14 +723,14 @@ impl WardenHttp {
         let http_failed = status == 0 || status >= 500;
         let (Some(first), Some(second)) = (cfg.cluster(failed), cfg.cluster(cluster)) else { return };
         if http_failed {
-            let statuses = vec![
-                ClusterStatus { cluster: &first.name, state: "failed", retry_after_ms: 1_000 },
-                ClusterStatus {
-                    cluster: &second.name,
-                    state: if open_for.is_some() { "open" } else { "failed" },
-                    retry_after_ms: open_for.unwrap_or(1_000),
-                },
-            ];
+            let mut statuses = vec![ClusterStatus {
+                cluster: &second.name,
+                state: if open_for.is_some() { "open" } else { "failed" },
+                retry_after_ms: open_for.unwrap_or(1_000),
+            }];
+            if failed != cluster {
+                statuses.insert(0, ClusterStatus { cluster: &first.name, state: "failed", retry_after_ms: 1_000 });
+            }
             if let Some(u) = self.unavailable(Reason::UpstreamFailed(failure), statuses) {
                 let response = self.degraded_for_request(&u);
                 self.send_degraded_as(response, "upstream_failed");
@@ -609,15 +743,22 @@ impl WardenHttp {
             }
         }
         let served_by = cfg.served_by_header.as_str();
+        let rewrite = self.session_rewrite.as_ref();
         let mut out: Vec<(&str, &str)> = headers
             .iter()
             .filter(|(k, _)| {
                 !k.starts_with(':') && !HOP_BY_HOP.contains(&k.as_str()) && k != "content-length" && k != served_by
             })
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .map(|(k, v)| match rewrite {
+                // The agent keeps its own session id.
+                Some((theirs, agents)) if k == "mcp-session-id" && v == theirs => (k.as_str(), agents.as_str()),
+                _ => (k.as_str(), v.as_str()),
+            })
             .collect();
         out.push((served_by, second.name.as_str()));
-        out.push(("x-mcp-warden-retried-from", first.name.as_str()));
+        if failed != cluster {
+            out.push(("x-mcp-warden-retried-from", first.name.as_str()));
+        }
         if let Err(e) = host::send_response(u32::from(status), &out, &body) {
             log::warn!("mcp-warden: could not pass on a retried answer: {e}");
         }
@@ -652,7 +793,7 @@ impl WardenHttp {
 
 impl Context for WardenHttp {
     fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
-        if matches!(self.stage, Stage::Retrying { token: t, .. } if t == token) {
+        if matches!(self.stage, Stage::Retrying { token: Some(t), .. } if t == token) {
             self.finish_retry(body_size, num_headers > 0);
         } else if self.establishing.is_some() {
             self.continue_establishing(token, num_headers > 0);
@@ -692,11 +833,13 @@ impl HttpContext for WardenHttp {
         self.started_ms = now;
         self.record = self.session.as_deref().and_then(|sid| sessions::record(&self.shared.config, self.server, sid));
         self.pinned = self.record.as_ref().and_then(|r| sessions::cluster_index(&self.shared.config, self.server, &r.origin));
-        if self.method == HttpMethod::Other && host::header(host::REQUEST, ":method").as_deref() == Some("DELETE") {
-            self.end_mapped_sessions();
-        }
+        let deleting =
+            self.method == HttpMethod::Other && host::header(host::REQUEST, ":method").as_deref() == Some("DELETE");
         match self.choose_cluster(now) {
             Some((position, cluster, admission)) => {
+                if deleting {
+                    self.end_mapped_sessions(Some(cluster));
+                }
                 let shared = Rc::clone(&self.shared);
                 let name = shared.config.cluster(cluster).map_or("", |c| c.name.as_str());
                 if let Err(e) = host::set_header(host::REQUEST, &shared.config.route_header, name) {
@@ -726,6 +869,9 @@ impl HttpContext for WardenHttp {
                 Action::Continue
             }
             None => {
+                if deleting {
+                    self.end_mapped_sessions(None);
+                }
                 self.stage = Stage::Refused;
                 if end_of_stream || self.method != HttpMethod::Post || self.request_too_big {
                     if let Some(r) = self.refused_response() {
@@ -806,6 +952,14 @@ impl HttpContext for WardenHttp {
         if let Some((theirs, agents)) = &self.session_rewrite {
             if host::header(host::RESPONSE, "mcp-session-id").as_deref() == Some(theirs.as_str()) {
                 let _ = host::set_header(host::RESPONSE, "mcp-session-id", agents);
+            }
+        }
+        if status == 404 && !end_of_stream && self.session.is_some() {
+            if let Some((_, admission)) = self.routed_cluster() {
+                if self.try_renew_session(cluster, admission, host::now_ms()) {
+                    // Hold the 404 back; the answer in the renewed session replaces it.
+                    return Action::Pause;
+                }
             }
         }
         let content_type = host::header(host::RESPONSE, "content-type");

@@ -87,12 +87,13 @@ impl RootContext for WardenRoot {
                 log::error!("mcp-warden: cannot start the trust timer: {e:?}");
             }
         }
+        let retry_budget = RetryBudget::new(config.failover.retry_budget_ratio, config.failover.retry_budget_burst);
         self.shared = Some(Rc::new(Shared {
             config,
             metrics,
             pending: RefCell::new(SignalAccumulator::default()),
             trust: RefCell::new(TrustTable::default()),
-            retry_budget: RefCell::new(RetryBudget::new(0.2, 10.0)),
+            retry_budget: RefCell::new(retry_budget),
         }));
         true
     }

@@ -45,10 +45,12 @@ def test_each_failure_kind_is_counted(servers, sidecar, fault, params, kind, ser
     # Whatever broke, the agent gets a well-formed JSON-RPC answer for its id, never a proxy page
     # (garbage inside a 200 streams through as the server sent it: the filter does not buffer
     # answers; it counts them).
-    if kind == "connect_failure" and server == "demo-json":
-        # It never reached the server, so the filter sent it to the fallback (no session to keep).
+    if kind == "connect_failure":
+        # It never reached the server, so the filter sent it to the fallback (in a session it
+        # opened there for the agent's, on the stateful server).
         assert a.header("x-mcp-warden-retried-from") == primary
-        assert tool_text(a) == "json_fallback"
+        assert tool_text(a) == primary.replace("primary", "fallback")
+        assert a.header("mcp-session-id") in (None, sid)
     elif kind in ("http_5xx", "connect_failure", "timeout"):
         assert a.status == 200, a
         msg = a.message()
