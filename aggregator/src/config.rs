@@ -45,6 +45,10 @@ pub struct Settings {
     pub batch_retention_ms: u64,
     /// The most servers the aggregator tracks; writes naming more are refused (507).
     pub max_servers: usize,
+    /// `GET /metrics` needs a bearer token (any role); by default Prometheus scrapes without one.
+    pub metrics_require_token: bool,
+    /// Rate limits, timeouts and concurrency caps of the HTTP service.
+    pub limits: Limits,
 }
 
 const HOUR_MS: u64 = 3_600_000;
@@ -59,6 +63,8 @@ impl Default for Settings {
             security_dedup_window_ms: 24 * HOUR_MS,
             batch_retention_ms: 7 * 24 * HOUR_MS,
             max_servers: 10_000,
+            metrics_require_token: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -74,6 +80,9 @@ struct RawSettings {
     security_dedup_window_ms: Option<u64>,
     batch_retention_ms: Option<u64>,
     max_servers: Option<usize>,
+    metrics_require_token: Option<bool>,
+    #[serde(default)]
+    limits: RawLimits,
 }
 
 #[derive(Deserialize, Default)]
@@ -177,6 +186,8 @@ impl Settings {
         set(&mut s.security_dedup_window_ms, raw.security_dedup_window_ms);
         set(&mut s.batch_retention_ms, raw.batch_retention_ms);
         set(&mut s.max_servers, raw.max_servers);
+        set(&mut s.metrics_require_token, raw.metrics_require_token);
+        raw.limits.apply(&mut s.limits);
         s.validate()?;
         Ok(s)
     }
@@ -228,7 +239,157 @@ impl Settings {
         if !(1..=1_000_000).contains(&self.max_servers) {
             return Err(err("max_servers", format!("must be in 1..=1000000, got {}", self.max_servers)));
         }
+        self.limits.validate()?;
         Ok(())
+    }
+}
+
+/// A token bucket: `per_second` requests on average, up to `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Rate {
+    pub const fn new(per_second: f64, burst: u32) -> Rate {
+        Rate { per_second, burst }
+    }
+
+    fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        in_range(&format!("{field}.per_second"), self.per_second, 0.001, 1_000_000.0)?;
+        if !(1..=1_000_000).contains(&self.burst) {
+            return Err(err(&format!("{field}.burst"), format!("must be in 1..=1000000, got {}", self.burst)));
+        }
+        Ok(())
+    }
+}
+
+/// The HTTP service's protections: a token bucket per caller (per token name, by role; per peer
+/// address for requests without a known token), a cap on requests in flight and on open
+/// connections, and timeouts for headers and for whole requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub sidecar: Rate,
+    pub rater: Rate,
+    pub scanner: Rate,
+    pub operator: Rate,
+    pub reader: Rate,
+    /// Per peer IP address, for requests without a known token (`/healthz` is not limited).
+    pub unauthenticated: Rate,
+    /// Peer addresses whose bucket is remembered (the least recently seen are forgotten first).
+    pub tracked_addresses: usize,
+    /// Requests being handled at once; more are answered 503 at once.
+    pub max_concurrent_requests: usize,
+    /// Open connections; past it the listener stops accepting until one closes.
+    pub max_connections: usize,
+    /// A request (its body read and its work done) must finish within this, or gets 408/503.
+    pub request_timeout_ms: u64,
+    /// A client must send a request's headers within this after the connection opened or the
+    /// previous answer (idle keep-alive connections are closed after it too).
+    pub header_read_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            // A sidecar reports and polls every 0.5-5 s (2-4 requests/s at most); several sidecars
+            // may share a token, and a sidecar resends its batches after an outage.
+            sidecar: Rate::new(50.0, 200),
+            rater: Rate::new(5.0, 30),
+            // A scan sends a burst of findings.
+            scanner: Rate::new(20.0, 200),
+            operator: Rate::new(20.0, 100),
+            // Dashboards and scripts poll.
+            reader: Rate::new(50.0, 200),
+            unauthenticated: Rate::new(5.0, 20),
+            tracked_addresses: 10_000,
+            max_concurrent_requests: 256,
+            max_connections: 1024,
+            request_timeout_ms: 15_000,
+            header_read_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// The bucket of a caller with `role`.
+    pub fn rate(&self, role: crate::auth::Role) -> Rate {
+        use crate::auth::Role;
+        match role {
+            Role::Sidecar => self.sidecar,
+            Role::Rater => self.rater,
+            Role::Scanner => self.scanner,
+            Role::Operator => self.operator,
+            Role::Reader => self.reader,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (name, r) in [
+            ("sidecar", self.sidecar),
+            ("rater", self.rater),
+            ("scanner", self.scanner),
+            ("operator", self.operator),
+            ("reader", self.reader),
+            ("unauthenticated", self.unauthenticated),
+        ] {
+            r.validate(&format!("limits.rates.{name}"))?;
+        }
+        let count = |field: &str, v: usize, lo: usize, hi: usize| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(err(field, format!("must be in {lo}..={hi}, got {v}")))
+            }
+        };
+        count("limits.tracked_addresses", self.tracked_addresses, 16, 10_000_000)?;
+        count("limits.max_concurrent_requests", self.max_concurrent_requests, 1, 100_000)?;
+        count("limits.max_connections", self.max_connections, 1, 1_000_000)?;
+        ms_range("limits.request_timeout_ms", self.request_timeout_ms, 100, 600_000)?;
+        ms_range("limits.header_read_timeout_ms", self.header_read_timeout_ms, 100, 600_000)?;
+        Ok(())
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default)]
+    rates: RawRates,
+    tracked_addresses: Option<usize>,
+    max_concurrent_requests: Option<usize>,
+    max_connections: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRates {
+    sidecar: Option<Rate>,
+    rater: Option<Rate>,
+    scanner: Option<Rate>,
+    operator: Option<Rate>,
+    reader: Option<Rate>,
+    unauthenticated: Option<Rate>,
+}
+
+impl RawLimits {
+    fn apply(self, l: &mut Limits) {
+        let r = self.rates;
+        set(&mut l.sidecar, r.sidecar);
+        set(&mut l.rater, r.rater);
+        set(&mut l.scanner, r.scanner);
+        set(&mut l.operator, r.operator);
+        set(&mut l.reader, r.reader);
+        set(&mut l.unauthenticated, r.unauthenticated);
+        set(&mut l.tracked_addresses, self.tracked_addresses);
+        set(&mut l.max_concurrent_requests, self.max_concurrent_requests);
+        set(&mut l.max_connections, self.max_connections);
+        set(&mut l.request_timeout_ms, self.request_timeout_ms);
+        set(&mut l.header_read_timeout_ms, self.header_read_timeout_ms);
     }
 }
 
@@ -245,13 +406,25 @@ mod tests {
     #[test]
     fn overrides_apply() {
         let s = Settings::from_json(
-            br#"{"trust":{"performance_half_life_ms":5000,"severity_penalty":{"critical":3},"min_trust":0.4},"evaluate_interval_ms":500}"#,
+            br#"{"trust":{"performance_half_life_ms":5000,"severity_penalty":{"critical":3},"min_trust":0.4},"evaluate_interval_ms":500,"metrics_require_token":true}"#,
         )
         .unwrap();
+        assert!(s.metrics_require_token);
         assert_eq!(s.trust.performance_half_life_ms, 5000);
         assert_eq!(s.trust.severity_penalty, [0.02, 0.1, 0.5, 3.0]);
         assert_eq!(s.trust.min_trust, 0.4);
         assert_eq!(s.evaluate_interval_ms, 500);
+    }
+
+    #[test]
+    fn limits_override_per_role() {
+        let s = Settings::from_json(
+            br#"{"limits":{"rates":{"sidecar":{"per_second":500,"burst":1000}},"max_connections":10,"header_read_timeout_ms":2000}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.limits.rate(crate::auth::Role::Sidecar), Rate::new(500.0, 1000));
+        assert_eq!(s.limits.rate(crate::auth::Role::Reader), Limits::default().reader);
+        assert_eq!((s.limits.max_connections, s.limits.header_read_timeout_ms), (10, 2000));
     }
 
     #[test]
@@ -267,6 +440,12 @@ mod tests {
             (r#"{"trust":{"severity_penalty":{"low":5}}}"#, "field `trust.severity_penalty`: penalties must not decrease"),
             (r#"{"trust":{"prior_successes":0}}"#, "field `trust.prior_successes`: must be a positive number"),
             (r#"{"max_servers":0}"#, "field `max_servers`: must be in 1..=1000000"),
+            (r#"{"limits":{"rates":{"sidecar":{"per_second":0,"burst":5}}}}"#, "field `limits.rates.sidecar.per_second`: must be in"),
+            (r#"{"limits":{"rates":{"reader":{"per_second":1,"burst":0}}}}"#, "field `limits.rates.reader.burst`: must be in 1..="),
+            (r#"{"limits":{"rates":{"reader":{"per_second":1}}}}"#, "field `limits.rates.reader`: missing field `burst`"),
+            (r#"{"limits":{"rates":{"admin":{"per_second":1,"burst":1}}}}"#, "field `limits.rates.admin`: unknown field"),
+            (r#"{"limits":{"request_timeout_ms":5}}"#, "field `limits.request_timeout_ms`: must be in 100..="),
+            (r#"{"limits":{"max_concurrent_requests":0}}"#, "field `limits.max_concurrent_requests`: must be in 1..="),
             (r#""x""#, "invalid type"),
         ];
         for (json, want) in cases {

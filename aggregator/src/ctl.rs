@@ -1,12 +1,13 @@
 //! `mcp-warden-ctl`: the operator's command line over the API (blocking HTTP with ureq).
 
-use crate::views::{AuditPage, DecisionAck, ErrorBody, FlagAck, RatingAck, ServerDetail};
+use crate::views::{AuditPage, AuditVerification, DecisionAck, ErrorBody, FlagAck, RatingAck, ServerDetail};
 use clap::{Parser, Subcommand, ValueEnum};
 use mcp_warden_core::trust::wire::{FlagRequest, QuarantineRequest, RatingRequest, ScoresDocument, Severity, Subject};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -68,13 +69,42 @@ pub enum Command {
         #[arg(long)]
         description: Option<String>,
     },
-    /// The audit log of quarantine decisions, newest first (operator).
+    /// The audit log of quarantine decisions, newest first (operator); `audit verify` checks its
+    /// hash chain (operator or reader).
     Audit {
+        #[command(subcommand)]
+        check: Option<AuditCommand>,
         #[arg(long)]
         server: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Download a consistent copy of the running aggregator's database (operator) and check it.
+    Backup {
+        /// The file to write (refused if it exists, unless --force).
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Install a backup as the database of a stopped aggregator (works on files; no token).
+    Restore {
+        /// The backup file (from `mcp-warden-ctl backup`).
+        #[arg(long)]
+        from: PathBuf,
+        /// The aggregator's database file (its `--db`).
+        #[arg(long)]
+        db: PathBuf,
+        /// Replace an existing database (its files are kept as `<db>.replaced-<ms>`).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute the audit log's hash chain; exit status 1 at the first broken link.
+    Verify,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -160,6 +190,32 @@ impl Client {
         }
     }
 
+    /// POSTs without a body and returns the answer's bytes (a backup).
+    fn post_for_bytes(&self, path: &str) -> Result<Vec<u8>, String> {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {}", self.token);
+        let mut res = self
+            .agent
+            .post(&url)
+            .header("Authorization", &auth)
+            .send_empty()
+            .map_err(|e| format!("cannot reach {url}: {e}"))?;
+        let status = res.status();
+        let bytes = res
+            .body_mut()
+            .with_config()
+            .limit(MAX_BACKUP_BYTES)
+            .read_to_vec()
+            .map_err(|e| format!("cannot read the answer from {url}: {e}"))?;
+        if status.is_success() {
+            Ok(bytes)
+        } else {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let msg = serde_json::from_str::<ErrorBody>(&text).map(|e| e.error).unwrap_or(text);
+            Err(format!("POST {path}: HTTP {}: {msg}", status.as_u16()))
+        }
+    }
+
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<(T, String), String> {
         let text = self.call("GET", path, None::<&()>)?;
         Ok((parse(&text)?, text))
@@ -196,8 +252,41 @@ fn state_str(s: mcp_warden_core::trust::wire::TrustState) -> &'static str {
     crate::store::state_str(s)
 }
 
+/// Largest backup `backup` accepts.
+const MAX_BACKUP_BYTES: u64 = 4 << 30;
+
+/// Writes the backup `bytes` to `out` through a `.partial` file that is checked first.
+fn save_backup(bytes: &[u8], out: &std::path::Path, force: bool) -> Result<crate::backup::Report, String> {
+    if out.exists() && !force {
+        return Err(format!("{} exists (pass --force to replace it)", out.display()));
+    }
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&partial)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    write().map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+    let report = crate::backup::inspect(&partial).map_err(|e| {
+        let _ = std::fs::remove_file(&partial);
+        format!("the downloaded backup is not usable: {e}")
+    })?;
+    std::fs::rename(&partial, out).map_err(|e| format!("cannot rename {} to {}: {e}", partial.display(), out.display()))?;
+    Ok(report)
+}
+
 /// Runs one command, writing its output to `out`.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), String> {
+    if let Command::Restore { from, db, force } = &cli.command {
+        let (report, kept) = crate::backup::restore(from, db, *force)?;
+        let mut s = format!("restored {} as {}: {}\n", from.display(), db.display(), report.summary());
+        for k in kept {
+            let _ = writeln!(s, "kept the previous file as {}", k.display());
+        }
+        return out.write_all(s.as_bytes()).map_err(|e| e.to_string());
+    }
     let client = Client::new(cli)?;
     let text = match &cli.command {
         Command::Scores => {
@@ -286,7 +375,27 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), String> {
                 format!("flag #{} on `{}`: {counted}; state {}, score {:.3}\n", a.id, a.server, state_str(a.state), a.score)
             }
         }
-        Command::Audit { server, limit } => {
+        Command::Restore { .. } => String::new(),
+        Command::Backup { out: file, force } => {
+            let bytes = client.post_for_bytes("/v1/admin/backup")?;
+            let report = save_backup(&bytes, file, *force)?;
+            format!("backup written to {}: {}\n", file.display(), report.summary())
+        }
+        Command::Audit { check: Some(AuditCommand::Verify), .. } => {
+            let (v, raw): (AuditVerification, _) = client.get("/v1/audit/verify")?;
+            if let Some(b) = &v.broken {
+                if cli.json {
+                    let _ = writeln!(out, "{raw}");
+                }
+                return Err(format!("audit log broken at entry #{}: {} ({} entries before it verified)", b.id, b.reason, v.entries));
+            }
+            match (&v.head, cli.json) {
+                (_, true) => raw,
+                (Some(h), false) => format!("audit log intact: {} entries, head #{} {}\n", v.entries, h.id, h.hash),
+                (None, false) => "audit log intact: empty\n".to_string(),
+            }
+        }
+        Command::Audit { check: None, server, limit } => {
             let mut path = format!("/v1/audit?limit={limit}");
             if let Some(s) = server {
                 let _ = write!(path, "&server={}", encode_segment(s));

@@ -10,6 +10,7 @@
 use crate::auth::Principal;
 use crate::config::Settings;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::state::{published_score, ratings_of, score_of, ServerState, State};
 use crate::store;
 use crate::validate;
@@ -27,9 +28,14 @@ use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
 use tracing::{info, warn};
+
+mod maintenance;
+
+pub use maintenance::StorageFault;
 
 /// The actor named in the audit log for automatic decisions.
 pub const AGGREGATOR: &str = "aggregator";
@@ -51,6 +57,11 @@ pub struct Published {
 impl Published {
     fn empty(version: u64) -> Self {
         Published { version, document: Bytes::new(), scores: BTreeMap::new() }
+    }
+
+    /// Every server's published score, by name.
+    pub fn servers(&self) -> impl Iterator<Item = &ServerScore> {
+        self.scores.values().map(|s| s.as_ref())
     }
 }
 
@@ -106,6 +117,11 @@ pub struct Engine {
     /// Publish on the next evaluation even if nothing moved (start, after a reload).
     force_publish: bool,
     last_prune_ms: u64,
+    metrics: Arc<Metrics>,
+    /// The database file (backups are made next to it).
+    path: PathBuf,
+    /// Since when (ms) and why database writes fail; cleared by the next commit that succeeds.
+    write_failure: Option<(u64, String)>,
 }
 
 /// What a write sees: its transaction and the state it changes.
@@ -119,6 +135,8 @@ struct Ctx<'a> {
     dirty: BTreeSet<String>,
     /// Re-evaluate every server, not only the dirty ones (rater standing changed).
     full: bool,
+    /// Automatic quarantines decided in this write (counted once it commits).
+    auto_quarantines: u64,
 }
 
 /// Quarantines `srv` by the aggregator's own decision, with an audit entry.
@@ -151,6 +169,7 @@ impl Ctx<'_> {
             if srv.quarantine.is_none() {
                 decide_quarantine(tx, now, name, srv, reason, score)?;
                 self.dirty.insert(name.to_string());
+                self.auto_quarantines += 1;
             }
         }
         Ok(())
@@ -179,6 +198,7 @@ impl Ctx<'_> {
                 );
                 decide_quarantine(self.tx, now, &name, srv, reason, ts.score)?;
                 self.dirty.insert(name.clone());
+                self.auto_quarantines += 1;
             }
             let st = model::state(ts.score, srv.quarantine.is_some(), p);
             let due = match srv.last_sample {
@@ -233,12 +253,35 @@ impl Engine {
     /// Opens the database, rebuilds the state, and publishes a first document (a version above
     /// any published before, so no poller's ETag matches across a restart).
     pub fn open(path: &Path, settings: Settings, pretrusted: BTreeSet<String>, now: u64) -> Result<Engine, OpenError> {
+        let metrics = Arc::new(Metrics::new(settings.metrics_require_token));
         let fail = |what: &str, e: &dyn fmt::Display| {
             let e = e.to_string();
             let hint = if e.contains("locked") { " (is another aggregator using this database?)" } else { "" };
             OpenError(format!("{what} {}: {e}{hint}", path.display()))
         };
-        let conn = store::open(path).map_err(|e| fail("cannot open database", &e))?;
+        let conn = store::open(path).map_err(|e| {
+            if store::is_corruption(&e) {
+                // Never replaced nor repaired here: the file may be all that is left of the log.
+                OpenError(format!(
+                    "database {} is damaged or not an mcp-warden database ({e}); refusing to start. Nothing was \
+                     changed: restore a backup (`mcp-warden-ctl restore`), or move the file away to start with an \
+                     empty database",
+                    path.display()
+                ))
+            } else {
+                fail("cannot open database", &e)
+            }
+        })?;
+        // A broken chain is reported, not fatal: the log is evidence, and refusing to start would
+        // hand whoever edited the file an outage too.
+        match crate::audit::verify(&conn) {
+            Ok(v) => {
+                if let Some(b) = v.broken {
+                    tracing::error!(entry = b.id, "the audit log's hash chain is broken: {} (see GET /v1/audit/verify)", b.reason);
+                }
+            }
+            Err(e) => return Err(fail("cannot read database", &e)),
+        }
         let mut state = store::load(&conn).map_err(|e| fail("cannot read database", &e))?;
         state.recompute_standing(&pretrusted, &settings.trust);
         let version = store::version(&conn).map_err(|e| fail("cannot read database", &e))?;
@@ -253,6 +296,9 @@ impl Engine {
             stale: false,
             force_publish: true,
             last_prune_ms: 0,
+            metrics,
+            path: path.to_path_buf(),
+            write_failure: None,
         };
         engine.tick(now).map_err(|e| fail("cannot write database", &e.message))?;
         Ok(engine)
@@ -261,6 +307,11 @@ impl Engine {
     /// The publication handle readers poll without taking the engine's lock.
     pub fn publication(&self) -> Publication {
         self.publication.clone()
+    }
+
+    /// The service's metrics (the engine counts what its writes did).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     fn ensure_fresh(&mut self) -> Result<(), ApiError> {
@@ -285,6 +336,8 @@ impl Engine {
     fn write<R>(&mut self, now: u64, full: bool, f: impl FnOnce(&mut Ctx<'_>) -> Result<R, ApiError>) -> Result<R, ApiError> {
         self.ensure_fresh()?;
         let full = full || self.force_publish;
+        let started = Instant::now();
+        let changes_before = self.conn.total_changes();
         let tx = self.conn.transaction()?;
         let mut ctx = Ctx {
             tx: &tx,
@@ -294,6 +347,7 @@ impl Engine {
             now,
             dirty: BTreeSet::new(),
             full,
+            auto_quarantines: 0,
         };
         let run = || -> Result<(R, Option<Published>), ApiError> {
             let r = f(&mut ctx)?;
@@ -302,9 +356,18 @@ impl Engine {
             Ok((r, next))
         };
         let result = run();
+        let auto_quarantines = ctx.auto_quarantines;
         let result = result.and_then(|v| tx.commit().map(|()| v).map_err(ApiError::from));
+        self.metrics.store_write(result.is_ok(), started.elapsed());
         match result {
             Ok((r, next)) => {
+                // Only a commit that wrote something shows the disk takes writes again.
+                if self.conn.total_changes() > changes_before {
+                    if let Some((since, _)) = self.write_failure.take() {
+                        info!("database writes succeed again (failing since {since} ms)");
+                    }
+                }
+                self.metrics.decision(AuditAction::AutoQuarantine.as_str(), auto_quarantines);
                 if let Some(p) = next {
                     let p = Arc::new(p);
                     self.published = p.clone();
@@ -315,6 +378,10 @@ impl Engine {
             }
             Err(e) => {
                 self.stale = true;
+                if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+                    let since = self.write_failure.as_ref().map_or(now, |(since, _)| *since);
+                    self.write_failure = Some((since, e.message.clone()));
+                }
                 Err(e)
             }
         }
@@ -366,6 +433,7 @@ impl Engine {
             version,
         };
         if store::batch_seen(&self.conn, &who.name, &batch.batch_id)? {
+            self.metrics.signal_batch(true, 0, 0);
             return Ok(ack(true, self.published.version, Vec::new()));
         }
         // Past max_servers, reports of servers not yet known are dropped (not the whole batch:
@@ -423,6 +491,7 @@ impl Engine {
             }
             Ok(())
         })?;
+        self.metrics.signal_batch(false, batch.servers.len() - dropped.len(), dropped.len());
         Ok(ack(false, self.published.version, dropped.into_iter().collect()))
     }
 
@@ -451,6 +520,7 @@ impl Engine {
             }
             Ok(())
         })?;
+        self.metrics.rating(if vouch { "rater" } else { "server" });
         Ok(RatingAck {
             rater: who.name.clone(),
             rater_standing: self.state.standing.get(&who.name).copied().unwrap_or(0.0),
@@ -478,6 +548,7 @@ impl Engine {
             }
             Ok((id, counted))
         })?;
+        self.metrics.flag(req.severity.as_str(), counted);
         let (score, state) = self.current(&req.server, now);
         Ok(FlagAck { id, server: req.server.clone(), counted, score, state, version: self.published.version })
     }
@@ -501,6 +572,7 @@ impl Engine {
                 Some(QuarantineInfo { reason: reason.to_string(), by: who.name.clone(), since_ms: now, automatic: false });
             Ok(id)
         })?;
+        self.metrics.decision(AuditAction::Quarantine.as_str(), 1);
         warn!(server, operator = who.name, "quarantined by an operator: {reason}");
         let (score, state) = self.current(server, now);
         Ok(DecisionAck { server: server.to_string(), state, score, audit_id, version: self.published.version })
@@ -527,6 +599,7 @@ impl Engine {
             srv.released_ms = Some(now);
             Ok(id)
         })?;
+        self.metrics.decision(AuditAction::Release.as_str(), 1);
         warn!(server, operator = who.name, "released by an operator: {reason}");
         let (score, state) = self.current(server, now);
         Ok(DecisionAck { server: server.to_string(), state, score, audit_id, version: self.published.version })
@@ -607,9 +680,14 @@ impl Engine {
         Ok(AuditPage { entries, next_before_id })
     }
 
-    /// `GET /healthz`: fails while the database cannot be read back after a failed write.
+    /// `GET /healthz`: fails while the database cannot be read back after a failed write;
+    /// `degraded` while writes fail (reads are still served).
     pub fn health(&mut self) -> Result<Health, ApiError> {
         self.ensure_fresh()?;
-        Ok(Health { status: "ok".into(), version: self.published.version, servers: self.state.servers.len() })
+        let (status, reason) = match &self.write_failure {
+            None => ("ok", None),
+            Some((since, e)) => ("degraded", Some(format!("database writes failing since {since} ms: {e}"))),
+        };
+        Ok(Health { status: status.into(), version: self.published.version, servers: self.state.servers.len(), reason })
     }
 }

@@ -39,6 +39,10 @@ impl ApiError {
         tracing::error!("storage error: {e}");
         Self::new(StatusCode::SERVICE_UNAVAILABLE, format!("storage error, nothing was written: {e}"))
     }
+    /// Overloaded or timed out: nothing was acknowledged, retry shortly.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
@@ -64,6 +68,10 @@ impl IntoResponse for ApiError {
         let mut res = (self.status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mcp-warden\""));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Storage failures and overload are transient: callers retry (sidecars do anyway).
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         res
     }

@@ -5,11 +5,13 @@ use crate::auth::{Principal, Role};
 use crate::error::ApiError;
 use crate::service::Service;
 use crate::validate;
+use crate::{admin, dashboard, guard, metrics};
 use crate::views::Health;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -24,7 +26,7 @@ pub const BODY_MAX_BYTES: usize = 16 << 10;
 const AUDIT_DEFAULT_LIMIT: u32 = 100;
 const AUDIT_MAX_LIMIT: u32 = 1000;
 
-const ANY: &[Role] = &[Role::Sidecar, Role::Rater, Role::Scanner, Role::Operator, Role::Reader];
+pub(crate) const ANY: &[Role] = &[Role::Sidecar, Role::Rater, Role::Scanner, Role::Operator, Role::Reader];
 
 /// Every route the router serves, as (method, path); `openapi.yaml` describes exactly these.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -37,6 +39,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/ratings"),
     ("POST", "/v1/flags"),
     ("GET", "/v1/audit"),
+    ("GET", "/v1/audit/verify"),
+    ("POST", "/v1/admin/backup"),
+    ("GET", "/metrics"),
+    ("GET", "/"),
+    ("GET", "/dashboard"),
+    ("GET", "/dashboard/app.js"),
+    ("GET", "/dashboard/app.css"),
 ];
 
 pub fn router(service: Service) -> Router {
@@ -50,11 +59,22 @@ pub fn router(service: Service) -> Router {
         .route("/v1/ratings", post(post_rating))
         .route("/v1/flags", post(post_flag))
         .route("/v1/audit", get(get_audit))
+        .route("/v1/audit/verify", get(admin::get_audit_verify))
+        .route("/v1/admin/backup", post(admin::post_backup))
+        .route("/metrics", get(metrics::get_metrics))
+        .route("/", get(dashboard::root))
+        .route(dashboard::PATH, get(dashboard::page))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::style))
         .fallback(|| async { ApiError::not_found("no such endpoint (see openapi.yaml)") })
+        // Rate limits, the cap on requests in flight, and the request deadline.
+        .layer(middleware::from_fn_with_state(service.clone(), guard::protect))
+        // Outermost: counts every answer, the other layers' refusals included.
+        .layer(middleware::from_fn_with_state(service.clone(), metrics::track))
         .with_state(service)
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
         Err(e) => ApiError::internal(format!("cannot serialize the answer: {e}")).into_response(),
@@ -62,7 +82,7 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
 }
 
 /// The caller, if its bearer token is known and its role is one of `allowed`.
-fn authorize(svc: &Service, headers: &HeaderMap, allowed: &[Role], action: &str) -> Result<Principal, ApiError> {
+pub(crate) fn authorize(svc: &Service, headers: &HeaderMap, allowed: &[Role], action: &str) -> Result<Principal, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing bearer token (send `Authorization: Bearer <token>`)"))?;
@@ -129,7 +149,7 @@ async fn healthz(State(svc): State<Service>) -> Response {
         Ok(h) => json(StatusCode::OK, &h),
         Err(e) => json(
             StatusCode::SERVICE_UNAVAILABLE,
-            &Health { status: format!("unavailable: {}", e.message), version: svc.published().version, servers: 0 },
+            &Health { status: format!("unavailable: {}", e.message), version: svc.published().version, servers: 0, reason: None },
         ),
     }
 }

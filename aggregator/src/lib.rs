@@ -5,15 +5,26 @@
 //!
 //! Reading order: [`http`] (the API), [`engine`] (what each write does, in one transaction),
 //! [`state`] and [`store`] (memory and disk), then [`auth`], [`config`], [`validate`].
-//! [`ctl`] is the operator CLI.
+//! [`ctl`] is the operator CLI; [`dashboard`] serves the trust dashboard and [`metrics`] the
+//! Prometheus metrics. [`guard`] (rate limits, request cap, deadlines) and [`serve`] (the
+//! accept loop) protect the service; [`audit`] is the audit log's hash chain and [`backup`]
+//! checks and restores backups.
 
+pub mod admin;
+pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod ctl;
+pub mod dashboard;
 pub mod engine;
 pub mod error;
+pub mod guard;
 pub mod http;
+pub mod metrics;
+pub mod ratelimit;
+pub mod serve;
 pub mod service;
 pub mod state;
 pub mod store;

@@ -2,7 +2,7 @@
 //! API, and re-evaluates scores on a timer until SIGINT or SIGTERM.
 
 use clap::{Parser, Subcommand};
-use mcp_warden_aggregator::{http, Service, Settings, SystemClock, Tokens};
+use mcp_warden_aggregator::{http, serve, Service, Settings, SystemClock, Tokens};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -94,9 +94,9 @@ fn serve(listen: SocketAddr, db: &Path, tokens: &Path, config: Option<&Path>) ->
         println!("listening on {addr}");
         let _ = std::io::stdout().flush();
         let ticker = service.spawn_ticker();
-        let served = axum::serve(listener, http::router(service)).with_graceful_shutdown(shutdown()).await;
+        let limits = service.guard().limits().clone();
+        serve::serve(listener, http::router(service), &limits, shutdown()).await;
         ticker.abort();
-        served.map_err(|e| format!("server failed: {e}"))?;
         info!("stopped");
         Ok(())
     })

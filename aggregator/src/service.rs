@@ -1,12 +1,15 @@
 //! The running service: the engine behind one mutex (one writer), the publication readers poll
 //! without waiting, the tokens, the clock, and the periodic re-evaluation.
 
-use crate::auth::Tokens;
+use crate::auth::{Role, Tokens};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::engine::{self, Engine, OpenError, Publication, Published};
 use crate::error::ApiError;
+use crate::guard::Guard;
+use crate::metrics::Metrics;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tracing::error;
@@ -20,22 +23,58 @@ pub struct Service {
 struct Inner {
     engine: Mutex<Engine>,
     publication: Publication,
+    metrics: Arc<Metrics>,
     tokens: Tokens,
     clock: Arc<dyn Clock>,
     evaluate_interval: Duration,
+    guard: Arc<Guard>,
+    /// Engine calls queued or running (bounded: a timed-out request's call still runs).
+    queued: AtomicUsize,
+}
+
+/// Counts an engine call until it is done (or its thread unwinds).
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Service {
     /// Opens the database at `db` and publishes a first scores document.
     pub fn open(db: &Path, tokens: Tokens, settings: Settings, clock: Arc<dyn Clock>) -> Result<Service, OpenError> {
         let evaluate_interval = Duration::from_millis(settings.evaluate_interval_ms);
+        let names = [Role::Sidecar, Role::Rater, Role::Scanner, Role::Operator, Role::Reader].map(|r| tokens.count(r)).iter().sum();
+        let guard = Arc::new(Guard::new(settings.limits.clone(), names));
         let engine = Engine::open(db, settings, tokens.operators(), clock.now_ms())?;
         let publication = engine.publication();
-        Ok(Service { inner: Arc::new(Inner { engine: Mutex::new(engine), publication, tokens, clock, evaluate_interval }) })
+        let metrics = engine.metrics();
+        Ok(Service {
+            inner: Arc::new(Inner {
+                engine: Mutex::new(engine),
+                publication,
+                metrics,
+                tokens,
+                clock,
+                evaluate_interval,
+                guard,
+                queued: AtomicUsize::new(0),
+            }),
+        })
     }
 
     pub fn tokens(&self) -> &Tokens {
         &self.inner.tokens
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Rate limits, request cap and timeouts (the HTTP layer's protections).
+    pub fn guard(&self) -> &Guard {
+        &self.inner.guard
     }
 
     /// The scores document polled by sidecars.
@@ -49,8 +88,17 @@ impl Service {
         T: Send + 'static,
         F: FnOnce(&mut Engine, u64) -> Result<T, ApiError> + Send + 'static,
     {
+        let cap = self.inner.guard.limits().max_concurrent_requests;
+        let waiting = self.inner.queued.fetch_add(1, Ordering::AcqRel);
+        if waiting >= cap {
+            self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::unavailable(format!(
+                "the database is busy ({waiting} calls waiting for it); nothing was done: retry shortly"
+            )));
+        }
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            let _queued = Queued(&inner.queued);
             let mut engine = inner.engine.lock().unwrap_or_else(PoisonError::into_inner);
             let now = inner.clock.now_ms();
             f(&mut engine, now)

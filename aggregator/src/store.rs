@@ -4,7 +4,11 @@
 //! WAL with `synchronous=FULL`: a commit is on disk (the WAL fsynced) before it returns, so a
 //! write acknowledged after its commit survives SIGKILL and power loss. `locking_mode=EXCLUSIVE`
 //! keeps a second aggregator process off the same file.
+//!
+//! Schema versions: 1, then 2 (the audit log's hash chain: [`crate::audit`]). Opening a version 1
+//! database migrates it in one transaction, computing the chain over its existing entries.
 
+use crate::audit;
 use crate::state::{ServerState, State, Totals};
 use crate::validate::{truncate, MAX_EVIDENCE};
 use crate::views::{AuditAction, AuditEntry, FlagRecord, HistorySample, QuarantineInfo, RaterRating, SecurityEventRecord};
@@ -14,10 +18,11 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::path::Path;
 use std::time::Duration;
+use tracing::info;
 
 pub use rusqlite::Error;
 
-const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// Security event records kept per server (newest), flags per server.
 pub const EVENTS_KEPT: i64 = 200;
 pub const FLAGS_KEPT: i64 = 1000;
@@ -114,7 +119,8 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE INDEX IF NOT EXISTS history_server ON history (server, at_ms);
 CREATE INDEX IF NOT EXISTS history_at ON history (at_ms);
 
--- Every quarantine decision. Append-only: the triggers refuse changes.
+-- Every quarantine decision. Append-only: the triggers refuse changes; each entry's hash chains
+-- it to the previous one (audit.rs).
 CREATE TABLE IF NOT EXISTS audit (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     at_ms  INTEGER NOT NULL,
@@ -122,14 +128,67 @@ CREATE TABLE IF NOT EXISTS audit (
     action TEXT NOT NULL,
     server TEXT NOT NULL,
     reason TEXT NOT NULL,
-    score  REAL NOT NULL
+    score  REAL NOT NULL,
+    hash   TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_server ON audit (server, id);
+"#;
+
+/// Created after the audit table is in its current shape (a migration drops them meanwhile).
+const AUDIT_TRIGGERS: &str = r#"
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "#;
+
+/// Schema 1 to 2: the audit table gets its `hash` column, computed over the existing entries in
+/// id order (the update trigger is lifted for that, inside the same transaction).
+fn migrate_1_to_2(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute_batch(
+        "ALTER TABLE audit ADD COLUMN hash TEXT NOT NULL DEFAULT '';
+         DROP TRIGGER IF EXISTS audit_no_update;",
+    )?;
+    let rows: Vec<(i64, i64, String, String, String, String, f64)> = tx
+        .prepare("SELECT id, at_ms, actor, action, server, reason, score FROM audit ORDER BY id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut prev = audit::GENESIS;
+    for (id, at_ms, actor, action, server, reason, score) in &rows {
+        let f = audit::Fields { id: *id, at_ms: *at_ms, actor, action, server, reason, score: *score };
+        prev = audit::link(&prev, &f);
+        tx.execute("UPDATE audit SET hash = ?1 WHERE id = ?2", params![audit::to_hex(&prev), id])?;
+    }
+    tx.execute_batch(AUDIT_TRIGGERS)?;
+    tx.execute("UPDATE meta SET value = 2 WHERE key = 'schema'", [])?;
+    tx.commit()?;
+    info!(entries = rows.len(), "database migrated from schema 1 to 2: hash chain computed over the existing audit entries");
+    Ok(())
+}
+
+/// An error that says the file is damaged or not a database (as opposed to locked, missing, ...).
+pub fn is_corruption(e: &Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+fn corrupt(message: String) -> Error {
+    Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT), Some(message))
+}
+
+/// SQLite's own consistency check of every page and index (`PRAGMA quick_check`).
+pub fn quick_check(conn: &Connection) -> rusqlite::Result<()> {
+    let problems: Vec<String> =
+        conn.prepare("PRAGMA quick_check(5)")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    if problems.len() == 1 && problems.first().is_some_and(|p| p == "ok") {
+        Ok(())
+    } else {
+        Err(corrupt(format!("integrity check failed: {}", problems.join("; "))))
+    }
+}
 
 fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -172,9 +231,10 @@ fn trust_state(row: &Row<'_>, col: usize) -> rusqlite::Result<TrustState> {
     }
 }
 
-/// Opens (creating if needed) the database with the durability settings, and the schema.
+/// Opens (creating if needed) the database with the durability settings, checks it, and brings
+/// its schema up to date. A damaged file is an error ([`is_corruption`]), never replaced.
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(2))?;
     // Before WAL: the WAL index then lives in this process's memory, and the first write
     // takes a lock held until the connection closes (a second aggregator gets "locked").
@@ -184,12 +244,14 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
         return Err(Error::InvalidParameterName(format!("could not enable WAL (journal_mode is {mode})")));
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
+    quick_check(&conn)?;
     conn.execute_batch(SCHEMA)?;
     let schema: Option<i64> = conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).optional()?;
     match schema {
         None => {
             conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])?;
         }
+        Some(1) => migrate_1_to_2(&mut conn)?,
         Some(v) if v == SCHEMA_VERSION => {}
         Some(v) => {
             return Err(Error::InvalidParameterName(format!(
@@ -197,6 +259,7 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
             )))
         }
     }
+    conn.execute_batch(AUDIT_TRIGGERS)?;
     Ok(conn)
 }
 
@@ -458,15 +521,27 @@ pub fn insert_audit(
     reason: &str,
     score: f64,
 ) -> rusqlite::Result<i64> {
-    conn.prepare_cached("INSERT INTO audit (at_ms, actor, action, server, reason, score) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-        .execute(params![i(now), actor, action.as_str(), server, reason, score])?;
-    Ok(conn.last_insert_rowid())
+    // The id is part of the hash, so it is chosen here: one past the highest ever issued.
+    let id: i64 = conn
+        .prepare_cached(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit'), 0),
+                        COALESCE((SELECT MAX(id) FROM audit), 0)) + 1",
+        )?
+        .query_row([], |r| r.get(0))?;
+    let prev = audit::head(conn)?;
+    let f = audit::Fields { id, at_ms: i(now), actor, action: action.as_str(), server, reason, score };
+    let hash = audit::to_hex(&audit::link(&prev, &f));
+    conn.prepare_cached(
+        "INSERT INTO audit (id, at_ms, actor, action, server, reason, score, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![id, i(now), actor, action.as_str(), server, reason, score, hash])?;
+    Ok(id)
 }
 
 /// Audit entries, newest first: of `server` (or all), with ids below `before_id`.
 pub fn audit(conn: &Connection, server: Option<&str>, before_id: Option<i64>, limit: u32) -> rusqlite::Result<Vec<AuditEntry>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, at_ms, actor, action, server, reason, score FROM audit
+        "SELECT id, at_ms, actor, action, server, reason, score, hash FROM audit
          WHERE (?1 IS NULL OR server = ?1) AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![server, before_id, limit], |r| {
@@ -479,6 +554,7 @@ pub fn audit(conn: &Connection, server: Option<&str>, before_id: Option<i64>, li
             server: r.get(4)?,
             reason: r.get(5)?,
             score: r.get(6)?,
+            hash: r.get(7)?,
         })
     })?;
     rows.collect()
@@ -559,4 +635,38 @@ pub fn prune(conn: &Connection, history_before: u64, batches_before: u64) -> rus
     let h = conn.execute("DELETE FROM history WHERE at_ms < ?1", [i(history_before)])?;
     let b = conn.execute("DELETE FROM batches WHERE received_ms < ?1", [i(batches_before)])?;
     Ok((h, b))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_full_database_fails_the_commit_and_keeps_what_was_committed() {
+        let dir = std::env::temp_dir().join(format!("mcp-warden-store-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut conn = open(&dir.join("trust.db")).unwrap();
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+        let mut committed = 0;
+        let failure = loop {
+            let tx = conn.transaction().unwrap();
+            let id = format!("{committed:0>200}");
+            let r = insert_batch(&tx, "sidecar", &id, "pod", 1).and_then(|()| tx.commit());
+            match r {
+                Ok(()) => committed += 1,
+                Err(e) => break e,
+            }
+            assert!(committed < 10_000, "never full");
+        };
+        assert_eq!(failure.sqlite_error_code(), Some(rusqlite::ErrorCode::DiskFull), "{failure}");
+        assert!(!is_corruption(&failure));
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM batches", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, committed);
+        quick_check(&conn).unwrap();
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

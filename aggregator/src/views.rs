@@ -94,6 +94,38 @@ pub struct AuditEntry {
     pub reason: String,
     /// The server's score when the decision was taken.
     pub score: f64,
+    /// Hex sha256 of the previous entry's hash and this entry (see `GET /v1/audit/verify`).
+    pub hash: String,
+}
+
+/// The newest entry of the audit log's hash chain: keep it outside the aggregator's host to
+/// detect a rewritten or truncated log later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    pub id: i64,
+    pub hash: String,
+}
+
+/// Where the chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokenLink {
+    /// The first entry whose link does not hold (or the first missing id).
+    pub id: i64,
+    pub reason: String,
+}
+
+/// `GET /v1/audit/verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditVerification {
+    /// Every link holds and no entry is missing.
+    pub ok: bool,
+    /// Entries verified (before the break, if any).
+    pub entries: u64,
+    /// The last verified entry (absent when the log is empty or breaks at its first entry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<ChainHead>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken: Option<BrokenLink>,
 }
 
 /// `GET /v1/audit`: newest first.
@@ -225,9 +257,14 @@ pub struct ServerDetail {
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
+    /// `ok`; `degraded` while database writes fail (reads are still served); `unavailable: ...`
+    /// (with 503) when the database cannot be read.
     pub status: String,
     pub version: u64,
     pub servers: usize,
+    /// Why the status is not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Every error answer: `{"error": "..."}`.

@@ -610,4 +610,12 @@ async fn openapi_yaml_describes_every_route_and_field() {
     documented(spec, "AuditEntry", &audit["entries"][0]);
     documented(spec, "Health", &h.request("GET", "/healthz", None, None, &[]).await.ok());
     documented(spec, "Error", &h.get("/v1/servers/none", READER).await.json());
+    let verified = h.get("/v1/audit/verify", READER).await.ok();
+    documented(spec, "AuditVerification", &verified);
+    documented(spec, "ChainHead", &verified["head"]);
+    h.svc.run(|e, _| e.inject_storage_fault(mcp_warden_aggregator::engine::StorageFault::ReadOnly)).await.unwrap();
+    assert_eq!(h.report(SIDECAR, "b3", "w", 1, 0).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    let degraded = h.request("GET", "/healthz", None, None, &[]).await.ok();
+    assert_eq!(degraded["status"], "degraded");
+    documented(spec, "Health", &degraded);
 }

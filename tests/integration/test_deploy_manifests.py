@@ -640,16 +640,22 @@ def test_dashboard_is_valid_grafana_json():
             assert t["datasource"]["uid"] == "${datasource}", p["title"]
             for var in re.findall(r"\$(\w+)", t["expr"]):
                 assert var in variables or var.startswith("__"), f"{p['title']}: unknown variable ${var}"
-    # The aggregator's row is there, and says it is to be filled in.
+    # The aggregator's row is there, with panels on its metrics.
     (agg,) = [p for p in d["panels"] if p["type"] == "row" and "aggregator" in p["title"].lower()]
-    assert "TO FILL IN" in agg["title"]
+    assert not agg["collapsed"] and "TO FILL IN" not in agg["title"]
+    below = [p for p in d["panels"] if p["gridPos"]["y"] > agg["gridPos"]["y"]]
+    assert sum("mcp_warden_aggregator_" in t["expr"] for p in below for t in p.get("targets", [])) >= 10
+
+
+def aggregator_metrics(d: dict) -> set[str]:
+    return {m for m in dashboard_metrics(d) if m.startswith("mcp_warden_aggregator_")}
 
 
 def test_dashboard_queries_only_metrics_the_filter_exports():
     exported = filter_metric_names()
     assert {"mcp_warden_cluster_requests", "mcp_warden_cluster_breaker_state", "mcp_warden_server_degraded",
             "mcp_warden_cluster_failure_connect_failure"} <= exported, exported
-    queried = dashboard_metrics(dashboard())
+    queried = dashboard_metrics(dashboard()) - aggregator_metrics(dashboard())
     assert queried - exported == set(), f"the dashboard queries metrics the filter does not export: {queried - exported}"
     # Every metric users were promised (README: Observability) has a panel.
     for kind in ("connect_failure", "reset", "timeout", "http_5xx", "http_429", "jsonrpc_error", "malformed",
@@ -666,12 +672,31 @@ def test_dashboard_metrics_are_on_the_istio_sidecars_prometheus_endpoint(istio_s
     manifests serves on /stats/prometheus."""
     text = istio_sidecar["envoy"].prometheus()
     served = set(re.findall(r"^(mcp_warden_[a-z0-9_]+)\{", text, re.M))
-    missing = dashboard_metrics(dashboard()) - served
+    missing = dashboard_metrics(dashboard()) - aggregator_metrics(dashboard()) - served
     assert not missing, f"not on the sidecar's Prometheus endpoint: {missing}"
     weather = istio_sidecar["plugin"]["servers"][0]
     label = re.sub(r"[^A-Za-z0-9_-]", "_", weather["primary"])
     assert f'mcp_warden_cluster_requests{{mcp_cluster="{label}"}}' in text
     assert f'mcp_warden_server_requests{{mcp_server="{weather["name"]}"}}' in text
+
+
+def test_dashboard_aggregator_metrics_are_on_its_metrics_endpoint(istio_sidecar):
+    """Every aggregator metric the dashboard queries is on the aggregator's /metrics (no token)."""
+    aggregator, plugin = istio_sidecar["aggregator"], istio_sidecar["plugin"]
+    reader = next(t["token"] for t in istio_sidecar["tokens"] if t["role"] == "reader")
+    call_via(istio_sidecar, plugin["servers"][0])
+    wait_until(lambda: aggregator.scores(token=reader), 30, "the sidecar's first report at the aggregator")
+    status, headers, text = aggregator.api("GET", "/metrics", token=None)
+    ctype = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
+    assert status == 200 and ctype.startswith("application/openmetrics-text"), (status, headers)
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    # Families are declared before their first sample (a counter with no event has none yet).
+    suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}
+    served = {name + suffix for name, kind in re.findall(r"^# TYPE (mcp_warden_aggregator_\w+) (\w+)$", text, re.M)
+              for suffix in suffixes.get(kind, [""])}
+    queried = aggregator_metrics(dashboard())
+    assert len(queried) >= 10, queried
+    assert not queried - served, f"not on the aggregator's /metrics: {queried - served}"
 
 
 # ------------------------------------------------------------------------------------------------

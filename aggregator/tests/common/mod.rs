@@ -102,8 +102,10 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// Default settings, except rate limits far above what a test sends (tests that check the
+    /// limits set their own).
     pub fn new() -> Harness {
-        Self::with_settings(Settings::default())
+        Self::with_settings(relaxed())
     }
 
     pub fn with_settings(settings: Settings) -> Harness {
@@ -125,6 +127,26 @@ impl Harness {
         let Harness { dir, clock, settings, svc, app } = self;
         drop(app);
         drop(svc);
+        let (svc, app) = Self::open(dir.path(), &settings, &clock);
+        Harness { dir, clock, settings, svc, app }
+    }
+
+    /// Closes the database, runs `f` on its file (as someone with access to the disk would), and
+    /// opens it again.
+    pub fn reopen_after(self, f: impl FnOnce(&Path)) -> Harness {
+        let Harness { dir, clock, settings, svc, app } = self;
+        drop(app);
+        drop(svc);
+        f(&dir.path().join("trust.db"));
+        let (svc, app) = Self::open(dir.path(), &settings, &clock);
+        Harness { dir, clock, settings, svc, app }
+    }
+
+    /// A harness on the database `db` (copied into a fresh directory), with this clock.
+    pub fn on_database(db: &Path, clock: Arc<ManualClock>) -> Harness {
+        let dir = TempDir::new("api");
+        std::fs::copy(db, dir.path().join("trust.db")).unwrap();
+        let settings = relaxed();
         let (svc, app) = Self::open(dir.path(), &settings, &clock);
         Harness { dir, clock, settings, svc, app }
     }
@@ -182,6 +204,15 @@ impl Harness {
     }
 }
 
+/// The default settings with rate limits no test loop reaches.
+pub fn relaxed() -> Settings {
+    let mut s = Settings::default();
+    let lots = mcp_warden_aggregator::config::Rate::new(1_000_000.0, 1_000_000);
+    let l = &mut s.limits;
+    (l.sidecar, l.rater, l.scanner, l.operator, l.reader, l.unauthenticated) = (lots, lots, lots, lots, lots, lots);
+    s
+}
+
 /// The real `mcp-warden-aggregator` process on a loopback port it picked itself.
 pub struct Process {
     pub child: Child,
@@ -196,13 +227,21 @@ pub fn write_tokens(dir: &Path) -> PathBuf {
 
 impl Process {
     pub fn start(dir: &Path) -> Process {
+        Self::start_with(dir, None)
+    }
+
+    /// Started with `config` (JSON) as its `--config`.
+    pub fn start_with(dir: &Path, config: Option<&Value>) -> Process {
         let tokens = write_tokens(dir);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("aggregator.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-warden-aggregator"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-            .arg(dir.join("trust.db"))
-            .arg("--tokens")
-            .arg(&tokens)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-warden-aggregator"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"]).arg(dir.join("trust.db")).arg("--tokens").arg(&tokens);
+        if let Some(c) = config {
+            let path = dir.join("config.json");
+            std::fs::write(&path, c.to_string()).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

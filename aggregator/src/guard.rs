@@ -1,0 +1,195 @@
+//! The HTTP service's protections, as one middleware in front of every route: a token bucket per
+//! caller (per token name, sized by role; per peer address for requests without a known token),
+//! a cap on requests in flight (503 past it, at once), and a deadline per request (408 when the
+//! body did not arrive in time, 503 when the work did not finish). Refusals are JSON errors with
+//! `Retry-After`. The header read timeout and the connection cap live in [`crate::serve`].
+
+use crate::config::Limits;
+use crate::error::ApiError;
+use crate::ratelimit::Buckets;
+use crate::service::Service;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body::{Frame, SizeHint};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// The limiter's state, shared by every request.
+#[derive(Debug)]
+pub struct Guard {
+    limits: Limits,
+    started: Instant,
+    principals: Mutex<Buckets<String>>,
+    addresses: Mutex<Buckets<IpAddr>>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Guard {
+    /// `names`: how many token names exist (their buckets are never evicted).
+    pub fn new(limits: Limits, names: usize) -> Guard {
+        Guard {
+            principals: Mutex::new(Buckets::new(names.max(1))),
+            addresses: Mutex::new(Buckets::new(limits.tracked_addresses)),
+            in_flight: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+            started: Instant::now(),
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Peer addresses whose bucket is currently remembered (bounded by `tracked_addresses`).
+    pub fn tracked_addresses(&self) -> usize {
+        self.addresses.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+/// The bearer token of a request, if it has a well-formed one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+}
+
+fn retry_after(mut res: Response, ms: u64) -> Response {
+    let secs = ms.div_ceil(1000).max(1);
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
+}
+
+/// Refuses a caller over its rate; `None` lets the request through.
+fn rate_limit(svc: &Service, req: &Request) -> Option<Response> {
+    let g = svc.guard();
+    let now = g.now_ms();
+    let refused = match bearer(req.headers()).and_then(|t| svc.tokens().lookup(t)) {
+        Some(who) => {
+            let rate = g.limits.rate(who.role);
+            let r = g.principals.lock().unwrap_or_else(PoisonError::into_inner).take(&who.name, rate, now);
+            r.err().map(|wait| {
+                tracing::debug!(name = who.name, "rate limited");
+                (
+                    wait,
+                    format!(
+                        "rate limit exceeded for `{}` (role {}: {}/s, bursts of {}); retry in {} ms",
+                        who.name, who.role, rate.per_second, rate.burst, wait
+                    ),
+                )
+            })
+        }
+        None => {
+            // Requests without a known token: per peer address. In-process callers (tests) have
+            // no address and share one bucket.
+            let ip = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip())
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            let rate = g.limits.unauthenticated;
+            let r = g.addresses.lock().unwrap_or_else(PoisonError::into_inner).take(&ip, rate, now);
+            r.err().map(|wait| {
+                tracing::debug!(%ip, "rate limited (no known token)");
+                (
+                    wait,
+                    format!(
+                        "rate limit exceeded for requests without a known token from {ip} ({}/s, bursts of {}); retry in {} ms",
+                        rate.per_second, rate.burst, wait
+                    ),
+                )
+            })
+        }
+    };
+    refused.map(|(wait, msg)| retry_after(ApiError::new(StatusCode::TOO_MANY_REQUESTS, msg).into_response(), wait))
+}
+
+/// Probes are not rate limited: behind a proxy every client shares one address, and a flood
+/// of bad tokens must not fail the readiness probe and take the aggregator out of rotation.
+const UNLIMITED_PATH: &str = "/healthz";
+
+/// The middleware: rate limit, then a slot among `max_concurrent_requests`, then the deadline.
+pub async fn protect(State(svc): State<Service>, req: Request, next: Next) -> Response {
+    if req.uri().path() != UNLIMITED_PATH {
+        if let Some(refused) = rate_limit(&svc, &req) {
+            return refused;
+        }
+    }
+    let limits = &svc.guard().limits;
+    let Ok(_permit) = svc.guard().in_flight.clone().try_acquire_owned() else {
+        tracing::warn!("busy: {} requests in flight", limits.max_concurrent_requests);
+        let e = ApiError::unavailable(format!(
+            "the aggregator is busy ({} requests in flight, the most it takes at once); retry shortly",
+            limits.max_concurrent_requests
+        ));
+        return retry_after(e.into_response(), 1000);
+    };
+    let timeout = Duration::from_millis(limits.request_timeout_ms);
+    let (parts, body) = req.into_parts();
+    let received = Arc::new(AtomicBool::new(http_body::Body::is_end_stream(&body)));
+    let body = Body::new(Tracked { inner: body, received: received.clone() });
+    match tokio::time::timeout(timeout, next.run(Request::from_parts(parts, body))).await {
+        Ok(res) => res,
+        Err(_) if !received.load(Ordering::Acquire) => {
+            tracing::warn!("request body not received within {} ms", limits.request_timeout_ms);
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body was not received within {} ms", limits.request_timeout_ms),
+            )
+            .into_response()
+        }
+        Err(_) => {
+            tracing::warn!("request not completed within {} ms", limits.request_timeout_ms);
+            let e = ApiError::unavailable(format!(
+                "the request was not completed within {} ms (the database is slow or busy); it was not acknowledged \
+                 and may or may not have been applied: retry (signal batches are idempotent by batch_id)",
+                limits.request_timeout_ms
+            ));
+            retry_after(e.into_response(), 1000)
+        }
+    }
+}
+
+/// The request body, noting when it has been read to its end.
+struct Tracked {
+    inner: Body,
+    received: Arc<AtomicBool>,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || http_body::Body::is_end_stream(&self.inner) {
+            self.received.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        http_body::Body::size_hint(&self.inner)
+    }
+}
