@@ -14,7 +14,7 @@ WASM_BINDGEN_VERSION := 0.2.130
 WASM        := target/wasm32-wasip1/release/mcp_warden_filter.wasm
 CARGO_WASM_TEST := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CURDIR)/$(TOOLS)/bin/wasm-bindgen-test-runner
 
-.PHONY: help setup wasm aggregator dist run demo test test-unit test-wasm test-integration lint bench clean fuzz fuzz-short
+.PHONY: help setup wasm aggregator dist run demo test test-unit test-wasm test-integration lint bench clean fuzz fuzz-short chaos
 
 help:
 	@echo "make run    set up, start the testbed (real Envoy + MCP servers) and run the live demo"
@@ -22,12 +22,13 @@ help:
 	@echo "make bench  the filter's cost against Envoy alone, the upstream alone and ContextForge"
 	@echo "make bench-failover  calls to trip and failover time in the testbed"
 	@echo "make fuzz   fuzz every core parser for a bounded time"
+	@echo "make chaos  faults on the servers, the aggregator and Envoy under load (a few minutes)"
 	@echo "make wasm   build the filter (release, $(WASM))"
 
 # ---------------------------------------------------------------------------------------------
 # Setup
 
-setup: $(STAMPS)/rust-targets $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/wasm-bindgen
+setup: $(STAMPS)/rust-targets $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/wasm-bindgen $(STAMPS)/chromium
 
 $(STAMPS):
 	@mkdir -p $(STAMPS)
@@ -43,6 +44,14 @@ $(STAMPS)/venv: testbed/requirements.txt | $(STAMPS)
 
 $(STAMPS)/node: testbed/package.json testbed/package-lock.json | $(STAMPS)
 	cd testbed && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The dashboard's browser test (tests/integration/test_dashboard.py): Debian's Chromium, driven by
+# playwright-core from testbed/package.json (Playwright's own browser download is never used).
+$(STAMPS)/chromium: | $(STAMPS)
+	test -x /usr/bin/chromium || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium fonts-dejavu-core; }
 	@touch $@
 
 $(STAMPS)/wasm-bindgen: | $(STAMPS)
@@ -172,6 +181,16 @@ bench-profile: setup wasm bench-setup
 	$(PY) bench/run.py --phases profile,perf --out $(or $(BENCH_OUT),/tmp/mcp-warden-bench)
 
 # ---------------------------------------------------------------------------------------------
+# Chaos (issue 7): steady load from raw and SDK agents while the primaries flap, dribble, reset,
+# answer garbage and 5xx, the aggregator dies, stalls and restarts, and Envoy takes listener
+# pushes; asserts well-formed answers within deadlines, no panic, converging breakers and no lost
+# acknowledged write, and writes its table to docs/results/chaos.md. Bounded (about 4 minutes).
+# `make test` runs a short form (tests/integration/test_chaos.py).
+
+chaos: setup wasm aggregator
+	$(PY) tests/chaos/chaos.py --out docs/results/chaos.md
+
+# ---------------------------------------------------------------------------------------------
 # Fuzzing (issue 7): cargo-fuzz targets for every parser of core that reads untrusted input, in
 # fuzz/ (its own cargo workspace). Each target runs FUZZ_SECONDS on the committed seeds
 # (fuzz/seeds/<t>), the saved crashes (fuzz/regressions/<t>) and what earlier runs found
@@ -181,7 +200,7 @@ bench-profile: setup wasm bench-setup
 # RUSTC_BOOTSTRAP=1 (no other toolchain can be installed here).
 
 FUZZ_SECONDS       ?= 30
-FUZZ_TARGETS       := config jsonrpc_request jsonrpc_response sse classify breaker_codec trust_wire learn_tools degrade
+FUZZ_TARGETS       := config jsonrpc_request jsonrpc_response sse classify breaker_codec trust_wire learn_tools degrade inspect_tools_list
 CARGO_FUZZ_VERSION := 0.13.2
 FUZZ_ENV           := RUSTC_BOOTSTRAP=1 PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH"
 

@@ -248,6 +248,11 @@ class Envoy:
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mcp-warden-envoy-")))
     proc: subprocess.Popen | None = None
     log_level: str = "info"
+    # Serve the listener over LDS from a watched file instead of `static_resources`, so that
+    # :meth:`reload_listener` can push a changed filter configuration into the running Envoy
+    # (what a control plane such as Istio does all day). The default keeps it static.
+    dynamic_listener: bool = False
+    lds_version: int = 0
 
     @property
     def admin_port(self) -> int:
@@ -267,8 +272,68 @@ class Envoy:
 
     def write_config(self) -> Path:
         path = self.workdir / "envoy.json"
-        path.write_text(json.dumps(self.config, indent=2))
+        config = self.config
+        if self.dynamic_listener:
+            config = json.loads(json.dumps(self.config))
+            config["static_resources"].pop("listeners")
+            config.setdefault("node", {"id": "mcp-warden-testbed", "cluster": "mcp-warden-testbed"})
+            config["dynamic_resources"] = {
+                "lds_config": {
+                    "resource_api_version": "V3",
+                    "path_config_source": {"path": str(self.lds_path), "watched_directory": {"path": str(self.lds_path.parent)}},
+                }
+            }
+            self._write_lds()
+        path.write_text(json.dumps(config, indent=2))
         return path
+
+    @property
+    def lds_path(self) -> Path:
+        return self.workdir / "lds" / "listeners.json"
+
+    def _write_lds(self) -> None:
+        self.lds_version += 1
+        doc = {
+            "version_info": str(self.lds_version),
+            "resources": [
+                {"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", **listener}
+                for listener in self.config["static_resources"]["listeners"]
+            ],
+        }
+        self.lds_path.parent.mkdir(exist_ok=True)
+        # Envoy reloads on a file moved into the watched directory: write aside, then rename.
+        tmp = self.lds_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        tmp.replace(self.lds_path)
+
+    def wasm_filter_config(self) -> dict:
+        """The wasm filter's `config` in this Envoy's (first) listener."""
+        hcm = self.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        return next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.wasm")["typed_config"]["config"]
+
+    def reload_listener(self, plugin: dict | str | None = None, timeout: float = 15.0) -> None:
+        """Pushes the listener again over LDS, with `plugin` as the filter's configuration if
+        given, and waits until Envoy applied it (only with `dynamic_listener`). A changed filter
+        configuration makes Envoy build a new filter chain (new plugin contexts in each worker)
+        while connections on the old one drain."""
+        if not self.dynamic_listener:
+            raise RuntimeError("reload_listener needs an Envoy started with dynamic_listener=True")
+        if plugin is not None:
+            self.wasm_filter_config()["configuration"]["value"] = plugin if isinstance(plugin, str) else json.dumps(plugin)
+        before = self.stats("listener_manager.lds.update_")
+        self._write_lds()
+
+        def applied():
+            now = self.stats("listener_manager.lds.update_")
+            rejected = now.get("listener_manager.lds.update_rejected", 0)
+            if rejected > before.get("listener_manager.lds.update_rejected", 0):
+                raise RuntimeError(f"Envoy rejected the listener update:\n{self.log_tail()}")
+            return now.get("listener_manager.lds.update_success", 0) > before.get("listener_manager.lds.update_success", 0)
+
+        try:
+            wait_until(applied, timeout, "Envoy to apply the listener update")
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}\n{self.log_tail()}") from None
 
     def validate(self) -> subprocess.CompletedProcess:
         """`envoy --mode validate` on this configuration."""

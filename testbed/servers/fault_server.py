@@ -32,6 +32,7 @@ import json
 import logging
 import signal
 import socket
+import struct
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -70,7 +71,14 @@ STOP_GRACE_SECONDS = 2
 # "; charset=utf-8" to text/* media types and the SDK's own streams carry none.
 _SSE_HEADERS = {"content-type": "text/event-stream", "cache-control": "no-cache, no-transform"}
 
-FAULT_MODES = ("healthy", "slow", "http_5xx", "jsonrpc_error", "garbage", "wrong_id", "down")
+FAULT_MODES = (
+    "healthy", "slow", "http_5xx", "jsonrpc_error", "garbage", "wrong_id", "down", "slowloris", "reset",
+)
+# Where a `reset` fault aborts the connection: before the SDK sees the request, right after the
+# response headers, or after part of the first body chunk.
+RESET_POINTS = ("request", "headers", "body")
+# Gives the partial answer time to leave before the RST (a RST may discard unread data).
+RESET_FLUSH_SECONDS = 0.05
 
 
 class FaultError(ValueError):
@@ -137,6 +145,19 @@ class ServerState:
     # The increment() tool's counter is per process: a down/up cycle of the
     # listener does not reset it (only the process exiting does).
     counter: int = 0
+    # The MCP listener's open connections (set by serve()): `reset` and
+    # `slowloris` find the request's own TCP connection among them.
+    connections: Callable[[], list[Any]] = list
+
+    def connection_of(self, scope: Scope) -> Any | None:
+        """uvicorn's protocol object (it holds the transport) that carries this request."""
+        client = scope.get("client")
+        if not client:
+            return None
+        for conn in self.connections():
+            if conn.client is not None and tuple(conn.client) == tuple(client):
+                return conn
+        return None
 
 
 # --------------------------------------------------------------------------- MCP server
@@ -290,6 +311,8 @@ class FaultMiddleware:
     Only requests on the MCP path are touched. ``jsonrpc_error``, ``wrong_id``
     and ``garbage`` answer POSTs (the JSON-RPC carrying verb); GET and DELETE,
     which carry no JSON-RPC message, still reach the SDK in those modes.
+    ``slowloris`` and ``reset`` wrap the SDK's own answer: the first dribbles
+    its body, the second aborts the TCP connection part way.
     """
 
     def __init__(self, app: ASGIApp, state: ServerState) -> None:
@@ -309,6 +332,12 @@ class FaultMiddleware:
 
         fault = dict(self.state.fault)  # snapshot: a switch mid-request must not mix modes
         mode = fault["mode"]
+        if mode == "reset":
+            await self._reset(fault["at"], scope, receive, send)
+            return
+        if mode == "slowloris":
+            await self.app(scope, receive, self._dribbling(fault, scope, send))
+            return
         if mode == "slow":
             await anyio.sleep(fault["delay_ms"] / 1000)
         elif mode == "http_5xx":
@@ -320,6 +349,73 @@ class FaultMiddleware:
             if await self._answer_post(mode, fault, body, headers, scope, receive, send):
                 return
         await self.app(scope, receive, send)
+
+    def _abort(self, scope: Scope) -> None:
+        """Abort this request's TCP connection with a RST, like a crashing peer."""
+        conn = self.state.connection_of(scope)
+        transport = getattr(conn, "transport", None)
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                # Linger 0: close() sends RST instead of FIN.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+
+    async def _reset(self, at: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the request (unless `at` is "request") and abort the connection at `at`."""
+        if at == "request":
+            self._abort(scope)
+            return
+        aborted = False
+
+        async def cut(message: Message) -> None:
+            nonlocal aborted
+            if aborted:
+                return  # swallow the rest of the SDK's answer
+            if message["type"] == "http.response.start":
+                await send(message)
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunk = message.get("body", b"")
+            if at == "body":
+                if not chunk:
+                    return
+                await send({"type": "http.response.body", "body": chunk[: max(1, len(chunk) // 2)], "more_body": True})
+            await anyio.sleep(RESET_FLUSH_SECONDS)
+            aborted = True
+            self._abort(scope)
+
+        await self.app(scope, receive, cut)
+
+    def _dribbling(self, fault: dict[str, Any], scope: Scope, send: Send) -> Send:
+        """A `send` that passes headers at once and the body `chunk_bytes` at a time."""
+        interval = fault["interval_ms"] / 1000
+        size = fault["chunk_bytes"]
+
+        async def dribble(message: Message) -> None:
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            for start in range(0, len(body), size):
+                conn = self.state.connection_of(scope)
+                transport = getattr(conn, "transport", None)
+                if transport is None or transport.is_closing():
+                    return  # the client went away: nothing left to dribble to
+                last = start + size >= len(body)
+                await send({"type": "http.response.body", "body": body[start : start + size],
+                            "more_body": more or not last})
+                if not last:
+                    await anyio.sleep(interval)
+            if not body:
+                await send(message)
+
+        return dribble
 
     async def _answer_post(
         self,
@@ -469,6 +565,8 @@ def parse_fault(body: Any) -> dict[str, Any]:
         "slow": ("delay_ms",),
         "http_5xx": ("status",),
         "jsonrpc_error": ("code", "message"),
+        "slowloris": ("interval_ms", "chunk_bytes"),
+        "reset": ("at",),
     }
     unknown = sorted(set(body) - {"mode", *allowed.get(mode, ())})
     if unknown:
@@ -483,6 +581,14 @@ def parse_fault(body: Any) -> dict[str, Any]:
         fault["status"] = _int_field(body, "status", 500, 429, 599)
         if 429 < fault["status"] < 500:
             raise FaultError(f"field 'status' must be 429 or between 500 and 599, got {fault['status']}")
+    elif mode == "slowloris":
+        fault["interval_ms"] = _int_field(body, "interval_ms", 1000, 1, MAX_FAULT_DELAY_MS)
+        fault["chunk_bytes"] = _int_field(body, "chunk_bytes", 16, 1, 1024 * 1024)
+    elif mode == "reset":
+        at = body.get("at", "body")
+        if at not in RESET_POINTS:
+            raise FaultError(f"field 'at' must be one of {', '.join(RESET_POINTS)}, got {json.dumps(at)}")
+        fault["at"] = at
     elif mode == "jsonrpc_error":
         fault["code"] = _int_field(body, "code", -32603, -(2**31), 2**31 - 1)
         message = body.get("message", "injected fault: JSON-RPC error")
@@ -556,6 +662,10 @@ class Listener:
     @property
     def up(self) -> bool:
         return self._server is not None and self._server.started and not self._server.should_exit
+
+    def connections(self) -> list[Any]:
+        """uvicorn's protocol objects of the open connections (empty while stopped)."""
+        return list(self._server.server_state.connections) if self._server is not None else []
 
     async def start(self) -> None:
         if self._task is not None:
@@ -685,6 +795,7 @@ async def serve(args: argparse.Namespace) -> None:
     mcp_listener = Listener(
         "mcp", args.host, args.port, lambda: build_mcp_app(state, args.host, list(args.allowed_host))
     )
+    state.connections = mcp_listener.connections
     control_app = build_control_app(state, mcp_listener)
     control_listener = Listener("control", args.host, args.control_port, lambda: control_app)
 
