@@ -240,7 +240,13 @@ impl Ctx<'_> {
 fn event_reason(e: &SecurityEvent, by: &str) -> String {
     let tool = e.tool.as_deref().map(|t| format!(" on tool `{t}`")).unwrap_or_default();
     let evidence = e.evidence.as_deref().map(|v| format!(": {}", validate::truncate(v, 200))).unwrap_or_default();
-    format!("critical security event `{}`{tool} reported by sidecar `{by}`{evidence}", e.rule)
+    let what = if e.severity == Severity::Critical {
+        "critical security event".to_string()
+    } else {
+        format!("{} security event", e.severity.as_str())
+    };
+    let asked = if e.quarantine { " (its policy asks for quarantine)" } else { "" };
+    format!("{what} `{}`{tool} reported by sidecar `{by}`{asked}{evidence}", e.rule)
 }
 
 fn flag_reason(f: &FlagRequest, by: &str) -> String {
@@ -485,7 +491,7 @@ impl Engine {
                 for e in &counted {
                     srv.security.add(e.severity, now, &settings.trust);
                 }
-                if let Some(e) = counted.iter().find(|e| e.severity == Severity::Critical) {
+                if let Some(e) = counted.iter().find(|e| e.severity == Severity::Critical || e.quarantine) {
                     ctx.quarantine_critical(&r.server, event_reason(e, &who.name))?;
                 }
             }

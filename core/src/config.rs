@@ -58,6 +58,8 @@ struct RawConfig {
     trust: Option<RawTrust>,
     #[serde(default)]
     failover: RawFailover,
+    #[serde(default)]
+    inspection: crate::inspect::InspectionConfig,
 }
 
 #[derive(Deserialize, Default)]
@@ -328,6 +330,8 @@ pub struct PluginConfig {
     /// Trust enforcement and reporting; `None` when no aggregator is configured.
     pub trust: Option<TrustConfig>,
     pub failover: FailoverPolicy,
+    /// Security inspection of list answers and tool results (docs/SECURITY.md).
+    pub inspector: crate::inspect::Inspector,
     router: Router,
 }
 
@@ -469,10 +473,12 @@ fn compile(raw: RawConfig) -> Result<PluginConfig, ConfigError> {
         Some(t) => Some(compile_trust(t, &cluster_index, &route_header, &served_by_header)?),
     };
     let failover = compile_failover(&raw.failover)?;
+    let inspector = raw.inspection.compile("inspection")?;
     let router = Router::new(&servers.iter().map(|s| s.matcher.clone()).collect::<Vec<_>>());
     Ok(PluginConfig {
         trust,
         failover,
+        inspector,
         servers,
         clusters,
         failures,
@@ -693,6 +699,8 @@ mod tests {
             (s(r#","failover":{"retry_budget_ratio":2}"#), "failover.retry_budget_ratio"),
             (s(r#","failover":{"retry_timeout_ms":5}"#), "failover.retry_timeout_ms"),
             (s(r#","failover":{"retry":"yes"}"#), "failover.retry"),
+            (s(r#","inspection":{"policy":{"high":"explode"}}"#), "inspection.policy.high"),
+            (s(r#","inspection":{"max_list_bytes":1}"#), "inspection.max_list_bytes"),
             (s(r#","failures":{"jsonrpc_error_codes":[[-1,-5]]}"#), "failures.jsonrpc_error_codes[0]"),
             (
                 r#"{"servers":[{"name":"s","match":{"path_prefix":"/mcp"},"primary":"p","fallbacks":["p"]}]}"#.into(),

@@ -24,6 +24,8 @@ pub enum Reason {
     UpstreamFailed(FailureKind),
     /// Every cluster is quarantined or under the minimum trust (some may also be open).
     Untrusted { quarantined: bool },
+    /// The server answered, but the security policy withheld the answer (see `detail`).
+    Blocked,
 }
 
 impl Reason {
@@ -34,6 +36,7 @@ impl Reason {
             Reason::UpstreamFailed(_) => "upstream_failed",
             Reason::Untrusted { quarantined: true } => "quarantined",
             Reason::Untrusted { quarantined: false } => "low_trust",
+            Reason::Blocked => "blocked",
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct Unavailable<'a> {
     pub modern_protocol: bool,
     /// The failed call reached the server and was not safe to repeat: it may have run.
     pub maybe_ran: bool,
+    /// What exactly happened, when the reason alone does not say (the rules that blocked).
+    pub detail: Option<&'a str>,
 }
 
 /// True for protocol versions whose results must carry `resultType` (2026-07-28 and later).
@@ -93,12 +98,16 @@ impl Unavailable<'_> {
             Reason::UpstreamFailed(kind) => kind.describe().to_string(),
             Reason::Untrusted { quarantined: true } => "quarantined by the operators' trust policy".to_string(),
             Reason::Untrusted { quarantined: false } => "its trust score is under the minimum".to_string(),
+            Reason::Blocked => match self.detail {
+                Some(d) => format!("its answer was withheld by the security policy ({d}) and reported to the operators"),
+                None => "its answer was withheld by the security policy and reported to the operators".to_string(),
+            },
         };
         let retry = self.retry_after_s();
         // Only say what is known: after a failed call the fallbacks were not tried.
         let fallback = match (self.reason, self.fallbacks_configured) {
             (_, 0) => "; no fallback configured",
-            (Reason::UpstreamFailed(_), _) => "",
+            (Reason::UpstreamFailed(_) | Reason::Blocked, _) => "",
             (Reason::CircuitOpen | Reason::Untrusted { .. }, 1) => "; its fallback is unavailable too",
             (Reason::CircuitOpen | Reason::Untrusted { .. }, _) => "; every fallback is unavailable too",
         };
@@ -115,6 +124,9 @@ impl Unavailable<'_> {
         }
         if self.maybe_ran {
             data.insert("may_have_run".into(), json!(true));
+        }
+        if let Some(d) = self.detail {
+            data.insert("detail".into(), json!(d));
         }
         data.insert("retry_after".into(), json!(self.retry_after_s()));
         data.insert(
@@ -207,6 +219,7 @@ mod tests {
             error_code: -32050,
             modern_protocol: false,
             maybe_ran: false,
+            detail: None,
         }
     }
 

@@ -5,11 +5,13 @@
 //!
 //! Reading order: [`config`] (what an operator writes), [`routing`] (which logical server a
 //! request is for), [`breaker`] (the per-cluster state machine), [`mcp`] (JSON-RPC and SSE
-//! parsing, response classification), [`degrade`] (what the agent gets when nothing is healthy).
+//! parsing, response classification), [`degrade`] (what the agent gets when nothing is healthy),
+//! [`inspect`] (security signals: tool poisoning, rug pulls, shadowing, protocol violations).
 
 pub mod breaker;
 pub mod config;
 pub mod degrade;
+pub mod inspect;
 pub mod mcp;
 pub mod outcome;
 pub mod retry;

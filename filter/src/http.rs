@@ -11,10 +11,12 @@
 
 use crate::breakers;
 use crate::host;
+use crate::inspect;
 use crate::root::Shared;
 use crate::sessions;
 use mcp_warden_core::breaker::{Admission, CallRecord};
 use mcp_warden_core::degrade::{is_modern_protocol, ClusterStatus, DegradedResponse, Reason, Unavailable};
+use mcp_warden_core::inspect::ListKind;
 use mcp_warden_core::mcp::classify::{HttpMethod, ResponseHead, ResponseObserver};
 use mcp_warden_core::mcp::jsonrpc::{parse_request, ParsedRequest};
 use mcp_warden_core::trust::wire::TrustState;
@@ -124,6 +126,10 @@ pub struct WardenHttp {
     tools_list: Option<(Vec<u8>, bool)>,
     /// The session was renewed once already in this request (a server answered 404).
     renewed: bool,
+    /// A list answer held for inspection (its kind, and whether it is SSE).
+    held: Option<(ListKind, bool)>,
+    /// A bounded copy of a tool result, inspected at its end (and whether it is SSE).
+    result_copy: Option<(Vec<u8>, bool)>,
 }
 
 impl WardenHttp {
@@ -152,6 +158,8 @@ impl WardenHttp {
             maybe_ran: false,
             tools_list: None,
             renewed: false,
+            held: None,
+            result_copy: None,
         }
     }
 
@@ -224,6 +232,7 @@ impl WardenHttp {
             error_code: cfg.degraded.error_code,
             modern_protocol: self.modern_protocol,
             maybe_ran: self.maybe_ran,
+            detail: None,
         })
     }
 
@@ -305,6 +314,12 @@ impl WardenHttp {
         }
         self.recorded = true;
         let (cluster, admission) = self.routed_cluster()?;
+        if let Outcome::Failure(kind) = outcome {
+            // Malformed answers are also a security signal (bad data), not only a failure.
+            if let (Some(v), Some((server, name, _))) = (mcp_warden_core::inspect::protocol::from_failure(kind), self.names()) {
+                inspect::violation(&self.shared, &server, &name, v);
+            }
+        }
         self.record_call(cluster, admission, outcome, self.started_ms, now)
     }
 
@@ -547,6 +562,112 @@ impl WardenHttp {
         self.is_method("tools/list") && self.request.as_ref().is_none_or(|r| !r.batch)
     }
 
+    /// The list kind of a single list request whose answer is held for inspection.
+    fn held_list_kind(&self) -> Option<ListKind> {
+        if !self.shared.config.inspector.enabled || self.request.as_ref().is_none_or(|r| r.batch) {
+            return None;
+        }
+        let m = self.mcp_method.as_deref().or_else(|| self.request.as_ref()?.entries.first()?.method.as_deref())?;
+        ListKind::from_method(m)
+    }
+
+    /// Names for reports: (server, serving cluster).
+    fn names(&self) -> Option<(String, String, usize)> {
+        let (cluster, _) = self.routed_cluster()?;
+        let cfg = &self.shared.config;
+        Some((cfg.servers.get(self.server)?.name.clone(), cfg.cluster(cluster)?.name.clone(), cluster))
+    }
+
+    /// The degraded answer replacing a blocked one, framed like it.
+    fn blocked_body(&self, cluster: &str, rules: &str, sse: bool) -> Vec<u8> {
+        let status = ClusterStatus { cluster, state: "blocked", retry_after_ms: 60_000 };
+        let Some(mut u) = self.unavailable(Reason::Blocked, vec![status]) else { return Vec::new() };
+        u.detail = Some(rules);
+        let r = u.respond(self.request.as_ref(), self.mcp_method.as_deref(), self.mcp_name.as_deref());
+        if sse {
+            inspect::sse_frame(&[&r.body])
+        } else {
+            r.body
+        }
+    }
+
+    /// A held list answer: accumulated (Envoy buffers while paused), then inspected whole.
+    fn on_held_body(&mut self, kind: ListKind, sse: bool, body_size: usize, end_of_stream: bool) -> Action {
+        let shared = Rc::clone(&self.shared);
+        let limit = shared.config.inspector.limits.max_list_bytes;
+        let Some((server, cluster_name, cluster)) = self.names() else {
+            self.held = None;
+            return Action::Continue;
+        };
+        if body_size > limit {
+            // Too large to hold: passed on uninspected, or blocked, as the policy says.
+            self.held = None;
+            if let inspect::Decision::Block { rules, .. } = inspect::oversized(&shared, &server, &cluster_name, body_size) {
+                let body = self.blocked_body(&cluster_name, &rules, sse);
+                let now = if end_of_stream { body.as_slice() } else { &[][..] };
+                let _ = host::set_buffer(host::RESPONSE_BODY, 0, body_size, now);
+                self.replacement = Some(body);
+                if let Some(m) = shared.metrics.cluster(cluster) {
+                    host::increment(m.security_blocked, 1);
+                }
+            }
+            self.observer = None;
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.held = None;
+        let body = host::get_buffer(host::RESPONSE_BODY, 0, body_size).unwrap_or_default();
+        // The breaker's verdict on the whole answer.
+        let policy = &shared.config.failures;
+        if let Some(outcome) = self.observer.as_mut().and_then(|o| o.on_body(&body, true, policy)) {
+            self.record(outcome, host::now_ms());
+        }
+        if kind == ListKind::Tools {
+            crate::tools::learn(&server, &body, sse, shared.config.inspect_max_bytes);
+        }
+        let decision = inspect::list_answer(&shared, &server, &cluster_name, kind, &body, sse);
+        let m = shared.metrics.cluster(cluster);
+        match decision {
+            inspect::Decision::Forward => {}
+            inspect::Decision::Replace(new) => {
+                let _ = host::set_buffer(host::RESPONSE_BODY, 0, body_size, &new);
+                if let Some(m) = m {
+                    host::increment(m.security_stripped, 1);
+                }
+            }
+            inspect::Decision::Block { rules, .. } => {
+                let new = self.blocked_body(&cluster_name, &rules, sse);
+                let _ = host::set_buffer(host::RESPONSE_BODY, 0, body_size, &new);
+                if let Some(m) = m {
+                    host::increment(m.security_blocked, 1);
+                }
+                if let Some(m) = shared.metrics.server(self.server) {
+                    host::increment(m.degraded, 1);
+                }
+            }
+        }
+        Action::Continue
+    }
+
+    /// Keeps a bounded copy of a tool result and inspects it at its end.
+    fn keep_result(&mut self, chunk: &[u8], end_of_stream: bool) {
+        let limit = self.shared.config.inspector.limits.max_result_bytes;
+        let Some((buf, _)) = self.result_copy.as_mut() else { return };
+        if buf.len() + chunk.len() > limit {
+            self.result_copy = None;
+            return;
+        }
+        buf.extend_from_slice(chunk);
+        if end_of_stream {
+            if let (Some((buf, sse)), Some((server, cluster, _))) = (self.result_copy.take(), self.names()) {
+                let tool = self.mcp_name.clone().or_else(|| self.request.as_ref()?.entries.first()?.name.clone());
+                inspect::tool_result(&self.shared, &server, &cluster, tool.as_deref(), &buf, sse);
+            }
+        }
+    }
+
     fn keep_tools_list(&mut self, chunk: &[u8], end_of_stream: bool) {
         let limit = self.shared.config.inspect_max_bytes;
         let Some((buf, sse)) = self.tools_list.as_mut() else { return };
@@ -740,6 +861,23 @@ impl WardenHttp {
         if self.session.is_none() && self.is_method("initialize") {
             if let Some((_, sid)) = headers.iter().find(|(k, _)| k == "mcp-session-id") {
                 sessions::started(cfg, self.server, sid, cluster, &self.request_body);
+            }
+        }
+        // A retried list answer is inspected like a held one.
+        let mut body = body;
+        if let (200, Some(kind), Some(server)) = (status, self.held_list_kind(), cfg.servers.get(self.server)) {
+            let sse = headers
+                .iter()
+                .any(|(k, v)| k == "content-type" && v.starts_with("text/event-stream"));
+            let decision = if body.len() > cfg.inspector.limits.max_list_bytes {
+                inspect::oversized(&shared, &server.name, &second.name, body.len())
+            } else {
+                inspect::list_answer(&shared, &server.name, &second.name, kind, &body, sse)
+            };
+            match decision {
+                inspect::Decision::Forward => {}
+                inspect::Decision::Replace(new) => body = new,
+                inspect::Decision::Block { rules, .. } => body = self.blocked_body(&second.name, &rules, sse),
             }
         }
         let served_by = cfg.served_by_header.as_str();
@@ -987,9 +1125,23 @@ impl HttpContext for WardenHttp {
         };
         let verdict = observer.on_headers(head, self.method, &cfg.failures);
         self.observer = Some(observer);
-        if status == 200 && self.is_tools_list() {
+        if status == 200 && !end_of_stream {
             let sse = content_type.as_deref().is_some_and(|c| c.starts_with("text/event-stream"));
-            self.tools_list = Some((Vec::new(), sse));
+            let insp = &cfg.inspector;
+            if let Some(kind) = self.held_list_kind() {
+                // Held until complete (bounded) and inspected: its length may change.
+                if host::remove_header(host::RESPONSE, "content-length").is_ok() {
+                    self.held = Some((kind, sse));
+                }
+            } else if self.is_tools_list() {
+                self.tools_list = Some((Vec::new(), sse));
+            } else if insp.enabled
+                && insp.limits.inspect_results
+                && self.is_method("tools/call")
+                && self.request.as_ref().is_none_or(|r| !r.batch)
+            {
+                self.result_copy = Some((Vec::new(), sse));
+            }
         }
         if let Some(outcome) = verdict {
             let now = host::now_ms();
@@ -1027,8 +1179,11 @@ impl HttpContext for WardenHttp {
             }
             return Action::Continue;
         }
+        if let Some((kind, sse)) = self.held {
+            return self.on_held_body(kind, sse, body_size, end_of_stream);
+        }
         let judging = self.observer.as_ref().is_some_and(|o| o.verdict().is_none());
-        if !judging && self.tools_list.is_none() {
+        if !judging && self.tools_list.is_none() && self.result_copy.is_none() {
             return Action::Continue;
         }
         let chunk = if body_size > 0 {
@@ -1037,6 +1192,7 @@ impl HttpContext for WardenHttp {
             Vec::new()
         };
         self.keep_tools_list(&chunk, end_of_stream);
+        self.keep_result(&chunk, end_of_stream);
         if !judging {
             return Action::Continue;
         }

@@ -8,6 +8,7 @@
 pub mod breakers;
 pub mod host;
 pub mod http;
+pub mod inspect;
 pub mod metrics;
 pub mod root;
 pub mod sessions;

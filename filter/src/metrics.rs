@@ -5,6 +5,7 @@
 //! segments into `mcp_cluster` / `mcp_server` Prometheus labels):
 //! - `mcp_warden.cluster.<cluster>.{requests,success,slow,fallback,rejected,untrusted,retried,session_moved}`
 //! - `mcp_warden.cluster.<cluster>.failure.<kind>`
+//! - `mcp_warden.cluster.<cluster>.security.{findings,stripped,blocked}`
 //! - `mcp_warden.cluster.<cluster>.breaker.{state,opened,half_opened,closed}`
 //! - `mcp_warden.server.<server>.{requests,degraded}`
 
@@ -24,6 +25,9 @@ pub struct ClusterMetrics {
     pub untrusted: u32,
     pub retried: u32,
     pub session_moved: u32,
+    pub security_findings: u32,
+    pub security_stripped: u32,
+    pub security_blocked: u32,
     pub failures: [u32; FailureKind::ALL.len()],
     pub state: u32,
     pub opened: u32,
@@ -73,6 +77,9 @@ impl Metrics {
                     untrusted: counter(&format!("{p}untrusted")),
                     retried: counter(&format!("{p}retried")),
                     session_moved: counter(&format!("{p}session_moved")),
+                    security_findings: counter(&format!("{p}security.findings")),
+                    security_stripped: counter(&format!("{p}security.stripped")),
+                    security_blocked: counter(&format!("{p}security.blocked")),
                     failures,
                     state: host::define_metric(MetricKind::Gauge, &format!("{p}breaker.state")).unwrap_or(0),
                     opened: counter(&format!("{p}breaker.opened")),

@@ -3,7 +3,7 @@
 //! whether a failed `tools/call` may be retried on a fallback.
 
 use crate::shared_json;
-use mcp_warden_core::mcp::sse::{SseEvent, SseParser};
+use mcp_warden_core::mcp::sse::message_datas;
 use mcp_warden_core::retry::{learn_tools, ToolCatalog};
 
 fn key(server: &str) -> String {
@@ -19,19 +19,9 @@ pub fn catalog(server: &str) -> ToolCatalog {
 pub fn learn(server: &str, body: &[u8], sse: bool, limit: usize) {
     let mut learned = ToolCatalog::new();
     if sse {
-        let mut parser = SseParser::new(limit);
-        parser.feed(body, |event| {
-            if let SseEvent::Message(data) = event {
-                learn_tools(data, &mut learned);
-            }
-            true
-        });
-        parser.feed(b"\n\n", |event| {
-            if let SseEvent::Message(data) = event {
-                learn_tools(data, &mut learned);
-            }
-            true
-        });
+        for data in message_datas(body, limit) {
+            learn_tools(&data, &mut learned);
+        }
     } else {
         learn_tools(body, &mut learned);
     }

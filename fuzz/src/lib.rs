@@ -11,6 +11,7 @@ use mcp_warden_core::breaker::codec;
 use mcp_warden_core::breaker::window::Window;
 use mcp_warden_core::breaker::{Admission, BreakerPolicy, BreakerState, CallRecord, Phase, WindowKind};
 use mcp_warden_core::degrade::{ClusterStatus, Reason, Unavailable};
+use mcp_warden_core::inspect::{self, Action, Inspector, ListKind, ToolPins};
 use mcp_warden_core::mcp::classify::{FailurePolicy, HttpMethod, ResponseHead, ResponseObserver};
 use mcp_warden_core::mcp::jsonrpc::{parse_request, parse_response, ResponseBody};
 use mcp_warden_core::mcp::sse::{SseEvent, SseParser};
@@ -26,7 +27,7 @@ use serde_json::Value;
 pub type Check = fn(&[u8]);
 
 /// Every target by name (the directory names under `fuzz/seeds/` and `fuzz/regressions/`).
-pub const TARGETS: [(&str, Check); 9] = [
+pub const TARGETS: [(&str, Check); 10] = [
     ("config", config),
     ("jsonrpc_request", jsonrpc_request),
     ("jsonrpc_response", jsonrpc_response),
@@ -36,6 +37,7 @@ pub const TARGETS: [(&str, Check); 9] = [
     ("trust_wire", trust_wire),
     ("learn_tools", learn_tools_target),
     ("degrade", degrade),
+    ("inspect_tools_list", inspect_tools_list),
 ];
 
 /// Separates two parts of one input (never part of valid UTF-8, so never of valid JSON).
@@ -583,6 +585,7 @@ pub fn degrade(data: &[u8]) {
         error_code: -32050,
         modern_protocol: flags & 0x20 != 0,
         maybe_ran: flags & 0x80 != 0,
+        detail: None,
     };
     let r = u.respond(request.as_ref(), method_header, name_header);
     assert!(r.retry_after_s >= 1);
@@ -610,4 +613,68 @@ pub fn degrade(data: &[u8]) {
         None => o.on_body(&r.body, true, &policy).unwrap_or(Outcome::Unknown),
     };
     assert_ne!(verdict, Outcome::Failure(FailureKind::Malformed), "our own degraded answer judged malformed: {v}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// inspect_tools_list
+
+/// `[selector] body`: selector bits 0-1 pick tools/prompts/resources/templates, bit 2 a small
+/// evidence bound and description limit, bit 3 pins (the body is inspected twice, as a rug pull
+/// would be seen). The same body also goes through `inspect_tool_result` and
+/// `protocol::check_response`.
+pub fn inspect_tools_list(data: &[u8]) {
+    let Some((&sel, body)) = data.split_first() else { return };
+    let kind = [ListKind::Tools, ListKind::Prompts, ListKind::Resources, ListKind::ResourceTemplates][usize::from(sel & 3)];
+    // Compiled once: the filter compiles at configuration time, not per answer.
+    static BUILTIN: std::sync::OnceLock<Inspector> = std::sync::OnceLock::new();
+    static SMALL: std::sync::OnceLock<Inspector> = std::sync::OnceLock::new();
+    let insp = if sel & 4 != 0 {
+        SMALL.get_or_init(|| {
+            Inspector::from_json(br#"{"evidence_max_chars":16,"max_description_chars":64,"policy":{"medium":"strip"}}"#).unwrap()
+        })
+    } else {
+        BUILTIN.get_or_init(Inspector::builtin)
+    };
+    let max = insp.limits.evidence_max_chars;
+    let v = if sel & 8 != 0 && kind == ListKind::Tools {
+        let mut pins = ToolPins::new(4, 2);
+        inspect::inspect_tools_list_pinned(insp, "s", body, &mut pins);
+        inspect::inspect_tools_list_pinned(insp, "s", body, &mut pins)
+    } else {
+        inspect::inspect_list(insp, "s", kind, body)
+    };
+    assert!(v.findings.len() <= inspect::MAX_FINDINGS);
+    assert_eq!(v.action == Action::Pass, v.findings.is_empty(), "{:?}", v.findings);
+    for f in &v.findings {
+        assert!(f.evidence.chars().count() <= max, "evidence of {} chars: {:?}", f.evidence.chars().count(), f.evidence);
+        assert!(f.field.chars().count() <= inspect::MAX_FIELD_CHARS);
+        assert!(f.tool.as_ref().is_none_or(|t| t.chars().count() <= inspect::MAX_FIELD_CHARS));
+        let e = f.to_event();
+        assert_eq!((e.rule.as_str(), e.severity), (f.rule.as_str(), f.severity));
+    }
+    assert!(v.stripped.iter().all(|s| v.items.iter().any(|i| &i.name == s)), "stripped an item never listed");
+    match &v.rewritten {
+        None => assert!(v.stripped.is_empty()),
+        Some(out) => {
+            assert_eq!(v.action, Action::Strip);
+            assert!(!v.stripped.is_empty());
+            let before: Value = serde_json::from_slice(body).expect("inspected a body that is not JSON");
+            let after: Value = serde_json::from_slice(out).unwrap_or_else(|e| panic!("rewrite is not JSON ({e}): {}", String::from_utf8_lossy(out)));
+            let key = kind.key();
+            let n = |v: &Value| v["result"][key].as_array().map(Vec::len);
+            assert_eq!(n(&after).map(|a| a + v.stripped.len()), n(&before), "rewrite dropped or kept the wrong number of items");
+            let mut b = before.clone();
+            let mut a = after.clone();
+            b["result"][key] = Value::Null;
+            a["result"][key] = Value::Null;
+            assert_eq!(a, b, "the rewrite changed more than the list");
+            let again = inspect::inspect_list(insp, "s", kind, out);
+            assert!(again.stripped.is_empty(), "the rewrite still holds tools to strip: {:?}", again.stripped);
+        }
+    }
+    let r = inspect::inspect_tool_result(insp, "s", Some("t"), body);
+    assert_ne!(r.action, Action::Strip);
+    assert!(r.findings.iter().all(|f| f.evidence.chars().count() <= max));
+    let ids = [Value::from(1)];
+    let _ = inspect::protocol::check_response(Some(&ids), body, 1 << 20);
 }

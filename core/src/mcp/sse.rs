@@ -148,10 +148,55 @@ impl SseParser {
     }
 }
 
+/// The data of every `message` event of a complete stream (at most `limit` bytes each; larger
+/// events are skipped). A stream that ends without its final blank line still completes its
+/// last event.
+pub fn message_datas(body: &[u8], limit: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut parser = SseParser::new(limit);
+    let mut take = |event: SseEvent<'_>| {
+        if let SseEvent::Message(data) = event {
+            out.push(data.to_vec());
+        }
+        true
+    };
+    parser.feed(body, &mut take);
+    parser.feed(b"\n\n", &mut take);
+    out
+}
+
+/// Frames messages as a stream of `message` events (one `data:` line per line of each).
+pub fn frame_messages(messages: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(messages.iter().map(|m| m.len() + 24).sum());
+    for m in messages {
+        out.extend_from_slice(b"event: message\n");
+        for line in m.split(|&b| b == b'\n') {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        out.push(b'\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use wasm_bindgen_test::wasm_bindgen_test;
     use super::*;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn framing_round_trips_through_the_parser() {
+        let msgs: [&[u8]; 3] = [br#"{"a":1}"#, b"two\nlines", b""];
+        let framed = frame_messages(&msgs);
+        assert!(framed.starts_with(b"event: message\ndata: {\"a\":1}\n\n"));
+        assert_eq!(message_datas(&framed, 1024), msgs.iter().map(|m| m.to_vec()).collect::<Vec<_>>());
+        // No final blank line, CRLF endings, an id and a comment: still every message.
+        let raw = b"id: 7\r\n: keepalive\r\nevent: message\r\ndata: {\"b\":2}";
+        assert_eq!(message_datas(raw, 1024), vec![br#"{"b":2}"#.to_vec()]);
+        // An event past the limit is skipped, the next one kept.
+        assert_eq!(message_datas(b"data: 0123456789abcdef\n\ndata: ok\n\n", 10), vec![b"ok".to_vec()]);
+    }
 
     fn events(chunks: &[&[u8]], limit: usize) -> Vec<String> {
         let mut p = SseParser::new(limit);

@@ -7,7 +7,7 @@
 //! polls scores and publishes them in shared data; every VM refreshes its own copy of the table
 //! when the shared value's version changes.
 
-use super::wire::{LatencySummary, Outcomes, ScoresDocument, ServerReport, TrustState};
+use super::wire::{LatencySummary, Outcomes, ScoresDocument, SecurityEvent, ServerReport, TrustState};
 use crate::outcome::{FailureKind, Outcome};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -48,6 +48,19 @@ impl SignalAccumulator {
             .entry(cluster.to_string())
             .or_insert_with(|| ServerReport { server: cluster.to_string(), ..Default::default() });
         *r.outcomes.failures.entry("circuit_open".to_string()).or_insert(0) += 1;
+    }
+
+    /// Keeps a security event seen on `cluster` for the next report (at most
+    /// [`MAX_SECURITY_EVENTS`] per cluster; the oldest go first).
+    pub fn record_security(&mut self, cluster: &str, event: SecurityEvent) {
+        let r = self
+            .clusters
+            .entry(cluster.to_string())
+            .or_insert_with(|| ServerReport { server: cluster.to_string(), ..Default::default() });
+        if r.security.len() >= MAX_SECURITY_EVENTS {
+            r.security.remove(0);
+        }
+        r.security.push(event);
     }
 
     pub fn is_empty(&self) -> bool {

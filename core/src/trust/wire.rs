@@ -78,6 +78,9 @@ pub struct SecurityEvent {
     pub old_fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_fingerprint: Option<String>,
+    /// The sidecar's policy asks for the server's quarantine (as a critical event does).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantine: bool,
 }
 
 /// What one sidecar saw of one server.

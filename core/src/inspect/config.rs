@@ -1,0 +1,265 @@
+//! The `inspection` block of the plugin configuration: parsed with `deny_unknown_fields`, merged
+//! with the built-in rule set, validated and compiled once into an [`Inspector`]. Every error
+//! names its field, as in the rest of the configuration.
+
+use super::rules::{compile_pattern, compile_substring, default_rule_set, FieldClass, RuleDef, RuleKind};
+use super::text::Matcher;
+use super::{Action, Inspector, Limits, Rule};
+use crate::config::ConfigError;
+use serde::Deserialize;
+use std::collections::HashSet;
+
+/// What the operator writes (every field optional).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InspectionConfig {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Overrides of built-in rules (same id) and extra phrase rules (new id).
+    #[serde(default)]
+    pub rules: Vec<RuleDef>,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub max_description_chars: Option<u64>,
+    #[serde(default)]
+    pub max_list_bytes: Option<u64>,
+    #[serde(default)]
+    pub max_result_bytes: Option<u64>,
+    #[serde(default)]
+    pub max_pins_per_server: Option<u64>,
+    #[serde(default)]
+    pub evidence_max_chars: Option<u64>,
+    #[serde(default)]
+    pub inspect_results: Option<bool>,
+}
+
+/// The action per severity.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    #[serde(default)]
+    pub low: Option<Action>,
+    #[serde(default)]
+    pub medium: Option<Action>,
+    #[serde(default)]
+    pub high: Option<Action>,
+    #[serde(default)]
+    pub critical: Option<Action>,
+}
+
+/// Defaults: record what is doubtful, strip what is clearly poisoned, quarantine what has no
+/// innocent explanation (see docs/SECURITY.md).
+pub const DEFAULT_POLICY: [Action; 4] = [Action::Record, Action::Record, Action::Strip, Action::Quarantine];
+pub const DEFAULT_MAX_DESCRIPTION_CHARS: usize = 4096;
+/// Held list answers must stay under Envoy's buffer limit (1 MiB by default).
+pub const DEFAULT_MAX_LIST_BYTES: usize = 512 << 10;
+pub const DEFAULT_MAX_RESULT_BYTES: usize = 1 << 20;
+pub const DEFAULT_MAX_PINS_PER_SERVER: usize = 1024;
+pub const DEFAULT_EVIDENCE_MAX_CHARS: usize = 160;
+
+fn err(at: &str, field: impl AsRef<str>, message: impl Into<String>) -> ConfigError {
+    let field = field.as_ref();
+    let field = match (at.is_empty(), field.is_empty()) {
+        (true, _) => field.to_string(),
+        (false, true) => at.to_string(),
+        (false, false) if field.starts_with('[') => format!("{at}{field}"),
+        (false, false) => format!("{at}.{field}"),
+    };
+    ConfigError { field, message: message.into() }
+}
+
+fn ranged(at: &str, field: &str, v: Option<u64>, default: usize, lo: u64, hi: u64) -> Result<usize, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(n) if (lo..=hi).contains(&n) => Ok(n as usize),
+        Some(n) => Err(err(at, field, format!("must be between {lo} and {hi}, got {n}"))),
+    }
+}
+
+fn check_rule_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err("a rule id is 1 to 64 characters".into());
+    }
+    if !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'/' | b'-' | b'_' | b'.')) {
+        return Err(format!("`{id}` may only hold lowercase letters, digits, `/`, `-`, `_` and `.`"));
+    }
+    Ok(())
+}
+
+impl InspectionConfig {
+    /// Validates and compiles; errors name fields under `at` (e.g. `inspection.rules[2].severity`).
+    pub fn compile(&self, at: &str) -> Result<Inspector, ConfigError> {
+        let builtin = default_rule_set().map_err(|m| err(at, "", m))?;
+        let mut defs: Vec<RuleDef> = builtin.rules;
+        let mut changed = false;
+        let mut seen = HashSet::new();
+        for (i, o) in self.rules.iter().enumerate() {
+            let f = |name: &str| format!("rules[{i}].{name}");
+            check_rule_id(&o.id).map_err(|m| err(at, f("id"), m))?;
+            if !seen.insert(o.id.as_str()) {
+                return Err(err(at, f("id"), format!("rule `{}` is configured twice", o.id)));
+            }
+            changed = true;
+            match defs.iter_mut().find(|d| d.id == o.id) {
+                Some(d) => {
+                    if o.kind.is_some() && o.kind != d.kind {
+                        return Err(err(at, f("kind"), format!("rule `{}` is built in; its kind cannot change", o.id)));
+                    }
+                    if o.severity.is_some() {
+                        d.severity = o.severity;
+                    }
+                    if o.result_severity.is_some() {
+                        d.result_severity = o.result_severity;
+                    }
+                    if o.apply_to_results == Some(false) {
+                        d.result_severity = None;
+                    }
+                    if o.enabled.is_some() {
+                        d.enabled = o.enabled;
+                    }
+                    if o.fields.is_some() {
+                        d.fields.clone_from(&o.fields);
+                    }
+                    if o.min_len.is_some() {
+                        d.min_len = o.min_len;
+                    }
+                    d.patterns.extend(o.patterns.iter().cloned());
+                    d.substrings.extend(o.substrings.iter().cloned());
+                }
+                None => {
+                    if o.kind.is_some_and(|k| k != RuleKind::Phrase) {
+                        return Err(err(at, f("kind"), "a rule that is not built in must be of kind `phrase`"));
+                    }
+                    if o.severity.is_none() {
+                        return Err(err(at, f("severity"), format!("a new rule (`{}` is not built in) needs a severity", o.id)));
+                    }
+                    if o.patterns.is_empty() && o.substrings.is_empty() {
+                        return Err(err(at, f("patterns"), "a new rule needs patterns or substrings"));
+                    }
+                    let mut d = o.clone();
+                    d.kind = Some(RuleKind::Phrase);
+                    if d.apply_to_results == Some(false) {
+                        d.result_severity = None;
+                    }
+                    defs.push(d);
+                }
+            }
+        }
+
+        let mut rules = Vec::with_capacity(defs.len());
+        let mut matcher = Matcher::default();
+        for (idx, d) in defs.iter().enumerate() {
+            // Errors in built-in rules name the rule; in operator entries, their index.
+            let op = self.rules.iter().position(|o| o.id == d.id);
+            let f = |name: &str| match op {
+                Some(i) => format!("rules[{i}].{name}"),
+                None => format!("rules.{}.{name}", d.id),
+            };
+            let kind = d.kind.unwrap_or(RuleKind::Phrase);
+            let severity = d.severity.ok_or_else(|| err(at, f("severity"), "missing"))?;
+            if kind != RuleKind::Phrase && (!d.patterns.is_empty() || !d.substrings.is_empty()) {
+                return Err(err(at, f("patterns"), "only phrase rules have patterns or substrings"));
+            }
+            if kind != RuleKind::Phrase && d.fields.is_some() {
+                return Err(err(at, f("fields"), "only phrase rules read chosen fields"));
+            }
+            let fields = match &d.fields {
+                None => 0xff,
+                Some(list) if list.is_empty() => return Err(err(at, f("fields"), "name at least one field")),
+                Some(list) => list.iter().fold(0u8, |acc, c: &FieldClass| acc | c.bit()),
+            };
+            let min_len = match (kind, d.min_len) {
+                (RuleKind::Base64, Some(n)) if (16..=4096).contains(&n) => n,
+                (RuleKind::Base64, Some(n)) => return Err(err(at, f("min_len"), format!("must be between 16 and 4096, got {n}"))),
+                (RuleKind::Base64, None) => 60,
+                (_, Some(_)) => return Err(err(at, f("min_len"), "only base64 rules have a min_len")),
+                (_, None) => 0,
+            };
+            if kind == RuleKind::Protocol && !super::protocol::RULE_IDS.contains(&d.id.as_str()) {
+                return Err(err(at, f("kind"), format!("unknown protocol rule `{}`", d.id)));
+            }
+            for (j, p) in d.patterns.iter().enumerate() {
+                let pat = compile_pattern(idx, p).map_err(|m| err(at, f(&format!("patterns[{j}]")), m))?;
+                matcher.add_pattern(pat);
+            }
+            for (j, s) in d.substrings.iter().enumerate() {
+                let s = compile_substring(s).map_err(|m| err(at, f(&format!("substrings[{j}]")), m))?;
+                matcher.add_substring(idx, s);
+            }
+            rules.push(Rule {
+                id: d.id.clone(),
+                kind,
+                severity,
+                result_severity: d.result_severity,
+                enabled: d.enabled.unwrap_or(true),
+                fields,
+                min_len,
+            });
+        }
+
+        let p = &self.policy;
+        let policy = [
+            p.low.unwrap_or(DEFAULT_POLICY[0]),
+            p.medium.unwrap_or(DEFAULT_POLICY[1]),
+            p.high.unwrap_or(DEFAULT_POLICY[2]),
+            p.critical.unwrap_or(DEFAULT_POLICY[3]),
+        ];
+        for (w, name) in policy.windows(2).zip(["medium", "high", "critical"]) {
+            if let [lower, higher] = w {
+                if higher < lower {
+                    return Err(err(
+                        at,
+                        format!("policy.{name}"),
+                        format!("`{}` is milder than the action for a lower severity (`{}`)", higher.as_str(), lower.as_str()),
+                    ));
+                }
+            }
+        }
+        let limits = Limits {
+            max_description_chars: ranged(at, "max_description_chars", self.max_description_chars, DEFAULT_MAX_DESCRIPTION_CHARS, 64, 1_000_000)?,
+            max_list_bytes: ranged(at, "max_list_bytes", self.max_list_bytes, DEFAULT_MAX_LIST_BYTES, 1024, 64 << 20)?,
+            max_result_bytes: ranged(at, "max_result_bytes", self.max_result_bytes, DEFAULT_MAX_RESULT_BYTES, 1024, 64 << 20)?,
+            max_pins_per_server: ranged(at, "max_pins_per_server", self.max_pins_per_server, DEFAULT_MAX_PINS_PER_SERVER, 1, 65_535)?,
+            evidence_max_chars: ranged(at, "evidence_max_chars", self.evidence_max_chars, DEFAULT_EVIDENCE_MAX_CHARS, 16, 4096)?,
+            inspect_results: self.inspect_results.unwrap_or(true),
+        };
+        let version = if changed { format!("{}+local", builtin.version) } else { builtin.version };
+        Ok(Inspector { enabled: self.enabled.unwrap_or(true), limits, version, rules, matcher, policy })
+    }
+}
+
+impl Inspector {
+    /// Parses and compiles a standalone `inspection` document (fields named from its root).
+    pub fn from_json(bytes: &[u8]) -> Result<Inspector, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let raw: InspectionConfig = serde_path_to_error::deserialize(&mut *de)
+            .map_err(|e| ConfigError { field: e.path().to_string(), message: e.into_inner().to_string() })?;
+        de.end().map_err(|e| ConfigError { field: String::new(), message: e.to_string() })?;
+        raw.compile("")
+    }
+
+    /// The built-in rule set with the default limits and policy.
+    pub fn builtin() -> Inspector {
+        match InspectionConfig::default().compile("") {
+            Ok(i) => i,
+            // The built-in set is checked by tests; should it ever fail, inspect nothing rather
+            // than panic on the data path.
+            Err(_) => Inspector {
+                enabled: false,
+                limits: Limits {
+                    max_description_chars: DEFAULT_MAX_DESCRIPTION_CHARS,
+                    max_list_bytes: DEFAULT_MAX_LIST_BYTES,
+                    max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
+                    max_pins_per_server: DEFAULT_MAX_PINS_PER_SERVER,
+                    evidence_max_chars: DEFAULT_EVIDENCE_MAX_CHARS,
+                    inspect_results: false,
+                },
+                version: String::new(),
+                rules: Vec::new(),
+                matcher: Matcher::default(),
+                policy: DEFAULT_POLICY,
+            },
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! `tools/list`, `prompts/list`, `resources/list` (and `resources/templates/list`) answers: every
+//! listed item is fingerprinted and its text checked; when the policy says strip, the answer is
+//! rewritten without the offending items, every other byte kept as the server sent it.
+
+use super::fingerprint::Fingerprint;
+use super::pins::ToolPins;
+use super::rules::FieldClass;
+use super::{Action, Cx, Finding, Inspector, Path};
+use crate::trust::wire::Severity;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+/// Which list an answer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    Tools,
+    Prompts,
+    Resources,
+    ResourceTemplates,
+}
+
+impl ListKind {
+    /// The list a request method returns, if it is one of these.
+    pub fn from_method(method: &str) -> Option<ListKind> {
+        match method {
+            "tools/list" => Some(ListKind::Tools),
+            "prompts/list" => Some(ListKind::Prompts),
+            "resources/list" => Some(ListKind::Resources),
+            "resources/templates/list" => Some(ListKind::ResourceTemplates),
+            _ => None,
+        }
+    }
+
+    /// The member of `result` holding the list.
+    pub fn key(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools",
+            ListKind::Prompts => "prompts",
+            ListKind::Resources => "resources",
+            ListKind::ResourceTemplates => "resourceTemplates",
+        }
+    }
+
+    fn names(self) -> &'static [&'static str] {
+        match self {
+            ListKind::Tools | ListKind::Prompts => &["name"],
+            ListKind::Resources => &["uri", "name"],
+            ListKind::ResourceTemplates => &["uriTemplate", "name"],
+        }
+    }
+}
+
+/// One listed item's name (a resource's URI) and fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemPrint {
+    pub name: String,
+    pub fingerprint: Fingerprint,
+}
+
+/// The verdict on one list answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListVerdict {
+    pub kind: ListKind,
+    pub action: Action,
+    pub findings: Vec<Finding>,
+    /// Every listed item, in order (empty when the answer is not a list result).
+    pub items: Vec<ItemPrint>,
+    /// Names of the items removed by `rewritten`.
+    pub stripped: Vec<String>,
+    /// The answer to forward instead, when `action` is `Strip`.
+    pub rewritten: Option<Vec<u8>>,
+}
+
+impl ListVerdict {
+    fn pass(kind: ListKind) -> Self {
+        ListVerdict { kind, action: Action::Pass, findings: Vec::new(), items: Vec::new(), stripped: Vec::new(), rewritten: None }
+    }
+}
+
+/// Inspects a `tools/list` answer.
+pub fn inspect_tools_list(insp: &Inspector, server: &str, body: &[u8]) -> ListVerdict {
+    run(insp, server, ListKind::Tools, body, None)
+}
+
+/// Inspects a `tools/list` answer and checks every tool against its pin (see [`ToolPins`]).
+pub fn inspect_tools_list_pinned(insp: &Inspector, server: &str, body: &[u8], pins: &mut ToolPins) -> ListVerdict {
+    run(insp, server, ListKind::Tools, body, Some(pins))
+}
+
+/// Inspects any list answer.
+pub fn inspect_list(insp: &Inspector, server: &str, kind: ListKind, body: &[u8]) -> ListVerdict {
+    run(insp, server, kind, body, None)
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default)]
+    jsonrpc: Option<IgnoredAny>,
+    #[serde(default)]
+    method: Option<IgnoredAny>,
+    #[serde(default, borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ListResult<'a> {
+    #[serde(default, borrow)]
+    tools: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    prompts: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    resources: Option<&'a RawValue>,
+    #[serde(default, borrow, rename = "resourceTemplates")]
+    resource_templates: Option<&'a RawValue>,
+}
+
+/// Where an item sits in the message text, and what the policy made of it.
+struct Span {
+    start: usize,
+    end: usize,
+    name: String,
+    max: Option<Severity>,
+}
+
+/// The list array's place in the message text and its items.
+struct Located {
+    start: usize,
+    end: usize,
+    items: Vec<Span>,
+}
+
+/// Byte offset of `inner` within `outer` (RawValue borrows from the input).
+fn offset_in(outer: &str, inner: &str) -> Option<usize> {
+    let o = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    (o + inner.len() <= outer.len()).then_some(o)
+}
+
+fn run(insp: &Inspector, server: &str, kind: ListKind, body: &[u8], mut pins: Option<&mut ToolPins>) -> ListVerdict {
+    if !insp.enabled {
+        return ListVerdict::pass(kind);
+    }
+    let mut cx = Cx::new(insp, server, false);
+    let mut verdict = ListVerdict::pass(kind);
+    if body.len() > insp.limits.max_list_bytes {
+        cx.hit_other("protocol/oversized-body", &format!("{} list of {} bytes (limit {})", kind.key(), body.len(), insp.limits.max_list_bytes));
+        return finish(insp, cx, verdict, None, None);
+    }
+    let Ok(text) = std::str::from_utf8(body) else {
+        cx.hit_other("protocol/malformed", "not UTF-8");
+        return finish(insp, cx, verdict, None, None);
+    };
+    let batch = text.trim_start().starts_with('[');
+    let located = if batch {
+        match serde_json::from_str::<Vec<&RawValue>>(text) {
+            Ok(msgs) => {
+                for m in msgs {
+                    let _ = message(&mut cx, kind, text, m.get(), &mut verdict, &mut pins);
+                }
+                None
+            }
+            Err(e) => {
+                cx.hit_other("protocol/malformed", &e.to_string());
+                None
+            }
+        }
+    } else {
+        message(&mut cx, kind, text, text, &mut verdict, &mut pins)
+    };
+    finish(insp, cx, verdict, located, Some(text)).with_batch(batch)
+}
+
+/// Inspects one message of the answer; returns where its list sits in `whole`.
+fn message(
+    cx: &mut Cx<'_>,
+    kind: ListKind,
+    whole: &str,
+    msg: &str,
+    verdict: &mut ListVerdict,
+    pins: &mut Option<&mut ToolPins>,
+) -> Option<Located> {
+    let env: Envelope<'_> = match serde_json::from_str(msg) {
+        Ok(e) => e,
+        Err(e) => {
+            cx.hit_other("protocol/malformed", &e.to_string());
+            return None;
+        }
+    };
+    let _ = (&env.jsonrpc, &env.error);
+    if env.method.is_some() {
+        return None; // a server request or notification on the stream
+    }
+    let result = env.result?;
+    let list = match serde_json::from_str::<ListResult<'_>>(result.get()) {
+        Ok(r) => match kind {
+            ListKind::Tools => r.tools,
+            ListKind::Prompts => r.prompts,
+            ListKind::Resources => r.resources,
+            ListKind::ResourceTemplates => r.resource_templates,
+        },
+        Err(e) => {
+            cx.hit_other("protocol/malformed", &format!("result: {e}"));
+            return None;
+        }
+    }?;
+    let elements: Vec<&RawValue> = match serde_json::from_str(list.get()) {
+        Ok(v) => v,
+        Err(e) => {
+            cx.hit_other("protocol/malformed", &format!("{}: {e}", kind.key()));
+            return None;
+        }
+    };
+    let mut start = offset_in(whole, list.get());
+    let mut items = Vec::with_capacity(elements.len());
+    for raw in elements {
+        let Some(at) = offset_in(whole, raw.get()) else {
+            start = None; // cannot happen (RawValue borrows from the body); never rewrite then
+            continue;
+        };
+        let mut span = Span { start: at, end: at + raw.get().len(), name: String::new(), max: None };
+        let value: Value = match serde_json::from_str(raw.get()) {
+            Ok(v) => v,
+            Err(e) => {
+                cx.hit_other("protocol/malformed", &e.to_string());
+                items.push(span);
+                continue;
+            }
+        };
+        let Value::Object(map) = &value else {
+            cx.hit_other("protocol/malformed", &format!("a {} entry is not an object", kind.key()));
+            items.push(span);
+            continue;
+        };
+        let name = kind.names().iter().find_map(|k| map.get(*k).and_then(Value::as_str)).unwrap_or("");
+        let fp = Fingerprint::of(&value);
+        cx.begin_item(Some(name), Some(fp));
+        for (k, v) in map {
+            let class = match k.as_str() {
+                "name" | "uri" | "uriTemplate" => FieldClass::Name,
+                "title" => FieldClass::Title,
+                "description" => FieldClass::Description,
+                "inputSchema" | "outputSchema" | "arguments" => FieldClass::Schema,
+                "icons" => continue,
+                _ => FieldClass::Annotations,
+            };
+            cx.walk(v, class, &Path::root(k), 0);
+        }
+        if kind == ListKind::Tools && !name.is_empty() {
+            if let Some(change) = pins.as_deref_mut().and_then(|p| p.observe(cx.server, name, fp)) {
+                cx.hit_pin(change);
+            }
+        }
+        verdict.items.push(ItemPrint { name: name.to_string(), fingerprint: fp });
+        span.name = name.to_string();
+        span.max = cx.item_max;
+        items.push(span);
+    }
+    start.map(|s| Located { start: s, end: s + list.get().len(), items })
+}
+
+impl ListVerdict {
+    fn with_batch(mut self, batch: bool) -> Self {
+        // A batch is not rewritten: what should be stripped is blocked.
+        if batch && self.action == Action::Strip {
+            self.action = Action::Block;
+        }
+        self
+    }
+}
+
+fn finish(insp: &Inspector, cx: Cx<'_>, mut verdict: ListVerdict, located: Option<Located>, text: Option<&str>) -> ListVerdict {
+    let mut action = cx.other_max.map_or(Action::Pass, |s| insp.action_for(s));
+    // Strip has nothing to strip outside items: such findings are only recorded.
+    if action == Action::Strip {
+        action = Action::Record;
+    }
+    let item_action = |s: &Span| s.max.map_or(Action::Pass, |sev| insp.action_for(sev));
+    let mut strip_any = false;
+    if let Some(loc) = &located {
+        for s in &loc.items {
+            let a = item_action(s);
+            strip_any |= a == Action::Strip;
+            action = action.max(a);
+        }
+    }
+    if let Some(sev) = cx.worst_item {
+        action = action.max(insp.action_for(sev));
+    }
+    if !cx.findings.is_empty() {
+        action = action.max(Action::Record);
+    }
+    verdict.findings = cx.findings;
+    verdict.action = action;
+    if action == Action::Strip && strip_any {
+        match (located, text) {
+            (Some(loc), Some(text)) => {
+                let mut out = String::with_capacity(text.len());
+                out.push_str(text.get(..loc.start).unwrap_or(""));
+                out.push('[');
+                let mut first = true;
+                for s in &loc.items {
+                    if item_action(s) == Action::Strip {
+                        verdict.stripped.push(s.name.clone());
+                        continue;
+                    }
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    out.push_str(text.get(s.start..s.end).unwrap_or("null"));
+                }
+                out.push(']');
+                out.push_str(text.get(loc.end..).unwrap_or(""));
+                verdict.rewritten = Some(out.into_bytes());
+            }
+            // Nothing to rewrite safely: block instead.
+            _ => verdict.action = Action::Block,
+        }
+    }
+    verdict
+}

@@ -1,0 +1,235 @@
+//! Security inspection on the data path (the rules and their evaluation are the core's,
+//! `mcp_warden_core::inspect`; docs/SECURITY.md). List answers are held, bounded, and inspected
+//! once complete: forwarded, stripped of the offending items, or replaced by a degraded answer as
+//! the policy says. Tool definitions are pinned per server in shared data. Tool results are
+//! inspected on a bounded copy and never held. Every finding joins the VM's pending signals for
+//! the next trust report.
+
+use crate::host::HostStore;
+use crate::root::Shared;
+use crate::shared_json;
+use mcp_warden_core::breaker::store::MAX_CAS_ATTEMPTS;
+use mcp_warden_core::breaker::SharedStore;
+use mcp_warden_core::inspect::{
+    inspect_list, inspect_tool_result, inspect_tools_list_pinned, Action, Finding, Inspector, ListKind, ServerPins,
+    Shadowed, ToolPins,
+};
+use mcp_warden_core::mcp::sse::{frame_messages, message_datas};
+use std::collections::BTreeMap;
+
+/// Most tool names remembered for cross-server shadowing, per sidecar.
+const MAX_TOOL_OWNERS: usize = 4096;
+const TOOL_OWNERS_KEY: &str = "mcp_warden.tool_owners";
+
+fn pins_key(server: &str) -> String {
+    format!("mcp_warden.pins.{server}")
+}
+
+/// What the agent gets instead of the held answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The answer as the server sent it.
+    Forward,
+    /// The answer without the offending items (framed like the original).
+    Replace(Vec<u8>),
+    /// A degraded answer, naming these rules.
+    Block { rules: String, quarantine: bool },
+}
+
+/// The JSON-RPC messages of a complete body: the body itself, or each SSE message's data.
+fn messages(body: &[u8], sse: bool, limit: usize) -> Vec<Vec<u8>> {
+    if sse {
+        message_datas(body, limit)
+    } else {
+        vec![body.to_vec()]
+    }
+}
+
+/// Frames JSON-RPC messages as the SSE answer the agent expects.
+pub fn sse_frame(messages: &[&[u8]]) -> Vec<u8> {
+    frame_messages(messages)
+}
+
+/// Inspects a complete list answer of `server` (served by `cluster`), queues the findings and
+/// decides what the agent gets.
+pub fn list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListKind, body: &[u8], sse: bool) -> Decision {
+    let insp = &shared.config.inspector;
+    let msgs = messages(body, sse, insp.limits.max_list_bytes);
+    let mut worst = Action::Pass;
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut rewritten: Vec<Option<Vec<u8>>> = Vec::with_capacity(msgs.len());
+    for msg in &msgs {
+        let verdict = if kind == ListKind::Tools {
+            let mut pins = load_pins(insp, server);
+            let v = inspect_tools_list_pinned(insp, server, msg, &mut pins);
+            pin_new_tools(insp, server, v.items.iter().map(|i| (i.name.as_str(), i.fingerprint)));
+            findings.extend(shadowing(insp, server, v.items.iter().map(|i| i.name.as_str())));
+            v
+        } else {
+            inspect_list(insp, server, kind, msg)
+        };
+        worst = worst.max(verdict.action);
+        findings.extend(verdict.findings);
+        rewritten.push(verdict.rewritten);
+    }
+    report(shared, cluster, &findings, worst);
+    match worst {
+        Action::Pass | Action::Record => Decision::Forward,
+        Action::Strip => {
+            let parts: Vec<&[u8]> =
+                msgs.iter().zip(&rewritten).map(|(m, r)| r.as_deref().unwrap_or(m.as_slice())).collect();
+            match (sse, parts.as_slice()) {
+                (false, [one]) => Decision::Replace(one.to_vec()),
+                _ => Decision::Replace(sse_frame(&parts)),
+            }
+        }
+        Action::Block | Action::Quarantine => {
+            Decision::Block { rules: rule_ids(&findings, insp, worst), quarantine: worst == Action::Quarantine }
+        }
+    }
+}
+
+/// The rules whose findings decided `action`, for the agent's message.
+fn rule_ids(findings: &[Finding], insp: &Inspector, action: Action) -> String {
+    let mut ids: Vec<&str> =
+        findings.iter().filter(|f| insp.action_for(f.severity) >= action).map(|f| f.rule.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.join(", ")
+}
+
+/// A list answer too large to hold: reported, and blocked if the policy says so.
+pub fn oversized(shared: &Shared, server: &str, cluster: &str, size: usize) -> Decision {
+    let insp = &shared.config.inspector;
+    let detail = format!("answer of {size} bytes, past max_list_bytes {}", insp.limits.max_list_bytes);
+    let Some(f) = insp.violation(server, mcp_warden_core::inspect::Violation::Oversized, &detail) else {
+        return Decision::Forward;
+    };
+    let action = insp.action_for(f.severity);
+    let rules = f.rule.clone();
+    report(shared, cluster, std::slice::from_ref(&f), action);
+    match action {
+        Action::Block | Action::Quarantine => Decision::Block { rules, quarantine: action == Action::Quarantine },
+        _ => Decision::Forward,
+    }
+}
+
+/// Inspects a complete tool result (never held: findings are recorded only).
+pub fn tool_result(shared: &Shared, server: &str, cluster: &str, tool: Option<&str>, body: &[u8], sse: bool) {
+    let insp = &shared.config.inspector;
+    let mut findings = Vec::new();
+    for msg in messages(body, sse, insp.limits.max_result_bytes) {
+        findings.extend(inspect_tool_result(insp, server, tool, &msg).findings);
+    }
+    report(shared, cluster, &findings, Action::Record);
+}
+
+/// A protocol violation the breaker's classifier saw (malformed answer, wrong id).
+pub fn violation(shared: &Shared, server: &str, cluster: &str, v: mcp_warden_core::inspect::Violation) {
+    if let Some(f) = shared.config.inspector.violation(server, v, "seen by the response classifier") {
+        report(shared, cluster, std::slice::from_ref(&f), Action::Record);
+    }
+}
+
+/// Queues findings for the trust report; `quarantine` asks the aggregator to quarantine.
+fn report(shared: &Shared, cluster: &str, findings: &[Finding], action: Action) {
+    if findings.is_empty() {
+        return;
+    }
+    let insp = &shared.config.inspector;
+    if let Some(i) = shared.config.clusters.iter().position(|c| c.name == cluster) {
+        if let Some(m) = shared.metrics.cluster(i) {
+            crate::host::increment(m.security_findings, findings.len() as i64);
+        }
+    }
+    let mut pending = shared.pending.borrow_mut();
+    for f in findings {
+        let mut event = f.to_event();
+        event.quarantine = action == Action::Quarantine && insp.action_for(f.severity) == Action::Quarantine;
+        pending.record_security(cluster, event);
+    }
+    if findings.iter().any(|f| insp.action_for(f.severity) >= Action::Strip) {
+        log::warn!(
+            "mcp-warden: security findings on `{}` ({}): {}",
+            cluster,
+            action.as_str(),
+            findings.iter().map(|f| f.rule.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+}
+
+fn load_pins(insp: &Inspector, server: &str) -> ToolPins {
+    let mut pins = ToolPins::new(insp.limits.max_pins_per_server, 1);
+    if let Ok((Some(bytes), _)) = HostStore.get(&pins_key(server)) {
+        if !bytes.is_empty() {
+            if let Err(e) = pins.load_server(server, &bytes) {
+                log::warn!("mcp-warden: unreadable tool pins of `{server}` ({}); pinning afresh", e.0);
+            }
+        }
+    }
+    pins
+}
+
+/// Pins tools seen for the first time. Pins are sticky: a changed definition keeps its first pin,
+/// so it is reported (and handled by the policy) every time it is listed, until an operator
+/// accepts it (see docs/SECURITY.md).
+fn pin_new_tools<'a>(insp: &Inspector, server: &str, items: impl Iterator<Item = (&'a str, mcp_warden_core::inspect::Fingerprint)> + Clone) {
+    let key = pins_key(server);
+    let cap = insp.limits.max_pins_per_server;
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let Ok((bytes, cas)) = HostStore.get(&key) else { return };
+        let mut pins = match bytes.as_deref().filter(|b| !b.is_empty()).map(|b| ServerPins::decode(b, cap)) {
+            Some(Ok(p)) => p,
+            _ => ServerPins::new(cap),
+        };
+        let mut added = false;
+        for (name, fp) in items.clone() {
+            if pins.get(name).is_none() {
+                pins.observe(name, fp);
+                added = true;
+            }
+        }
+        if !added {
+            return;
+        }
+        match HostStore.set(&key, &pins.encode(), cas) {
+            Ok(()) => return,
+            Err(mcp_warden_core::breaker::StoreError::CasMismatch) => continue,
+            Err(e) => {
+                log::debug!("mcp-warden: tool pins of `{server}` not stored: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Tools this server lists under a name another server of this sidecar listed first.
+fn shadowing<'a>(insp: &Inspector, server: &str, names: impl Iterator<Item = &'a str> + Clone) -> Vec<Finding> {
+    let owners: BTreeMap<String, String> = shared_json::load(TOOL_OWNERS_KEY);
+    let mut shadowed: Vec<Shadowed> = Vec::new();
+    let mut unowned = false;
+    for name in names.clone() {
+        match owners.get(name) {
+            Some(owner) if owner != server => {
+                shadowed.push(Shadowed { tool: name.to_string(), servers: vec![owner.clone(), server.to_string()] })
+            }
+            Some(_) => {}
+            None => unowned = owners.len() < MAX_TOOL_OWNERS,
+        }
+    }
+    if unowned {
+        // First sightings claim their names (one write, only when something is new).
+        let result = shared_json::update::<BTreeMap<String, String>>(TOOL_OWNERS_KEY, |owners| {
+            for name in names.clone() {
+                if owners.len() >= MAX_TOOL_OWNERS {
+                    break;
+                }
+                owners.entry(name.to_string()).or_insert_with(|| server.to_string());
+            }
+        });
+        if let Err(e) = result {
+            log::debug!("mcp-warden: tool owners not updated: {e}");
+        }
+    }
+    insp.shadowing_findings(&shadowed)
+}
