@@ -62,7 +62,7 @@ pub fn list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListKind,
         let verdict = if kind == ListKind::Tools {
             let mut pins = load_pins(insp, server);
             let v = inspect_tools_list_pinned(insp, server, msg, &mut pins);
-            pin_new_tools(insp, server, v.items.iter().map(|i| (i.name.as_str(), i.fingerprint)));
+            store_pins(insp, server, v.items.iter().map(|i| (i.name.as_str(), i.fingerprint)));
             findings.extend(shadowing(insp, server, v.items.iter().map(|i| i.name.as_str())));
             v
         } else {
@@ -170,10 +170,14 @@ fn load_pins(insp: &Inspector, server: &str) -> ToolPins {
     pins
 }
 
-/// Pins tools seen for the first time. Pins are sticky: a changed definition keeps its first pin,
-/// so it is reported (and handled by the policy) every time it is listed, until an operator
-/// accepts it (see docs/SECURITY.md).
-fn pin_new_tools<'a>(insp: &Inspector, server: &str, items: impl Iterator<Item = (&'a str, mcp_warden_core::inspect::Fingerprint)> + Clone) {
+/// Stores the fingerprints just listed as the server's pins: new tools get pinned, a changed
+/// definition (reported once as `pin/tool-changed`) becomes the new pin. One write, only when
+/// something changed.
+fn store_pins<'a>(
+    insp: &Inspector,
+    server: &str,
+    items: impl Iterator<Item = (&'a str, mcp_warden_core::inspect::Fingerprint)> + Clone,
+) {
     let key = pins_key(server);
     let cap = insp.limits.max_pins_per_server;
     for _ in 0..MAX_CAS_ATTEMPTS {
@@ -182,14 +186,14 @@ fn pin_new_tools<'a>(insp: &Inspector, server: &str, items: impl Iterator<Item =
             Some(Ok(p)) => p,
             _ => ServerPins::new(cap),
         };
-        let mut added = false;
+        let mut changed = false;
         for (name, fp) in items.clone() {
-            if pins.get(name).is_none() {
+            if pins.get(name) != Some(fp) {
                 pins.observe(name, fp);
-                added = true;
+                changed = true;
             }
         }
-        if !added {
+        if !changed {
             return;
         }
         match HostStore.set(&key, &pins.encode(), cas) {
