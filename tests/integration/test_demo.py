@@ -21,4 +21,8 @@ def test_demo_runs_through_every_phase():
     assert "Tool 'whoami' on MCP server 'demo' is unavailable" in text
     assert "breaker `demo_primary` closed -> open: 5 consecutive failures" in text
     assert "half_open -> closed" in text
+    # Quarantine moves the agent to the fallback; release brings it back to the primary.
+    quarantine = text.split("Phase 5:")[1].split("Phase 6:")[0]
+    assert re.search(r"call +\d+  demo_fallback", quarantine), quarantine
+    assert re.search(r"call +\d+  demo_primary", text.split("Phase 6:")[1]), text
     assert text.rstrip().endswith("Stopping...")
