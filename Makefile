@@ -18,7 +18,7 @@ CARGO_WASM_TEST := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CURDIR)/$(TOOLS)
 
 help:
 	@echo "make run    set up, start the testbed (real Envoy + MCP servers) and run the live demo"
-	@echo "make test   set up and run every test (unit, wasm, Envoy config validation, integration, conformance)"
+	@echo "make test   set up and run every test (unit, wasm, Envoy config validation, integration, conformance, browser, short chaos and fuzz runs)"
 	@echo "make bench  the filter's cost against Envoy alone, the upstream alone and ContextForge"
 	@echo "make bench-failover  calls to trip and failover time in the testbed"
 	@echo "make fuzz   fuzz every core parser for a bounded time"
@@ -101,7 +101,7 @@ demo: run
 # ---------------------------------------------------------------------------------------------
 # Tests
 
-test: setup wasm lint test-unit test-wasm test-integration
+test: setup wasm lint test-unit test-wasm test-integration fuzz-short
 
 lint:
 	cargo clippy --workspace --all-targets -- -D warnings
