@@ -14,7 +14,7 @@ WASM_BINDGEN_VERSION := 0.2.130
 WASM        := target/wasm32-wasip1/release/mcp_warden_filter.wasm
 CARGO_WASM_TEST := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CURDIR)/$(TOOLS)/bin/wasm-bindgen-test-runner
 
-.PHONY: help setup wasm aggregator dist run demo test test-unit test-wasm test-integration lint bench clean fuzz fuzz-short chaos
+.PHONY: help setup wasm wasm-fault aggregator dist run demo test test-unit test-wasm test-integration lint bench clean fuzz fuzz-short chaos
 
 help:
 	@echo "make run    set up, start the testbed (real Envoy + MCP servers) and run the live demo"
@@ -65,6 +65,13 @@ $(STAMPS)/wasm-bindgen: | $(STAMPS)
 wasm: $(STAMPS)/rust-targets
 	cargo build --release --target wasm32-wasip1 -p mcp-warden-filter
 
+# The filter with a test-only panic switch (feature fault-injection), in its own target dir so it
+# never replaces the real artifact: the fail-safe tests show what a VM failure does.
+WASM_FAULT := target/fault-injection/wasm32-wasip1/release/mcp_warden_filter.wasm
+wasm-fault: $(STAMPS)/rust-targets
+	cargo build --release --target wasm32-wasip1 -p mcp-warden-filter --features fault-injection \
+		--target-dir target/fault-injection
+
 # The trust aggregator and its operator CLI (debug profile: shares artifacts with `cargo test`).
 aggregator:
 	cargo build -p mcp-warden-aggregator --bins
@@ -113,7 +120,7 @@ test-unit:
 test-wasm: $(STAMPS)/wasm-bindgen
 	$(CARGO_WASM_TEST) cargo test -p mcp-warden-core --target wasm32-unknown-unknown
 
-test-integration: setup wasm aggregator
+test-integration: setup wasm wasm-fault aggregator
 	$(PY) -m pytest tests -p no:cacheprovider
 
 # Issue 6: the proxy's cost against Envoy alone, the upstream alone and ContextForge (bench/README.md).
@@ -175,6 +182,7 @@ bench-quick: setup wasm bench-setup
 
 bench-failover: setup wasm
 	$(PY) testbed/bench_failover.py
+	$(PY) testbed/bench_session_failover.py
 
 # Only the cost breakdown: probe filters and a perf split of Envoy's CPU (about 1.5 minutes).
 bench-profile: setup wasm bench-setup

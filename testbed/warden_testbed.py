@@ -175,6 +175,8 @@ def bootstrap(
                         "name": "mcp_warden",
                         "root_id": "mcp_warden",
                         "failure_policy": failure_policy,
+                        # A failed VM is replaced after 100 ms, not Envoy's default 1 s.
+                        "reload_config": {"backoff": {"base_interval": "0.1s", "max_interval": "1s"}},
                         # The filter holds a request's headers until its (bounded) body is read.
                         "allow_on_headers_stop_iteration": True,
                         "vm_config": {

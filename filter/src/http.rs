@@ -384,7 +384,9 @@ impl WardenHttp {
 
     /// The session id the agent's request carries to `cluster`.
     fn session_on(&self, cluster: usize) -> SessionOn {
-        let Some(agent) = self.session.as_deref() else { return SessionOn::None };
+        if self.session.is_none() {
+            return SessionOn::None;
+        }
         let (Some(record), Some(c)) = (self.record.as_ref(), self.shared.config.cluster(cluster)) else {
             return SessionOn::Unknown;
         };
@@ -394,7 +396,7 @@ impl WardenHttp {
         if record.origin == c.name {
             return SessionOn::Agent;
         }
-        if sessions::init_body(agent).is_some() {
+        if sessions::init_body(&self.shared.config, record).is_some() {
             SessionOn::Open
         } else {
             SessionOn::Unknown
@@ -442,7 +444,7 @@ impl WardenHttp {
 
     /// Replays the agent's `initialize` on `cluster`.
     fn establish_on(&mut self, cluster: usize) {
-        let body = self.session.as_deref().and_then(sessions::init_body).unwrap_or_default();
+        let body = self.record.as_ref().and_then(|r| sessions::init_body(&self.shared.config, r)).unwrap_or_default();
         let token = self.dispatch_to(cluster, None, &body);
         self.establishing = token.map(|token| Establish::Initialize { token, cluster });
         if self.establishing.is_none() {
@@ -755,7 +757,7 @@ impl WardenHttp {
             && self.method == HttpMethod::Post
             && !self.request_too_big
             && self.request.is_some()
-            && self.session.as_deref().is_some_and(|s| sessions::init_body(s).is_some());
+            && self.record.as_ref().is_some_and(|r| sessions::init_body(&self.shared.config, r).is_some());
         if !renewable {
             return false;
         }
@@ -941,6 +943,10 @@ impl Context for WardenHttp {
 
 impl HttpContext for WardenHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        #[cfg(feature = "fault-injection")]
+        if host::header(host::REQUEST, "x-mcp-warden-test-panic").is_some() {
+            panic!("fault injection: a test asked this VM to panic");
+        }
         let cfg = &self.shared.config;
         // The agent never picks the cluster itself.
         let _ = host::remove_header(host::REQUEST, &cfg.route_header);

@@ -317,7 +317,7 @@ def test_istio_filter_settings_match_the_reference_config():
     (for GET and other methods), same stats tags."""
     ef, ref = envoy_filter(), reference_envoy()
     mine, theirs = istio_wasm_config(ef), reference_wasm(ref)
-    for key in ("name", "root_id", "failure_policy", "allow_on_headers_stop_iteration"):
+    for key in ("name", "root_id", "failure_policy", "reload_config", "allow_on_headers_stop_iteration"):
         assert mine[key] == theirs[key], key
     assert mine["failure_policy"] == "FAIL_RELOAD" and mine["allow_on_headers_stop_iteration"] is True
     for key in ("vm_id", "runtime"):
