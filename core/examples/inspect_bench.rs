@@ -31,6 +31,9 @@ fn main() {
     let corpus: Value = serde_json::from_str(BENIGN).expect("corpus");
     let tools: Vec<Value> = corpus["tools"].as_array().expect("tools").iter().take(100).map(|e| e["tool"].clone()).collect();
     let body = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}})).expect("json");
+    time("compile the built-in rule set (once per config)", 0, 20, || {
+        std::hint::black_box(Inspector::builtin());
+    });
     let insp = Inspector::builtin();
     assert_eq!(inspect_tools_list(&insp, "s", &body).findings.len(), 0);
     time("tools/list, 100 benign tools", body.len(), 200, || {

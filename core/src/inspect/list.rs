@@ -52,7 +52,8 @@ impl ListKind {
     }
 }
 
-/// One listed item's name (a resource's URI) and fingerprint.
+/// One listed item's name (a resource's URI) and fingerprint (for an entry serde_json cannot
+/// read, an empty name and the fingerprint of its raw text).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemPrint {
     pub name: String,
@@ -224,7 +225,14 @@ fn message(
         let value: Value = match serde_json::from_str(raw.get()) {
             Ok(v) => v,
             Err(e) => {
+                // serde_json refuses what JSON.parse and Python accept (a lone surrogate escape,
+                // say), and the agent may read it: check the raw text instead of waving it through.
                 cx.hit_other("protocol/malformed", &e.to_string());
+                let fp = Fingerprint::of(&Value::String(raw.get().to_string()));
+                cx.begin_item(None, Some(fp));
+                cx.scan(raw.get(), FieldClass::Annotations, &Path::root("(unparsed entry)"), false);
+                verdict.items.push(ItemPrint { name: String::new(), fingerprint: fp });
+                span.max = cx.item_max;
                 items.push(span);
                 continue;
             }

@@ -25,10 +25,18 @@ pub fn inspect_tool_result(insp: &Inspector, server: &str, tool: Option<&str>, b
     if body.len() > insp.limits.max_result_bytes {
         cx.hit_other("protocol/oversized-body", &format!("tool result of {} bytes (limit {})", body.len(), insp.limits.max_result_bytes));
     } else {
-        match std::str::from_utf8(body).ok().and_then(|t| serde_json::from_str::<Value>(t).ok()) {
-            Some(Value::Array(msgs)) => msgs.iter().for_each(|m| message(&mut cx, m)),
-            Some(m) => message(&mut cx, &m),
-            None => cx.hit_other("protocol/malformed", "tool result is not JSON"),
+        let text = std::str::from_utf8(body).ok();
+        match text.map(serde_json::from_str::<Value>) {
+            Some(Ok(Value::Array(msgs))) => msgs.iter().for_each(|m| message(&mut cx, m)),
+            Some(Ok(m)) => message(&mut cx, &m),
+            Some(Err(e)) => {
+                // The agent's parser may accept what serde_json refuses: check the raw text.
+                cx.hit_other("protocol/malformed", &format!("tool result: {e}"));
+                if let Some(t) = text {
+                    cx.scan(t, FieldClass::Description, &Path::root("(unparsed body)"), false);
+                }
+            }
+            None => cx.hit_other("protocol/malformed", "tool result is not UTF-8"),
         }
     }
     let mut action = cx.other_max.map_or(Action::Pass, |s| insp.action_for(s).min(Action::Record));
