@@ -210,6 +210,9 @@ def bootstrap(
                 {
                     "name": "mcp_ingress",
                     "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
+                    # The filter holds list answers up to 512 KiB; one upstream read adds up to
+                    # the cluster's 1 MiB buffer on top before the filter sees it (see README).
+                    "per_connection_buffer_limit_bytes": 2 << 20,
                     "filter_chains": [
                         {
                             "filters": [

@@ -488,8 +488,17 @@ impl Engine {
                 if r.outcomes.failure_total() > 0 || r.outcomes.slow > 0 || !counted.is_empty() {
                     srv.auto_armed = true;
                 }
+                // One penalty per tool per report, at its most severe finding: a poisoned tool
+                // often matches several rules, which is one offence, not several.
+                let mut worst: BTreeMap<Option<&str>, Severity> = BTreeMap::new();
                 for e in &counted {
-                    srv.security.add(e.severity, now, &settings.trust);
+                    let w = worst.entry(e.tool.as_deref()).or_insert(e.severity);
+                    if e.severity > *w {
+                        *w = e.severity;
+                    }
+                }
+                for severity in worst.into_values() {
+                    srv.security.add(severity, now, &settings.trust);
                 }
                 if let Some(e) = counted.iter().find(|e| e.severity == Severity::Critical || e.quarantine) {
                     ctx.quarantine_critical(&r.server, event_reason(e, &who.name))?;

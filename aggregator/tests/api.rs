@@ -619,3 +619,23 @@ async fn openapi_yaml_describes_every_route_and_field() {
     assert_eq!(degraded["status"], "degraded");
     documented(spec, "Health", &degraded);
 }
+
+#[tokio::test]
+async fn several_findings_on_one_tool_are_one_offence() {
+    let h = Harness::new();
+    let event = |rule: &str, severity: &str, tool: &str| json!({"rule": rule, "severity": severity, "tool": tool});
+    // One poisoned tool matching four rules, and a medium finding on another tool.
+    let body = json!({"sidecar": "pod", "batch_id": "poisoned", "servers": [{"server": "weather",
+        "outcomes": {"success": 5},
+        "security": [event("poison/hidden-block", "high", "quote"), event("poison/secret-file", "high", "quote"),
+                     event("poison/conceal-from-user", "high", "quote"), event("poison/exfil-url", "medium", "quote"),
+                     event("pin/tool-changed", "medium", "forecast")]}]});
+    assert!(h.post("/v1/signals", SIDECAR, body).await.status.is_success());
+    let d = h.detail("weather").await;
+    // Every finding is kept as evidence...
+    assert_eq!(d["security_events"].as_array().unwrap().len(), 5);
+    // ...but the penalty is one high (0.5) for `quote` and one medium (0.1) for `forecast`.
+    let penalty = d["breakdown"]["security_penalty"].as_f64().unwrap();
+    assert!((penalty - 0.6).abs() < 0.01, "{penalty}");
+    assert_ne!(d["state"], "quarantined");
+}

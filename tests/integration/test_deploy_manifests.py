@@ -422,6 +422,7 @@ def istio_like_sidecar(ef: dict, upstreams: dict[str, int], ecds: Path, stats_pr
          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
     ]
     extensions = {}
+    listener_merge: dict = {}
     for p in ef["spec"]["configPatches"]:
         kind, op, match = p["applyTo"], p["patch"]["operation"], p.get("match", {})
         value = json.loads(json.dumps(p["patch"].get("value")))
@@ -449,6 +450,9 @@ def istio_like_sidecar(ef: dict, upstreams: dict[str, int], ecds: Path, stats_pr
             if rc["portNumber"] == int(route_config["name"]):
                 for vh in vhosts:
                     vh["routes"].insert(0, value)
+        elif kind == "LISTENER" and op == "MERGE":
+            assert match["context"] == "SIDECAR_OUTBOUND" and match["listener"] == {"portNumber": port}
+            listener_merge.update(value)
         else:
             pytest.fail(f"this test does not emulate {kind} {op}: extend istio_like_sidecar")
     ecds.write_text(json.dumps({"version_info": "1", "resources": [
@@ -457,6 +461,7 @@ def istio_like_sidecar(ef: dict, upstreams: dict[str, int], ecds: Path, stats_pr
     cfg = bootstrap(listen_port=free_port(), admin_port=free_port(),
                     clusters={n: ("127.0.0.1", p) for n, p in upstreams.items()}, plugin="{}")
     cfg["node"] = {"id": "sidecar~127.0.0.1~agent-0.agents~agents.svc.cluster.local", "cluster": "agent.agents"}
+    cfg["static_resources"]["listeners"][0].update(listener_merge)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm["stat_prefix"] = f"outbound_0.0.0.0_{port}"
     hcm["route_config"] = route_config
