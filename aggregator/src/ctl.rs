@@ -69,6 +69,11 @@ pub enum Command {
         #[arg(long)]
         description: Option<String>,
     },
+    /// Post an MCP scanner's findings as flags (scanner or operator): `flags import`.
+    Flags {
+        #[command(subcommand)]
+        command: FlagsCommand,
+    },
     /// The audit log of quarantine decisions, newest first (operator); `audit verify` checks its
     /// hash chain (operator or reader).
     Audit {
@@ -105,6 +110,37 @@ pub enum Command {
 pub enum AuditCommand {
     /// Recompute the audit log's hash chain; exit status 1 at the first broken link.
     Verify,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FlagsCommand {
+    /// Read a scanner's report (FILE, `-` for stdin) and post one flag per finding; repeated
+    /// imports within the dedup window are not counted again.
+    Import {
+        /// The report's format.
+        #[arg(long, value_enum)]
+        format: ScannerFormat,
+        /// The server the report is about, as the aggregator names it (the Envoy cluster).
+        #[arg(long)]
+        server: String,
+        /// Post the scanner's HIGH as `critical` (quarantines at once) instead of `high`.
+        #[arg(long)]
+        high_as_critical: bool,
+        /// Skip findings below this severity (after the mapping).
+        #[arg(long, value_enum, default_value = "low")]
+        min_severity: SeverityArg,
+        /// Print the flags as JSON lines instead of posting them (no token needed).
+        #[arg(long)]
+        dry_run: bool,
+        file: PathBuf,
+    },
+}
+
+/// Scanner report formats `flags import` reads.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScannerFormat {
+    /// Cisco AI Defense MCP Scanner (`mcp-scanner --format raw`, PyPI `cisco-ai-mcp-scanner`).
+    CiscoMcpScanner,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -287,6 +323,28 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), String> {
         }
         return out.write_all(s.as_bytes()).map_err(|e| e.to_string());
     }
+    if let Command::Flags { command: FlagsCommand::Import { format, server, high_as_critical, min_severity, dry_run, file } } = &cli.command {
+        let raw = if file.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut s).map_err(|e| format!("cannot read stdin: {e}"))?;
+            s
+        } else {
+            std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?
+        };
+        let report: serde_json::Value = serde_json::from_str(&raw).map_err(|e| format!("{} is not JSON: {e}", file.display()))?;
+        let conv = match format {
+            ScannerFormat::CiscoMcpScanner => cisco_mcp_scanner_flags(&report, server, *high_as_critical, (*min_severity).into())?,
+        };
+        if *dry_run {
+            let mut s = String::new();
+            for f in &conv.flags {
+                let _ = writeln!(s, "{}", serde_json::to_string(f).map_err(|e| e.to_string())?);
+            }
+            return out.write_all(s.as_bytes()).map_err(|e| e.to_string());
+        }
+        let client = Client::new(cli)?;
+        return import_flags(&client, &conv, cli.json, out);
+    }
     let client = Client::new(cli)?;
     let text = match &cli.command {
         Command::Scores => {
@@ -375,7 +433,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), String> {
                 format!("flag #{} on `{}`: {counted}; state {}, score {:.3}\n", a.id, a.server, state_str(a.state), a.score)
             }
         }
-        Command::Restore { .. } => String::new(),
+        Command::Restore { .. } | Command::Flags { .. } => String::new(),
         Command::Backup { out: file, force } => {
             let bytes = client.post_for_bytes("/v1/admin/backup")?;
             let report = save_backup(&bytes, file, *force)?;
@@ -425,6 +483,129 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), String> {
     out.write_all(text.as_bytes()).map_err(|e| e.to_string())?;
     if !text.ends_with('\n') {
         out.write_all(b"\n").map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The flags converted from one scanner report, and how many findings were left out.
+#[derive(Debug, Default, PartialEq)]
+pub struct ConvertedFlags {
+    pub flags: Vec<FlagRequest>,
+    /// Analyzer results that are not findings (`SAFE`, `UNKNOWN`) or under `--min-severity`.
+    pub skipped: usize,
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Cisco AI Defense MCP Scanner `--format raw` (checked against 4.8.7): `scan_results[]`, each
+/// with `tool_name` and `findings.<analyzer>` = `{severity: HIGH|MEDIUM|LOW|SAFE|UNKNOWN,
+/// threat_summary, threat_names, mcp_taxonomies: [{aisubtech, aisubtech_name, ...}]}` (older
+/// versions: `threats.items[].items[]` with `sub_technique_id`/`sub_technique_name`). One flag
+/// per tool and analyzer with a finding: HIGH/MEDIUM/LOW map to high/medium/low (HIGH to critical
+/// with `high_as_critical`); the rule is `cisco-mcp-scanner/<analyzer>/<sub-technique ids,
+/// sorted>` so a re-scan reports the same rule and is deduplicated.
+pub fn cisco_mcp_scanner_flags(report: &serde_json::Value, server: &str, high_as_critical: bool, min: Severity) -> Result<ConvertedFlags, String> {
+    use serde_json::Value;
+    let results = report
+        .get("scan_results")
+        .and_then(Value::as_array)
+        .ok_or("not a `mcp-scanner --format raw` report: no `scan_results` array")?;
+    let mut conv = ConvertedFlags::default();
+    for (i, r) in results.iter().enumerate() {
+        let Some(findings) = r.get("findings").and_then(Value::as_object) else { continue };
+        let tool = r.get("tool_name").and_then(Value::as_str).map(|t| cut(t, crate::validate::MAX_ID));
+        // Analyzers in name order, so the flags come out the same for the same report.
+        let mut analyzers: Vec<(&String, &Value)> = findings.iter().collect();
+        analyzers.sort_by(|a, b| a.0.cmp(b.0));
+        for (analyzer, f) in analyzers {
+            let severity = match f.get("severity").and_then(Value::as_str).map(str::to_ascii_uppercase).as_deref() {
+                Some("HIGH") if high_as_critical => Severity::Critical,
+                Some("HIGH") => Severity::High,
+                Some("MEDIUM") => Severity::Medium,
+                Some("LOW") => Severity::Low,
+                Some("SAFE" | "UNKNOWN") | None => {
+                    conv.skipped += 1;
+                    continue;
+                }
+                Some(other) => return Err(format!("scan_results[{i}].findings.{analyzer}.severity: unknown severity {other:?}")),
+            };
+            if severity < min {
+                conv.skipped += 1;
+                continue;
+            }
+            // (id, name) of each sub-technique: the current `mcp_taxonomies`, or the older `threats`.
+            let mut subs: Vec<(String, String)> = Vec::new();
+            for t in f.get("mcp_taxonomies").and_then(Value::as_array).into_iter().flatten() {
+                if let Some(id) = t.get("aisubtech").and_then(Value::as_str) {
+                    subs.push((id.to_string(), t.get("aisubtech_name").and_then(Value::as_str).unwrap_or("").to_string()));
+                }
+            }
+            let old = f.pointer("/threats/items").and_then(Value::as_array).into_iter().flatten();
+            for t in old.flat_map(|t| t.get("items").and_then(Value::as_array).into_iter().flatten()) {
+                if let Some(id) = t.get("sub_technique_id").and_then(Value::as_str) {
+                    subs.push((id.to_string(), t.get("sub_technique_name").and_then(Value::as_str).unwrap_or("").to_string()));
+                }
+            }
+            subs.sort();
+            subs.dedup();
+            let ids: Vec<&str> = subs.iter().map(|(id, _)| id.as_str()).collect();
+            let rule = if ids.is_empty() { format!("cisco-mcp-scanner/{analyzer}") } else { format!("cisco-mcp-scanner/{analyzer}/{}", ids.join(",")) };
+            let mut description = f.get("threat_summary").and_then(Value::as_str).unwrap_or("").to_string();
+            let named: Vec<String> = subs.iter().filter(|(_, n)| !n.is_empty()).map(|(id, n)| format!("{id} {n}")).collect();
+            if !named.is_empty() {
+                if !description.is_empty() {
+                    description.push_str(" | ");
+                }
+                description.push_str(&named.join("; "));
+            }
+            let description = (!description.is_empty()).then(|| cut(&description, crate::validate::MAX_TEXT));
+            conv.flags.push(FlagRequest { server: server.to_string(), severity, rule: cut(&rule, crate::validate::MAX_ID), tool: tool.clone(), description });
+        }
+    }
+    Ok(conv)
+}
+
+/// Posts the converted flags one by one; stops at the first error (posting again is safe: a
+/// finding already counted within the dedup window adds no penalty).
+fn import_flags(client: &Client, conv: &ConvertedFlags, json: bool, out: &mut dyn Write) -> Result<(), String> {
+    let (mut counted, mut repeated) = (0, 0);
+    let mut last = None;
+    for (n, f) in conv.flags.iter().enumerate() {
+        let (a, raw): (FlagAck, _) =
+            client.post("/v1/flags", f).map_err(|e| format!("{e} (after {n} of {} flags were posted)", conv.flags.len()))?;
+        let line = if json {
+            format!("{raw}\n")
+        } else {
+            let tool = f.tool.as_deref().map(|t| format!(" tool {t}")).unwrap_or_default();
+            let how = if a.counted { "counted" } else { "already counted" };
+            format!("flag #{} {} {}{tool}: {how}\n", a.id, f.severity.as_str(), f.rule)
+        };
+        out.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
+        if a.counted {
+            counted += 1;
+        } else {
+            repeated += 1;
+        }
+        last = Some(a);
+    }
+    if !json {
+        let after = last.map(|a| format!("; `{}` now {}, score {:.3}", a.server, state_str(a.state), a.score)).unwrap_or_default();
+        let s = format!(
+            "{} flags posted ({counted} counted, {repeated} already counted), {} results skipped{after}\n",
+            conv.flags.len(),
+            conv.skipped
+        );
+        out.write_all(s.as_bytes()).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -500,6 +681,74 @@ mod tests {
         assert_eq!(encode_segment("weather_primary"), "weather_primary");
         assert_eq!(encode_segment("outbound|8080||a.b"), "outbound%7C8080%7C%7Ca.b");
         assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
+    }
+
+    /// Real `mcp-scanner --format raw` output (4.8.7, YARA analyzer, the testbed's poisoned server).
+    const CISCO_RAW: &str = include_str!("../../docs/examples/cisco-mcp-scanner-raw.json");
+
+    #[test]
+    fn maps_a_cisco_mcp_scanner_report_to_flags() {
+        let report: serde_json::Value = serde_json::from_str(CISCO_RAW).unwrap();
+        let conv = cisco_mcp_scanner_flags(&report, "files_primary", false, Severity::Low).unwrap();
+        assert_eq!(conv.skipped, 3, "three benign tools, SAFE");
+        assert_eq!(conv.flags.len(), 1);
+        let f = &conv.flags[0];
+        assert_eq!((f.server.as_str(), f.severity, f.tool.as_deref()), ("files_primary", Severity::High, Some("daily_quote")));
+        assert_eq!(f.rule, "cisco-mcp-scanner/yara_analyzer/AISubtech-1.1.1,AISubtech-8.2.3");
+        let d = f.description.as_deref().unwrap();
+        assert!(d.starts_with("Detected 3 threats: credential harvesting"), "{d}");
+        assert!(d.contains("AISubtech-8.2.3 Data Exfiltration via Agent Tooling"), "{d}");
+        crate::validate::flag(f).unwrap();
+
+        let crit = cisco_mcp_scanner_flags(&report, "files_primary", true, Severity::Low).unwrap();
+        assert_eq!(crit.flags[0].severity, Severity::Critical);
+        assert_eq!(crit.flags[0].rule, f.rule, "escalating keeps the rule");
+        let none = cisco_mcp_scanner_flags(&report, "files_primary", false, Severity::Critical).unwrap();
+        assert_eq!((none.flags.len(), none.skipped), (0, 4));
+    }
+
+    #[test]
+    fn maps_the_older_threats_layout_and_every_severity() {
+        let report = serde_json::json!({"scan_results": [
+            {"tool_name": "execute_command", "is_safe": false, "findings": {
+                "yara_analyzer": {"severity": "HIGH", "threats": {"items": [{"technique_id": "AITech-9.1",
+                    "items": [{"sub_technique_id": "AISubtech-9.1.1", "sub_technique_name": "Code Execution"}]}]}},
+                "llm_analyzer": {"severity": "medium", "threat_summary": "Vague description"},
+                "api_analyzer": {"severity": "LOW", "total_findings": 1},
+                "behavioral_analyzer": {"severity": "UNKNOWN"}}},
+            {"tool_name": "calc", "is_safe": true, "findings": {}},
+            {"prompt_name": "greet", "findings": {"yara_analyzer": {"severity": "SAFE"}}}
+        ]});
+        let conv = cisco_mcp_scanner_flags(&report, "s", false, Severity::Low).unwrap();
+        let got: Vec<(Severity, &str, Option<&str>)> =
+            conv.flags.iter().map(|f| (f.severity, f.rule.as_str(), f.description.as_deref())).collect();
+        assert_eq!(
+            got,
+            [
+                (Severity::Low, "cisco-mcp-scanner/api_analyzer", None),
+                (Severity::Medium, "cisco-mcp-scanner/llm_analyzer", Some("Vague description")),
+                (Severity::High, "cisco-mcp-scanner/yara_analyzer/AISubtech-9.1.1", Some("AISubtech-9.1.1 Code Execution")),
+            ]
+        );
+        assert_eq!(conv.skipped, 2);
+        let medium_up = cisco_mcp_scanner_flags(&report, "s", false, Severity::Medium).unwrap();
+        assert_eq!((medium_up.flags.len(), medium_up.skipped), (2, 3));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_cisco_report() {
+        let err = cisco_mcp_scanner_flags(&serde_json::json!({"issues": []}), "s", false, Severity::Low).unwrap_err();
+        assert!(err.contains("scan_results"), "{err}");
+        let odd = serde_json::json!({"scan_results": [{"tool_name": "t", "findings": {"x": {"severity": "SEVERE"}}}]});
+        let err = cisco_mcp_scanner_flags(&odd, "s", false, Severity::Low).unwrap_err();
+        assert!(err.contains("scan_results[0].findings.x.severity") && err.contains("SEVERE"), "{err}");
+    }
+
+    #[test]
+    fn cuts_on_a_character_boundary() {
+        assert_eq!(cut("abc", 5), "abc");
+        assert_eq!(cut("aé", 2), "a");
+        assert_eq!(cut("aéb", 3), "aé");
     }
 
     #[test]
