@@ -20,6 +20,8 @@ help:
 	@echo "make run    set up, start the testbed (real Envoy + MCP servers) and run the live demo"
 	@echo "make test   set up and run every test (unit, wasm, Envoy config validation, integration, conformance, browser, short chaos and fuzz runs)"
 	@echo "make bench  the filter's cost against Envoy alone, the upstream alone and ContextForge"
+	@echo "make bench-tools-list  latency a tools/list of 100 tools gets from Envoy alone and mcp-warden (inspection on, off)"
+	@echo "make bench-bounds  memory and surviving session records at 100,000 sessions and 10,000 servers"
 	@echo "make bench-failover  calls to trip, failover time, and agent-visible failures per 1,000 calls during a primary kill"
 	@echo "make chaos  the full chaos suite (a few minutes; a short form runs in make test)"
 	@echo "make fuzz   fuzz every core parser for a bounded time"
@@ -131,6 +133,7 @@ test-integration: setup wasm wasm-fault aggregator
 # calls-to-trip and failover time (testbed/bench_failover.py, about 2 more minutes).
 bench: setup wasm bench-setup
 	$(PY) bench/run.py
+	$(PY) bench/tools_list.py
 
 # ---------------------------------------------------------------------------------------------
 # Benchmark only
@@ -140,7 +143,7 @@ BENCH_CF      := bench/.venv-contextforge
 BENCH_CF_PKG  := mcp-contextforge-gateway==1.0.7.post20260921
 OHA_VERSION   := 1.16.0
 
-.PHONY: bench-setup bench-build bench-quick bench-failover bench-profile
+.PHONY: bench-setup bench-build bench-quick bench-failover bench-profile bench-tools-list bench-bounds
 
 bench-setup: $(STAMPS)/bench-apt $(STAMPS)/bench-venv $(STAMPS)/bench-oha $(STAMPS)/bench-contextforge bench-build
 
@@ -188,6 +191,17 @@ bench-failover: setup wasm
 # Only the cost breakdown: probe filters and a perf split of Envoy's CPU (about 1.5 minutes).
 bench-profile: setup wasm bench-setup
 	$(PY) bench/run.py --phases profile,perf --out $(or $(BENCH_OUT),/tmp/mcp-warden-bench)
+
+# Issue 5: a tools/list of 100 real tools through Envoy alone and mcp-warden with inspection on and
+# off (bench/tools_list.py, about 1.5 min); writes docs/results/bench-tools-list-DATE.md.
+bench-tools-list: setup wasm
+	$(PY) bench/tools_list.py $(if $(BENCH_OUT),--out $(BENCH_OUT))
+
+# Issue 7: Envoy's and the wasm VMs' memory and the session records that survive at 10,000 and
+# 100,000 sessions, and with 10,000 servers (bench/bounds.py, 3 to 6 minutes); writes
+# docs/results/bounds-DATE.md.
+bench-bounds: setup wasm $(STAMPS)/bench-apt bench-build
+	$(PY) bench/bounds.py $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
 # ---------------------------------------------------------------------------------------------
 # Chaos (issue 7): steady load from raw and SDK agents while the primaries flap, dribble, reset,

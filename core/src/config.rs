@@ -70,6 +70,7 @@ struct RawFailover {
     retry_budget_ratio: Option<f64>,
     retry_budget_burst: Option<f64>,
     retry_timeout_ms: Option<u64>,
+    max_sessions: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -277,6 +278,8 @@ pub struct FailoverPolicy {
     pub retry_budget_burst: f64,
     /// How long a call the sidecar makes itself (retry, session opening) may take.
     pub retry_timeout_ms: u64,
+    /// Capacity of the session table (records in shared data; see `session`).
+    pub max_sessions: u32,
 }
 
 impl Default for FailoverPolicy {
@@ -287,6 +290,7 @@ impl Default for FailoverPolicy {
             retry_budget_ratio: 0.2,
             retry_budget_burst: 10.0,
             retry_timeout_ms: 10_000,
+            max_sessions: crate::session::DEFAULT_MAX_SESSIONS,
         }
     }
 }
@@ -305,12 +309,21 @@ fn compile_failover(raw: &RawFailover) -> Result<FailoverPolicy, ConfigError> {
     if !(100..=300_000).contains(&timeout) {
         return Err(err("failover.retry_timeout_ms", format!("must be between 100 and 300000, got {timeout}")));
     }
+    use crate::session::{MAX_MAX_SESSIONS, MIN_MAX_SESSIONS};
+    let max_sessions = raw.max_sessions.unwrap_or(d.max_sessions);
+    if !(MIN_MAX_SESSIONS..=MAX_MAX_SESSIONS).contains(&max_sessions) {
+        return Err(err(
+            "failover.max_sessions",
+            format!("must be between {MIN_MAX_SESSIONS} and {MAX_MAX_SESSIONS}, got {max_sessions}"),
+        ));
+    }
     Ok(FailoverPolicy {
         retry: raw.retry.unwrap_or(d.retry),
         move_sessions: raw.move_sessions.unwrap_or(d.move_sessions),
         retry_budget_ratio: ratio,
         retry_budget_burst: burst,
         retry_timeout_ms: timeout,
+        max_sessions,
     })
 }
 
@@ -338,7 +351,8 @@ pub struct PluginConfig {
 impl PluginConfig {
     /// Parses, validates and compiles the JSON the operator wrote.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let text = std::str::from_utf8(bytes).map_err(|e| ConfigError { field: String::new(), message: e.to_string() })?;
+        let de = &mut serde_json::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let field = e.path().to_string();
             err(field, e.into_inner().to_string())
@@ -670,10 +684,11 @@ mod tests {
         assert_eq!(c.degraded.error_code, DEFAULT_DEGRADED_ERROR_CODE);
         assert_eq!(c.failover, FailoverPolicy::default());
         let off = PluginConfig::from_json(
-            br#"{"servers":[{"name":"s","match":{"path_prefix":"/mcp"},"primary":"p"}],"failover":{"retry":false,"move_sessions":false}}"#,
+            br#"{"servers":[{"name":"s","match":{"path_prefix":"/mcp"},"primary":"p"}],"failover":{"retry":false,"move_sessions":false,"max_sessions":5000}}"#,
         )
         .unwrap();
         assert!(!off.failover.retry && !off.failover.move_sessions);
+        assert_eq!(off.failover.max_sessions, 5000);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -698,6 +713,8 @@ mod tests {
             (s(r#","degraded":{"error_code":-32700}"#), "degraded.error_code"),
             (s(r#","failover":{"retry_budget_ratio":2}"#), "failover.retry_budget_ratio"),
             (s(r#","failover":{"retry_timeout_ms":5}"#), "failover.retry_timeout_ms"),
+            (s(r#","failover":{"max_sessions":100}"#), "failover.max_sessions"),
+            (s(r#","failover":{"max_sessions":-1}"#), "failover.max_sessions"),
             (s(r#","failover":{"retry":"yes"}"#), "failover.retry"),
             (s(r#","inspection":{"policy":{"high":"explode"}}"#), "inspection.policy.high"),
             (s(r#","inspection":{"max_list_bytes":1}"#), "inspection.max_list_bytes"),

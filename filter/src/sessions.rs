@@ -1,18 +1,24 @@
 //! Agent sessions in shared data (see `mcp_warden_core::session`): which cluster created each
 //! session, the `initialize` to replay on a fallback, and the sessions the sidecar opened there.
-//! One write per new session, one read per request that carries a session id.
+//! One read per request that carries a session id; writes when a session starts, is mapped or
+//! ends, and a last-use refresh at most once a minute per session.
 
-use crate::host::HostStore;
-use crate::shared_json;
-use mcp_warden_core::breaker::SharedStore;
+use crate::host::{self, HostStore};
 use mcp_warden_core::config::PluginConfig;
-use mcp_warden_core::session::{init_key, slot_key, SessionRecord, DEFAULT_SESSION_SLOTS, MAX_INIT_BYTES};
+use mcp_warden_core::session::{SessionRecord, SessionTable, Started};
 
-/// The record of an agent session of `server`, if the sidecar saw it start.
+fn table(cfg: &PluginConfig) -> SessionTable<'static, HostStore> {
+    SessionTable::new(&HostStore, cfg.failover.max_sessions)
+}
+
+fn now_s() -> u64 {
+    host::now_ms() / 1_000
+}
+
+/// The record of an agent session of `server`, if the sidecar saw it start (and still has it).
 pub fn record(cfg: &PluginConfig, server: usize, session: &str) -> Option<SessionRecord> {
     let srv = cfg.servers.get(server)?;
-    let (bytes, _) = HostStore.get(&slot_key(session, DEFAULT_SESSION_SLOTS)).ok()?;
-    SessionRecord::lookup(&bytes?, &srv.name, session)
+    table(cfg).lookup(&srv.name, session, now_s())
 }
 
 /// The cluster index named `name` in `server`'s chain.
@@ -23,53 +29,35 @@ pub fn cluster_index(cfg: &PluginConfig, server: usize, name: &str) -> Option<us
 /// Remembers a session that `cluster` just created, with the `initialize` that created it.
 pub fn started(cfg: &PluginConfig, server: usize, session: &str, cluster: usize, init_body: &[u8]) {
     let (Some(srv), Some(c)) = (cfg.servers.get(server), cfg.cluster(cluster)) else { return };
-    let record = SessionRecord {
-        session: session.to_string(),
-        server: srv.name.clone(),
-        origin: c.name.clone(),
-        protocol_version: None,
-        mapped: Default::default(),
-    };
-    let Ok(bytes) = serde_json::to_vec(&record) else { return };
-    // A newer session replaces whatever older one shared its slot.
-    let stored = HostStore.set(&slot_key(session, DEFAULT_SESSION_SLOTS), &bytes, None);
-    let init = if init_body.len() <= MAX_INIT_BYTES { init_body } else { &[][..] };
-    let stored_init = HostStore.set(&init_key(session, DEFAULT_SESSION_SLOTS), init, None);
-    if let Err(e) = stored.and(stored_init) {
-        log::warn!("mcp-warden: could not remember a session of `{}`: {e}", srv.name);
+    match table(cfg).start(&srv.name, session, &c.name, init_body, now_s()) {
+        Ok(Started::Recorded { evicted: true }) => {
+            log::debug!("mcp-warden: session table bucket full; the least recently used session was forgotten")
+        }
+        Ok(Started::Recorded { .. }) => {}
+        Ok(Started::Unrecordable) => log::debug!("mcp-warden: a session id of `{}` cannot be recorded", srv.name),
+        Err(e) => log::warn!("mcp-warden: could not remember a session of `{}`: {e}", srv.name),
     }
 }
 
 /// The `initialize` body that started a session, to replay on a fallback.
-pub fn init_body(session: &str) -> Option<Vec<u8>> {
-    match HostStore.get(&init_key(session, DEFAULT_SESSION_SLOTS)) {
-        Ok((Some(b), _)) if !b.is_empty() => Some(b),
-        _ => None,
-    }
+pub fn init_body(cfg: &PluginConfig, record: &SessionRecord) -> Option<Vec<u8>> {
+    table(cfg).init_body(record)
 }
 
 /// Records the session the sidecar opened on `cluster` for the agent's `session`.
 pub fn mapped(cfg: &PluginConfig, server: usize, session: &str, cluster: usize, fallback_session: &str) {
     let (Some(srv), Some(c)) = (cfg.servers.get(server), cfg.cluster(cluster)) else { return };
-    let key = slot_key(session, DEFAULT_SESSION_SLOTS);
-    let result = shared_json::update::<SessionRecord>(&key, |r| {
-        if r.session == session && r.server == srv.name && r.mapped.len() < 16 {
-            r.mapped.insert(c.name.clone(), fallback_session.to_string());
-        }
-    });
-    if let Err(e) = result {
-        log::warn!("mcp-warden: could not map a session to `{}`: {e}", c.name);
+    match table(cfg).map(&srv.name, session, &c.name, fallback_session) {
+        Ok(true) => {}
+        Ok(false) => log::debug!("mcp-warden: session mapping to `{}` not kept (record gone or id unrecordable)", c.name),
+        Err(e) => log::warn!("mcp-warden: could not map a session to `{}`: {e}", c.name),
     }
 }
 
 /// Forgets an agent session (it was deleted).
 pub fn forget(cfg: &PluginConfig, server: usize, session: &str) {
     let Some(srv) = cfg.servers.get(server) else { return };
-    let key = slot_key(session, DEFAULT_SESSION_SLOTS);
-    if let Ok((Some(bytes), cas)) = HostStore.get(&key) {
-        if SessionRecord::lookup(&bytes, &srv.name, session).is_some() {
-            let _ = HostStore.set(&key, b"", cas);
-            let _ = HostStore.set(&init_key(session, DEFAULT_SESSION_SLOTS), b"", None);
-        }
+    if let Err(e) = table(cfg).forget(&srv.name, session) {
+        log::debug!("mcp-warden: could not forget a session of `{}`: {e}", srv.name);
     }
 }

@@ -98,7 +98,7 @@ impl TrustLoop {
             return;
         }
         self.table_cas = cas;
-        match serde_json::from_slice::<TrustTable>(&bytes) {
+        match json_str::<TrustTable>(&bytes) {
             Ok(table) => *shared.trust.borrow_mut() = table,
             Err(e) => log::warn!("mcp-warden: unreadable trust table in shared data: {e}"),
         }
@@ -165,7 +165,7 @@ impl TrustLoop {
             (Call::Poll, 200) => {
                 let body = host::get_buffer(BufferType::HttpCallResponseBody, 0, body_size.min(MAX_ANSWER_BYTES))
                     .unwrap_or_default();
-                match serde_json::from_slice::<ScoresDocument>(&body) {
+                match json_str::<ScoresDocument>(&body) {
                     Ok(doc) => {
                         self.publish(shared, &TrustTable::from_document(&doc));
                         true
@@ -256,4 +256,10 @@ fn take_batch(t: &TrustConfig, owner: u64, now: u64) -> Result<Option<Vec<u8>>, 
     let bytes = serde_json::to_vec(&batch).map_err(|e| StoreError::Host(e.to_string()))?;
     HostStore.set(INFLIGHT_KEY, &bytes, None)?;
     Ok(Some(bytes))
+}
+
+/// JSON from bytes through the `&str` reader (one copy of serde_json's parser in the binary).
+fn json_str<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    let text = std::str::from_utf8(bytes).map_err(<serde_json::Error as serde::de::Error>::custom)?;
+    serde_json::from_str(text)
 }

@@ -232,7 +232,8 @@ impl InspectionConfig {
 impl Inspector {
     /// Parses and compiles a standalone `inspection` document (fields named from its root).
     pub fn from_json(bytes: &[u8]) -> Result<Inspector, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let text = std::str::from_utf8(bytes).map_err(|e| ConfigError { field: String::new(), message: e.to_string() })?;
+        let de = &mut serde_json::Deserializer::from_str(text);
         let raw: InspectionConfig = serde_path_to_error::deserialize(&mut *de)
             .map_err(|e| ConfigError { field: e.path().to_string(), message: e.into_inner().to_string() })?;
         de.end().map_err(|e| ConfigError { field: String::new(), message: e.to_string() })?;

@@ -13,27 +13,13 @@ pub struct Fingerprint(pub [u8; 16]);
 impl Fingerprint {
     /// The fingerprint of a definition.
     pub fn of(definition: &Value) -> Fingerprint {
-        let mut h = Sha256::new();
+        let mut w = Canon { h: Sha256::new(), buf: Vec::with_capacity(CANON_BUF) };
         match definition {
-            Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().filter(|k| *k != "_meta").collect();
-                keys.sort();
-                h.update(b"{");
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        h.update(b",");
-                    }
-                    write_str(&mut h, k);
-                    h.update(b":");
-                    if let Some(v) = map.get(k) {
-                        write_value(&mut h, v);
-                    }
-                }
-                h.update(b"}");
-            }
-            other => write_value(&mut h, other),
+            Value::Object(map) => w.object(map, true),
+            other => w.value(other),
         }
-        let digest = h.finalize();
+        w.flush();
+        let digest = w.h.finalize();
         let mut out = [0u8; 16];
         for (o, d) in out.iter_mut().zip(digest.iter()) {
             *o = *d;
@@ -74,60 +60,116 @@ impl fmt::Display for Fingerprint {
     }
 }
 
-/// Canonical JSON, streamed into the hash (nothing is built in memory but each object's key order).
-fn write_value(h: &mut Sha256, v: &Value) {
-    match v {
-        Value::Null => h.update(b"null"),
-        Value::Bool(true) => h.update(b"true"),
-        Value::Bool(false) => h.update(b"false"),
-        Value::Number(n) => h.update(n.to_string().as_bytes()),
-        Value::String(s) => write_str(h, s),
-        Value::Array(items) => {
-            h.update(b"[");
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    h.update(b",");
-                }
-                write_value(h, item);
-            }
-            h.update(b"]");
-        }
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            h.update(b"{");
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    h.update(b",");
-                }
-                write_str(h, k);
-                h.update(b":");
-                if let Some(v) = map.get(k) {
-                    write_value(h, v);
-                }
-            }
-            h.update(b"}");
-        }
-    }
+/// Canonical JSON is written into a small buffer that is hashed whenever it fills (one hash
+/// update per few KB rather than one per token).
+const CANON_BUF: usize = 4096;
+
+/// Canonical JSON, streamed into the hash (nothing is built in memory but the buffer and, for an
+/// object whose keys do not come sorted, its key order).
+struct Canon {
+    h: Sha256,
+    buf: Vec<u8>,
 }
 
-/// A JSON string: `"` and `\` escaped, control characters as `\u00XX`, everything else as is.
-fn write_str(h: &mut Sha256, s: &str) {
-    h.update(b"\"");
-    let mut plain = 0;
-    for (i, b) in s.bytes().enumerate() {
-        if b == b'"' || b == b'\\' || b < 0x20 {
-            h.update(s.as_bytes().get(plain..i).unwrap_or(&[]));
-            match b {
-                b'"' => h.update(b"\\\""),
-                b'\\' => h.update(b"\\\\"),
-                _ => h.update(format!("\\u{b:04x}").as_bytes()),
+impl Canon {
+    fn put(&mut self, bytes: &[u8]) {
+        if self.buf.len() + bytes.len() > CANON_BUF {
+            self.flush();
+            if bytes.len() > CANON_BUF {
+                self.h.update(bytes);
+                return;
             }
-            plain = i + 1;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn flush(&mut self) {
+        self.h.update(&self.buf);
+        self.buf.clear();
+    }
+
+    fn value(&mut self, v: &Value) {
+        match v {
+            Value::Null => self.put(b"null"),
+            Value::Bool(true) => self.put(b"true"),
+            Value::Bool(false) => self.put(b"false"),
+            Value::Number(n) => {
+                use std::io::Write;
+                let _ = write!(self.buf, "{n}");
+                if self.buf.len() > CANON_BUF {
+                    self.flush();
+                }
+            }
+            Value::String(s) => self.string(s),
+            Value::Array(items) => {
+                self.put(b"[");
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.put(b",");
+                    }
+                    self.value(item);
+                }
+                self.put(b"]");
+            }
+            Value::Object(map) => self.object(map, false),
         }
     }
-    h.update(s.as_bytes().get(plain..).unwrap_or(&[]));
-    h.update(b"\"");
+
+    /// An object with its keys sorted (`top`: without `_meta`).
+    fn object(&mut self, map: &serde_json::Map<String, Value>, top: bool) {
+        let keep = |k: &String| !top || k != "_meta";
+        self.put(b"{");
+        let mut first = true;
+        let mut member = |w: &mut Canon, k: &String, v: &Value| {
+            if !first {
+                w.put(b",");
+            }
+            first = false;
+            w.string(k);
+            w.put(b":");
+            w.value(v);
+        };
+        let sorted = map.keys().zip(map.keys().skip(1)).all(|(a, b)| a <= b);
+        if sorted {
+            for (k, v) in map.iter().filter(|(k, _)| keep(k)) {
+                member(self, k, v);
+            }
+        } else {
+            let mut keys: Vec<&String> = map.keys().filter(|k| keep(k)).collect();
+            keys.sort();
+            for k in keys {
+                if let Some(v) = map.get(k) {
+                    member(self, k, v);
+                }
+            }
+        }
+        self.put(b"}");
+    }
+
+    /// A JSON string: `"` and `\` escaped, control characters as `\u00XX`, everything else as is.
+    fn string(&mut self, s: &str) {
+        self.put(b"\"");
+        let bytes = s.as_bytes();
+        let mut plain = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                self.put(bytes.get(plain..i).unwrap_or(&[]));
+                match b {
+                    b'"' => self.put(b"\\\""),
+                    b'\\' => self.put(b"\\\\"),
+                    _ => {
+                        const HEX: &[u8; 16] = b"0123456789abcdef";
+                        let hex = |n: u8| HEX.get(usize::from(n)).copied().unwrap_or(b'0');
+                        let esc = [b'\\', b'u', b'0', b'0', hex(b >> 4), hex(b & 15)];
+                        self.put(&esc);
+                    }
+                }
+                plain = i + 1;
+            }
+        }
+        self.put(bytes.get(plain..).unwrap_or(&[]));
+        self.put(b"\"");
+    }
 }
 
 #[cfg(test)]

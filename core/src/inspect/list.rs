@@ -119,6 +119,33 @@ struct ListResult<'a> {
     resource_templates: Option<&'a RawValue>,
 }
 
+/// The same message read in one pass, values and all. When serde_json refuses any of it (an entry
+/// it cannot read, a list member that is not an array, nesting too deep), the message is read
+/// again piece by piece as [`Envelope`] and [`ListResult`] say, which reports each problem.
+#[derive(Deserialize)]
+struct WholeEnvelope {
+    #[serde(default)]
+    jsonrpc: Option<IgnoredAny>,
+    #[serde(default)]
+    method: Option<IgnoredAny>,
+    #[serde(default)]
+    result: Option<WholeResult>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct WholeResult {
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    prompts: Option<Vec<Value>>,
+    #[serde(default)]
+    resources: Option<Vec<Value>>,
+    #[serde(default, rename = "resourceTemplates")]
+    resource_templates: Option<Vec<Value>>,
+}
+
 /// Where an item sits in the message text, and what the policy made of it.
 struct Span {
     start: usize,
@@ -127,11 +154,13 @@ struct Span {
     max: Option<Severity>,
 }
 
-/// The list array's place in the message text and its items.
+/// The list array's place in the message text and its items (`placed`: with their places; when
+/// not, they are found only if the answer is to be rewritten).
 struct Located {
     start: usize,
     end: usize,
     items: Vec<Span>,
+    placed: bool,
 }
 
 /// Byte offset of `inner` within `outer` (RawValue borrows from the input).
@@ -174,8 +203,59 @@ fn run(insp: &Inspector, server: &str, kind: ListKind, body: &[u8], mut pins: Op
     finish(insp, cx, verdict, located, Some(text)).with_batch(batch)
 }
 
-/// Inspects one message of the answer; returns where its list sits in `whole`.
+/// Inspects one message of the answer; returns its list's items (and where they sit in `whole`).
 fn message(
+    cx: &mut Cx<'_>,
+    kind: ListKind,
+    whole: &str,
+    msg: &str,
+    verdict: &mut ListVerdict,
+    pins: &mut Option<&mut ToolPins>,
+) -> Option<Located> {
+    let Ok(env) = serde_json::from_str::<WholeEnvelope>(msg) else {
+        return message_in_pieces(cx, kind, whole, msg, verdict, pins);
+    };
+    let _ = (&env.jsonrpc, &env.error);
+    if env.method.is_some() {
+        return None; // a server request or notification on the stream
+    }
+    let r = env.result?;
+    let list = match kind {
+        ListKind::Tools => r.tools,
+        ListKind::Prompts => r.prompts,
+        ListKind::Resources => r.resources,
+        ListKind::ResourceTemplates => r.resource_templates,
+    }?;
+    let mut items = Vec::with_capacity(list.len());
+    for value in &list {
+        let mut span = Span { start: 0, end: 0, name: String::new(), max: None };
+        entry(cx, kind, value, &mut span, verdict, pins);
+        items.push(span);
+    }
+    Some(Located { start: 0, end: 0, items, placed: false })
+}
+
+/// The list array's byte range, and each entry's.
+type Places = (usize, usize, Vec<(usize, usize)>);
+
+/// Where the list of `whole` (a single message) and each of its entries sit.
+fn locate(whole: &str, kind: ListKind) -> Option<Places> {
+    let env: Envelope<'_> = serde_json::from_str(whole).ok()?;
+    let r: ListResult<'_> = serde_json::from_str(env.result?.get()).ok()?;
+    let list = match kind {
+        ListKind::Tools => r.tools,
+        ListKind::Prompts => r.prompts,
+        ListKind::Resources => r.resources,
+        ListKind::ResourceTemplates => r.resource_templates,
+    }?;
+    let elements: Vec<&RawValue> = serde_json::from_str(list.get()).ok()?;
+    let start = offset_in(whole, list.get())?;
+    let spans = elements.iter().map(|raw| offset_in(whole, raw.get()).map(|at| (at, at + raw.get().len()))).collect::<Option<Vec<_>>>()?;
+    Some((start, start + list.get().len(), spans))
+}
+
+/// [`message`] for what serde_json cannot read in one go: each part on its own.
+fn message_in_pieces(
     cx: &mut Cx<'_>,
     kind: ListKind,
     whole: &str,
@@ -237,36 +317,40 @@ fn message(
                 continue;
             }
         };
-        let Value::Object(map) = &value else {
-            cx.hit_other("protocol/malformed", &format!("a {} entry is not an object", kind.key()));
-            items.push(span);
-            continue;
-        };
-        let name = kind.names().iter().find_map(|k| map.get(*k).and_then(Value::as_str)).unwrap_or("");
-        let fp = Fingerprint::of(&value);
-        cx.begin_item(Some(name), Some(fp));
-        for (k, v) in map {
-            let class = match k.as_str() {
-                "name" | "uri" | "uriTemplate" => FieldClass::Name,
-                "title" => FieldClass::Title,
-                "description" => FieldClass::Description,
-                "inputSchema" | "outputSchema" | "arguments" => FieldClass::Schema,
-                "icons" => continue,
-                _ => FieldClass::Annotations,
-            };
-            cx.walk(v, class, &Path::root(k), 0);
-        }
-        if kind == ListKind::Tools && !name.is_empty() {
-            if let Some(change) = pins.as_deref_mut().and_then(|p| p.observe(cx.server, name, fp)) {
-                cx.hit_pin(change);
-            }
-        }
-        verdict.items.push(ItemPrint { name: name.to_string(), fingerprint: fp });
-        span.name = name.to_string();
-        span.max = cx.item_max;
+        entry(cx, kind, &value, &mut span, verdict, pins);
         items.push(span);
     }
-    start.map(|s| Located { start: s, end: s + list.get().len(), items })
+    start.map(|s| Located { start: s, end: s + list.get().len(), items, placed: true })
+}
+
+/// Inspects one listed entry.
+fn entry(cx: &mut Cx<'_>, kind: ListKind, value: &Value, span: &mut Span, verdict: &mut ListVerdict, pins: &mut Option<&mut ToolPins>) {
+    let Value::Object(map) = value else {
+        cx.hit_other("protocol/malformed", &format!("a {} entry is not an object", kind.key()));
+        return;
+    };
+    let name = kind.names().iter().find_map(|k| map.get(*k).and_then(Value::as_str)).unwrap_or("");
+    let fp = Fingerprint::of(value);
+    cx.begin_item(Some(name), Some(fp));
+    for (k, v) in map {
+        let class = match k.as_str() {
+            "name" | "uri" | "uriTemplate" => FieldClass::Name,
+            "title" => FieldClass::Title,
+            "description" => FieldClass::Description,
+            "inputSchema" | "outputSchema" | "arguments" => FieldClass::Schema,
+            "icons" => continue,
+            _ => FieldClass::Annotations,
+        };
+        cx.walk(v, class, &Path::root(k), 0);
+    }
+    if kind == ListKind::Tools && !name.is_empty() {
+        if let Some(change) = pins.as_deref_mut().and_then(|p| p.observe(cx.server, name, fp)) {
+            cx.hit_pin(change);
+        }
+    }
+    verdict.items.push(ItemPrint { name: name.to_string(), fingerprint: fp });
+    span.name = name.to_string();
+    span.max = cx.item_max;
 }
 
 impl ListVerdict {
@@ -303,6 +387,18 @@ fn finish(insp: &Inspector, cx: Cx<'_>, mut verdict: ListVerdict, located: Optio
     verdict.findings = cx.findings;
     verdict.action = action;
     if action == Action::Strip && strip_any {
+        let located = match (located, text) {
+            (Some(mut loc), Some(text)) if !loc.placed => locate(text, verdict.kind).and_then(|(start, end, spans)| {
+                (spans.len() == loc.items.len()).then(|| {
+                    for (item, (a, b)) in loc.items.iter_mut().zip(spans) {
+                        (item.start, item.end) = (a, b);
+                    }
+                    (loc.start, loc.end, loc.placed) = (start, end, true);
+                    loc
+                })
+            }),
+            (located, _) => located,
+        };
         match (located, text) {
             (Some(loc), Some(text)) => {
                 let mut out = String::with_capacity(text.len());

@@ -286,6 +286,30 @@ impl<'a> Path<'a> {
 const MAX_STRINGS: usize = 50_000;
 const MAX_DEPTH: usize = 32;
 
+/// The first enabled rule of each kind `Cx::scan` checks on every string.
+#[derive(Clone, Copy)]
+struct Specials {
+    invisible: Option<usize>,
+    bidi: Option<usize>,
+    tags: Option<usize>,
+    length: Option<usize>,
+    /// With its `min_len`.
+    base64: Option<(usize, usize)>,
+}
+
+impl Specials {
+    fn of(insp: &Inspector) -> Specials {
+        let idx = |kind| insp.rule_of_kind(kind).map(|(i, _)| i);
+        Specials {
+            invisible: idx(RuleKind::Invisible),
+            bidi: idx(RuleKind::Bidi),
+            tags: idx(RuleKind::TagChars),
+            length: idx(RuleKind::Length),
+            base64: insp.rule_of_kind(RuleKind::Base64).map(|(i, r)| (i, r.min_len)),
+        }
+    }
+}
+
 /// The state of one inspection call.
 pub(crate) struct Cx<'i> {
     insp: &'i Inspector,
@@ -297,6 +321,8 @@ pub(crate) struct Cx<'i> {
     done: Vec<bool>,
     item: Option<String>,
     item_fp: Option<Fingerprint>,
+    /// The rule of each per-string special kind (`rule_of_kind`, looked up once per call).
+    specials: Specials,
     /// Most severe hit of the current item, and of anything outside items.
     pub item_max: Option<Severity>,
     pub other_max: Option<Severity>,
@@ -316,6 +342,7 @@ impl<'i> Cx<'i> {
             done: vec![false; insp.rules.len()],
             item: None,
             item_fp: None,
+            specials: Specials::of(insp),
             item_max: None,
             other_max: None,
             worst_item: None,
@@ -398,8 +425,8 @@ impl<'i> Cx<'i> {
             && if self.for_result { r.result_severity.is_some() } else { r.fields & class.bit() != 0 }
     }
 
-    fn special(&self, kind: RuleKind, class: FieldClass) -> Option<usize> {
-        let (idx, _) = self.insp.rule_of_kind(kind)?;
+    fn special(&self, idx: Option<usize>, kind: RuleKind, class: FieldClass) -> Option<usize> {
+        let idx = idx?;
         self.wants(idx, kind, class).then_some(idx)
     }
 
@@ -462,23 +489,24 @@ impl<'i> Cx<'i> {
 
         let stats = sc.stats;
         if stats.invisible > 0 {
-            if let Some(idx) = self.special(RuleKind::Invisible, class) {
+            if let Some(idx) = self.special(self.specials.invisible, RuleKind::Invisible, class) {
                 let ev = text::excerpt(s, stats.first_invisible, stats.first_invisible, max);
                 self.hit(idx, field(path), ev, None);
             }
         }
         if stats.bidi > 0 {
-            if let Some(idx) = self.special(RuleKind::Bidi, class) {
+            if let Some(idx) = self.special(self.specials.bidi, RuleKind::Bidi, class) {
                 self.hit(idx, field(path), text::excerpt(s, stats.first_bidi, stats.first_bidi, max), None);
             }
         }
         if stats.tags > 0 {
-            if let Some(idx) = self.special(RuleKind::TagChars, class) {
+            if let Some(idx) = self.special(self.specials.tags, RuleKind::TagChars, class) {
                 self.hit(idx, field(path), text::excerpt(s, stats.first_tag, stats.first_tag, max), None);
             }
         }
-        if class == FieldClass::Description && !self.for_result {
-            if let Some(idx) = self.special(RuleKind::Length, class) {
+        // A string of at most `max_description_chars` bytes has no more characters than that.
+        if class == FieldClass::Description && !self.for_result && s.len() > insp.limits.max_description_chars {
+            if let Some(idx) = self.special(self.specials.length, RuleKind::Length, class) {
                 let n = s.chars().count();
                 if n > insp.limits.max_description_chars {
                     let ev = format!("{n} characters (limit {}): {}", insp.limits.max_description_chars, text::excerpt(s, 0, 0, max));
@@ -487,9 +515,10 @@ impl<'i> Cx<'i> {
             }
         }
         let mut decoded = None;
-        if let Some((idx, rule)) = insp.rule_of_kind(RuleKind::Base64).filter(|_| !hidden) {
+        // A run of `min_len` characters needs a string at least that long.
+        if let Some((idx, min_len)) = self.specials.base64.filter(|&(_, min_len)| !hidden && s.len() >= min_len) {
             {
-                if let Some((a, b)) = text::find_base64(s, rule.min_len) {
+                if let Some((a, b)) = text::find_base64(s, min_len) {
                     let bytes = s.get(a..b).and_then(text::decode_base64).unwrap_or_default();
                     let plain = text::printable_text(&bytes).map(str::to_string);
                     if self.wants(idx, RuleKind::Base64, class) {

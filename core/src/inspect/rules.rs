@@ -109,7 +109,9 @@ pub struct RuleSetDef {
 
 /// The built-in rule set, parsed.
 pub fn default_rule_set() -> Result<RuleSetDef, String> {
-    serde_json::from_str(DEFAULT_RULES_JSON).map_err(|e| format!("built-in rule set: {e}"))
+    // Through the same deserializer as the configuration: one copy of the rule types' parser.
+    let de = &mut serde_json::Deserializer::from_str(DEFAULT_RULES_JSON);
+    serde_path_to_error::deserialize(&mut *de).map_err(|e| format!("built-in rule set: {e}"))
 }
 
 /// Most slots in one pattern, and most words one match may span.

@@ -131,17 +131,37 @@ impl Scratch {
         self.words.clear();
         self.hidden.clear();
         self.stats = Stats::default();
-        let mut skip_to = 0;
+        let bytes = s.as_bytes();
         let mut prev: Option<char> = None;
-        for (i, raw) in s.char_indices() {
-            if i < skip_to {
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            // Plain ASCII (not `&` or `'`, which may start an entity or a contraction): lowercased
+            // and copied a run at a time; whitespace and controls collapse to one space.
+            if b < 0x80 && b != b'&' && b != b'\'' {
+                if b <= b' ' || b == 0x7f {
+                    self.emit_space(i);
+                    i += 1;
+                } else {
+                    let run = bytes.get(i..).unwrap_or(&[]);
+                    let len = run.iter().position(|&c| c <= b' ' || c >= 0x7f || c == b'&' || c == b'\'').unwrap_or(run.len());
+                    let from = self.norm.len();
+                    self.norm.push_str(s.get(i..i + len).unwrap_or(""));
+                    if let Some(tail) = self.norm.get_mut(from..) {
+                        tail.make_ascii_lowercase();
+                    }
+                    self.map.extend(i as u32..(i + len) as u32);
+                    i += len;
+                }
+                prev = Some(char::from(bytes.get(i - 1).copied().unwrap_or(b' ')));
                 continue;
             }
+            let Some(raw) = s.get(i..).and_then(|r| r.chars().next()) else { break };
+            let mut step = raw.len_utf8();
             let next = || s.get(i + raw.len_utf8()..).and_then(|r| r.chars().next());
             let c = match raw {
                 '&' => match s.get(i..).and_then(html_entity) {
                     Some((c, len)) => {
-                        skip_to = i + len;
+                        step = len;
                         c
                     }
                     None => raw,
@@ -190,23 +210,40 @@ impl Scratch {
             if !is_invisible(raw) {
                 prev = Some(raw);
             }
+            i += step;
         }
+        self.split_words();
+    }
+
+    /// Cuts `norm` into runs of letters and digits.
+    fn split_words(&mut self) {
+        let (norm, words) = (&self.norm, &mut self.words);
+        let bytes = norm.as_bytes();
         let mut start: Option<usize> = None;
-        for (i, c) in self.norm.char_indices() {
-            match (c.is_alphanumeric(), start) {
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            let (alnum, len) = if b < 0x80 {
+                (b.is_ascii_alphanumeric(), 1)
+            } else {
+                let c = norm.get(i..).and_then(|r| r.chars().next());
+                (c.is_some_and(char::is_alphanumeric), c.map_or(1, char::len_utf8))
+            };
+            match (alnum, start) {
                 (true, None) => start = Some(i),
                 (false, Some(s0)) => {
-                    self.words.push((s0 as u32, i as u32));
+                    words.push((s0 as u32, i as u32));
                     start = None;
                 }
                 _ => {}
             }
+            i += len;
         }
         if let Some(s0) = start {
-            self.words.push((s0 as u32, self.norm.len() as u32));
+            words.push((s0 as u32, norm.len() as u32));
         }
     }
 
+    #[inline(always)]
     fn word(&self, j: usize) -> Option<(&str, usize)> {
         let &(a, b) = self.words.get(j)?;
         Some((self.norm.get(a as usize..b as usize)?, b as usize))
@@ -291,6 +328,10 @@ pub(crate) struct Matcher {
     /// Substrings by their first two bytes, with a bit set of the pairs in use.
     subs_by_pair: WordMap<[u8; 2]>,
     pair_bits: Vec<u64>,
+    /// Hashed (first byte, second byte, length) of the first-slot exact words and prefixes: a word
+    /// whose bit is clear is not looked up (most words of a text are not).
+    exact_bits: Vec<u64>,
+    prefix_bits: Vec<u64>,
 }
 
 impl Default for Matcher {
@@ -304,13 +345,40 @@ impl Default for Matcher {
             substrings: Vec::new(),
             subs_by_pair: WordMap::default(),
             pair_bits: vec![0; 1024],
+            exact_bits: vec![0; FIRST_BITS / 64],
+            prefix_bits: vec![0; FIRST_BITS / 64],
         }
     }
 }
 
+#[inline(always)]
 fn pair_bit(p: [u8; 2]) -> (usize, u64) {
     let i = usize::from(p[0]) << 8 | usize::from(p[1]);
     (i / 64, 1 << (i % 64))
+}
+
+const FIRST_BITS: usize = 4096;
+
+/// The bit of a word's (or a word prefix's) first two bytes and length in `exact_bits` or
+/// `prefix_bits`.
+#[inline(always)]
+fn first_bit(w: &[u8], len: usize) -> (usize, u64) {
+    let a = u32::from(w.first().copied().unwrap_or(0));
+    let b = if len > 1 { u32::from(w.get(1).copied().unwrap_or(0)) } else { 0 };
+    let key = a | b << 8 | (len.min(255) as u32) << 16;
+    let i = (key.wrapping_mul(0x9E37_79B1) >> 20) as usize % FIRST_BITS;
+    (i / 64, 1 << (i % 64))
+}
+
+fn set_bit(bits: &mut [u64], (w, bit): (usize, u64)) {
+    if let Some(word) = bits.get_mut(w) {
+        *word |= bit;
+    }
+}
+
+#[inline(always)]
+fn has_bit(bits: &[u64], (w, bit): (usize, u64)) -> bool {
+    bits.get(w).is_some_and(|word| word & bit != 0)
 }
 
 fn push_unique(v: &mut Vec<u32>, id: u32) {
@@ -325,8 +393,12 @@ impl Matcher {
         if let Some(first) = p.slots.first() {
             for alt in &first.alts {
                 match alt {
-                    Alt::Exact(w) => push_unique(self.by_first_word.entry(w.clone()).or_default(), id),
+                    Alt::Exact(w) => {
+                        set_bit(&mut self.exact_bits, first_bit(w.as_bytes(), w.len()));
+                        push_unique(self.by_first_word.entry(w.clone()).or_default(), id);
+                    }
                     Alt::Prefix(w) => {
+                        set_bit(&mut self.prefix_bits, first_bit(w.as_bytes(), w.len()));
                         push_unique(self.by_first_prefix.entry(w.clone()).or_default(), id);
                         if !self.prefix_lens.contains(&w.len()) {
                             self.prefix_lens.push(w.len());
@@ -360,8 +432,18 @@ impl Matcher {
         let none: &[u32] = &[];
         for k in 0..sc.words.len() {
             let Some((w, _)) = sc.word(k) else { continue };
-            let exact = self.by_first_word.get(w).map_or(none, Vec::as_slice);
-            let prefixed = self.prefix_lens.iter().filter_map(|&l| w.get(..l)).filter_map(|p| self.by_first_prefix.get(p));
+            let wb = w.as_bytes();
+            let exact = if has_bit(&self.exact_bits, first_bit(wb, wb.len())) {
+                self.by_first_word.get(w).map_or(none, Vec::as_slice)
+            } else {
+                none
+            };
+            let prefixed = self
+                .prefix_lens
+                .iter()
+                .filter(|&&l| l <= wb.len() && has_bit(&self.prefix_bits, first_bit(wb, l)))
+                .filter_map(|&l| w.get(..l))
+                .filter_map(|p| self.by_first_prefix.get(p));
             let candidates = exact.iter().chain(prefixed.flatten()).chain(&self.any_first);
             for &pid in candidates {
                 let Some(p) = self.patterns.get(pid as usize) else { continue };
@@ -413,7 +495,6 @@ impl Matcher {
 /// (data URIs excepted): its byte range.
 pub(crate) fn find_base64(s: &str, min_len: usize) -> Option<(usize, usize)> {
     let b = s.as_bytes();
-    let is_b64 = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_');
     let mut i = 0;
     while i < b.len() {
         if !b.get(i).copied().is_some_and(is_b64) {
@@ -438,6 +519,11 @@ pub(crate) fn find_base64(s: &str, min_len: usize) -> Option<(usize, usize)> {
         }
     }
     None
+}
+
+#[inline(always)]
+fn is_b64(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_')
 }
 
 /// Decodes standard or URL-safe base64 (padding optional); `None` if it is not base64.
