@@ -626,9 +626,6 @@ impl WardenHttp {
         if let Some(outcome) = self.observer.as_mut().and_then(|o| o.on_body(&body, true, policy)) {
             self.record(outcome, host::now_ms());
         }
-        if kind == ListKind::Tools {
-            crate::tools::learn(&server, &body, sse, shared.config.inspect_max_bytes);
-        }
         let decision = inspect::list_answer(&shared, &server, &cluster_name, kind, &body, sse);
         let m = shared.metrics.cluster(cluster);
         match decision {

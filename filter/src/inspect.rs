@@ -15,7 +15,8 @@ use mcp_warden_core::inspect::{
     Shadowed, ToolPins,
 };
 use mcp_warden_core::mcp::sse::{frame_messages, message_datas};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hasher;
 
 /// Most tool names remembered for cross-server shadowing, per sidecar.
 const MAX_TOOL_OWNERS: usize = 4096;
@@ -25,8 +26,36 @@ fn pins_key(server: &str) -> String {
     format!("mcp_warden.pins.{server}")
 }
 
+/// Per VM: the hash of the last list result of each (server, kind) and what was decided for it.
+/// Agents list tools at every session start and servers answer the same list; an identical one
+/// is forwarded (or blocked) again without a second inspection, its findings having been
+/// reported the first time. Stripped answers are inspected each time (the rewrite carries the
+/// request's id). One entry per (server, kind): bounded by the configuration.
+#[derive(Debug, Default)]
+pub struct VerdictCache {
+    entries: HashMap<(String, &'static str), (u64, Decision)>,
+}
+
+/// The `result` of a JSON-RPC answer, as the server wrote it (the id left out: each request has
+/// its own).
+#[derive(serde::Deserialize)]
+struct ResultOnly<'a> {
+    #[serde(borrow)]
+    result: &'a serde_json::value::RawValue,
+}
+
+/// A hash of the results of the answer's messages, or `None` when one is not a plain result.
+fn results_hash(body: &[u8], sse: bool, limit: usize) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for msg in messages(body, sse, limit) {
+        let r: ResultOnly<'_> = serde_json::from_slice(&msg).ok()?;
+        h.write(r.result.get().as_bytes());
+    }
+    Some(h.finish())
+}
+
 /// What the agent gets instead of the held answer.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// The answer as the server sent it.
     Forward,
@@ -53,6 +82,31 @@ pub fn sse_frame(messages: &[&[u8]]) -> Vec<u8> {
 /// Inspects a complete list answer of `server` (served by `cluster`), queues the findings and
 /// decides what the agent gets.
 pub fn list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListKind, body: &[u8], sse: bool) -> Decision {
+    let hash = results_hash(body, sse, shared.config.inspector.limits.max_list_bytes);
+    let key = (server.to_string(), kind.key());
+    if let (Some(hash), Some((h, decision))) = (hash, shared.list_verdicts.borrow().entries.get(&key)) {
+        if *h == hash {
+            return decision.clone();
+        }
+    }
+    if kind == ListKind::Tools {
+        // What the tools declare about retries, for the retry rules (same bytes, same hints).
+        crate::tools::learn(server, body, sse, shared.config.inspect_max_bytes);
+    }
+    let decision = inspect_list_answer(shared, server, cluster, kind, body, sse);
+    // A rewritten answer carries its request's id: only decisions that do not are kept.
+    match (hash, &decision) {
+        (Some(hash), Decision::Forward | Decision::Block { .. }) => {
+            shared.list_verdicts.borrow_mut().entries.insert(key, (hash, decision.clone()));
+        }
+        _ => {
+            shared.list_verdicts.borrow_mut().entries.remove(&key);
+        }
+    }
+    decision
+}
+
+fn inspect_list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListKind, body: &[u8], sse: bool) -> Decision {
     let insp = &shared.config.inspector;
     let msgs = messages(body, sse, insp.limits.max_list_bytes);
     let mut worst = Action::Pass;

@@ -24,6 +24,8 @@ pub struct Shared {
     pub trust: RefCell<TrustTable>,
     /// Retries on fallbacks this VM may still make (a fifth of its requests, bursts of 10).
     pub retry_budget: RefCell<RetryBudget>,
+    /// The last list answer inspected per (server, list kind), by hash, and its decision.
+    pub list_verdicts: RefCell<crate::inspect::VerdictCache>,
 }
 
 /// The filter's root context.
@@ -94,6 +96,7 @@ impl RootContext for WardenRoot {
             pending: RefCell::new(SignalAccumulator::default()),
             trust: RefCell::new(TrustTable::default()),
             retry_budget: RefCell::new(retry_budget),
+            list_verdicts: RefCell::new(crate::inspect::VerdictCache::default()),
         }));
         true
     }

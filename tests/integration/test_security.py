@@ -451,6 +451,25 @@ def test_strip_keeps_everything_but_the_poisoned_tool(warden):
            {k: v for k, v in sent["result"].items() if k != "tools"}
 
 
+def test_the_same_list_again_is_not_inspected_twice(warden):
+    """Each VM remembers the last list result of a server by hash: an identical one (another
+    request id) gets the same decision without its findings counted again; a changed one is
+    inspected."""
+    rig = warden("json")
+    rig.server.set_mode("poison", payload="long")  # recorded (low): forwarded as sent
+    assert evil.POISON_TOOL in tools_of(rig.list_raw(id=60), 60)
+    per_inspection = rig.stat("findings")
+    assert per_inspection > 0
+    for i in range(1, 6):
+        assert evil.POISON_TOOL in tools_of(rig.list_raw(id=60 + i), 60 + i)
+    # Two worker VMs: each inspects this result once at most; every other answer is a cache hit.
+    assert rig.stat("findings") <= 2 * per_inspection
+    before = rig.stat("findings")
+    rig.server.set_mode("poison", payload="exfil_url")  # a different list: inspected, stripped
+    assert evil.POISON_TOOL not in tools_of(rig.list_raw(id=70), 70)
+    assert rig.stat("findings") > before and rig.stat("stripped") == 1
+
+
 # ------------------------------------------------------------------------------------------------
 # Rug pulls
 
