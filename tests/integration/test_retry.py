@@ -183,14 +183,17 @@ def test_an_expired_session_is_renewed_where_it_lives(servers, sidecar):
     servers["demo_primary"].fault("down")
     servers["demo_primary"].fault("healthy")
     servers["demo_primary"].reset_stats()
+    counts = []
     for i in range(3):
         # increment is not idempotent, but a 404 means nothing ran: safe to send again.
         a = call_tool(envoy.url, "increment", session=sid, id=20 + i)
         assert a.status == 200, a
         assert a.header("x-mcp-warden-served-by") == "demo_primary"
         assert a.header("mcp-session-id") in (None, sid)
-        assert tool_text(a) == str(i + 1)
-    # One handshake replayed; the counter (1, 2, 3 above) shows the refused first try never ran:
+        counts.append(int(tool_text(a)))
+    # The process's counter (it outlives the restart of the listener) went up by one per call.
+    assert counts == [counts[0], counts[0] + 1, counts[0] + 2], counts
+    # One handshake replayed; the counter (one step per call above) shows the refused first try never ran:
     # the server received four tools/call, one of them refused with 404 before running.
     by_method = servers["demo_primary"].stats()["by_method"]
     assert by_method.get("initialize") == 1 and by_method.get("tools/call") == 4
