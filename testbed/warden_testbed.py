@@ -431,6 +431,8 @@ class FaultServer:
     control_port: int = 0
     proc: subprocess.Popen | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mcp-warden-server-")))
+    # The server script: both test servers take the same command line and control endpoints.
+    script = FAULT_SERVER
 
     @property
     def url(self) -> str:
@@ -447,7 +449,7 @@ class FaultServer:
         log = open(self.workdir / "server.log", "ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable, str(FAULT_SERVER),
+                sys.executable, str(self.script),
                 "--name", self.name,
                 "--port", str(self.port),
                 "--control-port", str(self.control_port),
