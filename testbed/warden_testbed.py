@@ -114,6 +114,14 @@ def plugin_config(servers: list[dict], **extra: Any) -> dict:
     return cfg
 
 
+def with_upstream_timeout(plugin: dict, route_timeout_s: float) -> dict:
+    """The plugin configuration with the route's timeout as its `failover.upstream_timeout_ms`
+    (unless set): the filter sets it on each POST and so knows when Envoy gives up."""
+    failover = dict(plugin.get("failover") or {})
+    failover.setdefault("upstream_timeout_ms", int(route_timeout_s * 1000))
+    return {**plugin, "failover": failover}
+
+
 def bootstrap(
     *,
     listen_port: int,
@@ -126,6 +134,8 @@ def bootstrap(
 ) -> dict:
     """The Envoy bootstrap: one listener, the wasm filter, a route that follows the filter's
     route header, and one cluster per upstream (name -> (host, port))."""
+    if isinstance(plugin, dict):
+        plugin = with_upstream_timeout(plugin, route_timeout_s)
     plugin_json = plugin if isinstance(plugin, str) else json.dumps(plugin)
     route_header_present = [{"name": ROUTE_HEADER, "present_match": True}]
     hcm = {

@@ -70,6 +70,7 @@ struct RawFailover {
     retry_budget_ratio: Option<f64>,
     retry_budget_burst: Option<f64>,
     retry_timeout_ms: Option<u64>,
+    upstream_timeout_ms: Option<u64>,
     max_sessions: Option<u32>,
 }
 
@@ -278,6 +279,12 @@ pub struct FailoverPolicy {
     pub retry_budget_burst: f64,
     /// How long a call the sidecar makes itself (retry, session opening) may take.
     pub retry_timeout_ms: u64,
+    /// The time Envoy gives an upstream to answer an MCP POST, set by the filter on each one
+    /// (`x-envoy-upstream-rq-timeout-ms`, overriding the route's timeout) so that it knows when
+    /// Envoy would give up; 0 leaves the route's timeout alone (see `retry::hold_budget_ms`).
+    pub upstream_timeout_ms: u64,
+    /// `upstream_timeout_ms` as the header value, formatted once.
+    pub upstream_timeout_header: Option<String>,
     /// Capacity of the session table (records in shared data; see `session`).
     pub max_sessions: u32,
 }
@@ -290,6 +297,8 @@ impl Default for FailoverPolicy {
             retry_budget_ratio: 0.2,
             retry_budget_burst: 10.0,
             retry_timeout_ms: 10_000,
+            upstream_timeout_ms: 15_000,
+            upstream_timeout_header: Some("15000".into()),
             max_sessions: crate::session::DEFAULT_MAX_SESSIONS,
         }
     }
@@ -309,6 +318,13 @@ fn compile_failover(raw: &RawFailover) -> Result<FailoverPolicy, ConfigError> {
     if !(100..=300_000).contains(&timeout) {
         return Err(err("failover.retry_timeout_ms", format!("must be between 100 and 300000, got {timeout}")));
     }
+    let upstream_timeout = raw.upstream_timeout_ms.unwrap_or(d.upstream_timeout_ms);
+    if upstream_timeout != 0 && !(500..=86_400_000).contains(&upstream_timeout) {
+        return Err(err(
+            "failover.upstream_timeout_ms",
+            format!("must be 0 (the route's timeout stays) or between 500 and 86400000, got {upstream_timeout}"),
+        ));
+    }
     use crate::session::{MAX_MAX_SESSIONS, MIN_MAX_SESSIONS};
     let max_sessions = raw.max_sessions.unwrap_or(d.max_sessions);
     if !(MIN_MAX_SESSIONS..=MAX_MAX_SESSIONS).contains(&max_sessions) {
@@ -323,6 +339,8 @@ fn compile_failover(raw: &RawFailover) -> Result<FailoverPolicy, ConfigError> {
         retry_budget_ratio: ratio,
         retry_budget_burst: burst,
         retry_timeout_ms: timeout,
+        upstream_timeout_ms: upstream_timeout,
+        upstream_timeout_header: (upstream_timeout > 0).then(|| upstream_timeout.to_string()),
         max_sessions,
     })
 }
@@ -713,6 +731,7 @@ mod tests {
             (s(r#","degraded":{"error_code":-32700}"#), "degraded.error_code"),
             (s(r#","failover":{"retry_budget_ratio":2}"#), "failover.retry_budget_ratio"),
             (s(r#","failover":{"retry_timeout_ms":5}"#), "failover.retry_timeout_ms"),
+            (s(r#","failover":{"upstream_timeout_ms":20}"#), "failover.upstream_timeout_ms"),
             (s(r#","failover":{"max_sessions":100}"#), "failover.max_sessions"),
             (s(r#","failover":{"max_sessions":-1}"#), "failover.max_sessions"),
             (s(r#","failover":{"retry":"yes"}"#), "failover.retry"),

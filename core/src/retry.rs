@@ -147,6 +147,37 @@ impl RetryBudget {
     }
 }
 
+/// Envoy's route timer may still be running while the filter holds a failed answer back:
+/// keep this much ahead of it.
+pub const ROUTE_TIMER_GUARD_MS: u64 = 100;
+/// A hold shorter than this is not worth starting: the failed answer is replaced at once.
+pub const MIN_HOLD_MS: u64 = 100;
+
+/// How long the filter may hold a failed answer back while it retries the call or renews its
+/// session, or `None` if it must answer at once.
+///
+/// While the upstream's own answer is still open (`router_done` false: an answer that came from
+/// the upstream, whose body may still be on its way), Envoy's route timer keeps running; when it
+/// fires, Envoy sends its own 504 page straight to the agent, past every filter. So the hold must
+/// end before `forwarded_ms + upstream_timeout_ms`, the moment the request reached the router plus
+/// the timeout the filter gave it. With `upstream_timeout_ms` 0 (the route's own timeout, unknown
+/// to the filter) only `retry_timeout_ms` bounds it. Envoy's own error replies (connect failure,
+/// reset, route timeout) end the router's work, and the hold may take the whole retry time.
+pub fn hold_budget_ms(
+    now: u64,
+    forwarded_ms: u64,
+    upstream_timeout_ms: u64,
+    retry_timeout_ms: u64,
+    router_done: bool,
+) -> Option<u64> {
+    if router_done || upstream_timeout_ms == 0 {
+        return Some(retry_timeout_ms);
+    }
+    let deadline = forwarded_ms.saturating_add(upstream_timeout_ms).saturating_sub(ROUTE_TIMER_GUARD_MS);
+    let left = deadline.saturating_sub(now);
+    (left >= MIN_HOLD_MS).then_some(left.min(retry_timeout_ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +231,20 @@ mod tests {
         let r = parse_request(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#, true).unwrap();
         assert!(is_safe_to_retry(&r, Some("tools/call"), Some("echo"), &catalog(), FailureKind::Http5xx));
         assert!(!is_safe_to_retry(&r, Some("tools/call"), Some("increment"), &catalog(), FailureKind::Http5xx));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_hold_ends_before_envoys_route_timer_while_the_upstream_answer_is_open() {
+        // Forwarded at 1,000 with a 3 s upstream timeout: Envoy gives up at 4,000.
+        assert_eq!(hold_budget_ms(1_050, 1_000, 3_000, 10_000, false), Some(2_850));
+        assert_eq!(hold_budget_ms(1_050, 1_000, 3_000, 1_000, false), Some(1_000));
+        // Too close to Envoy's timer: answer at once.
+        assert_eq!(hold_budget_ms(3_850, 1_000, 3_000, 10_000, false), None);
+        assert_eq!(hold_budget_ms(9_000, 1_000, 3_000, 10_000, false), None);
+        // Envoy's own error reply ended the router's work: the whole retry time.
+        assert_eq!(hold_budget_ms(3_999, 1_000, 3_000, 10_000, true), Some(10_000));
+        // The route's own timeout, unknown to the filter: only the retry time bounds it.
+        assert_eq!(hold_budget_ms(3_999, 1_000, 0, 10_000, false), Some(10_000));
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -28,6 +28,9 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
 
 /// Headers that belong to one connection and are never forwarded.
+/// Envoy's router takes this request header as the upstream timeout, in place of the route's.
+const UPSTREAM_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
+
 const HOP_BY_HOP: [&str; 8] =
     ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "content-length"];
 
@@ -106,6 +109,10 @@ pub struct WardenHttp {
     request_too_big: bool,
     request: Option<ParsedRequest>,
     started_ms: u64,
+    /// When the request (its end) went on to Envoy's router, which then starts its timer.
+    forwarded_ms: u64,
+    /// While a failed answer is held back: when the calls the filter makes must have ended.
+    hold_until_ms: Option<u64>,
     observer: Option<ResponseObserver>,
     recorded: bool,
     /// A degraded body that replaces the upstream's (error page or 5xx).
@@ -147,6 +154,8 @@ impl WardenHttp {
             request_too_big: false,
             request: None,
             started_ms: 0,
+            forwarded_ms: 0,
+            hold_until_ms: None,
             observer: None,
             recorded: false,
             replacement: None,
@@ -452,8 +461,29 @@ impl WardenHttp {
         }
     }
 
+    /// The time limit of a call the filter makes: the retry time, or what is left of a hold.
     fn call_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.shared.config.failover.retry_timeout_ms)
+        let full = self.shared.config.failover.retry_timeout_ms;
+        let ms = match self.hold_until_ms {
+            Some(until) => until.saturating_sub(host::now_ms()).clamp(1, full),
+            None => full,
+        };
+        std::time::Duration::from_millis(ms)
+    }
+
+    /// Starts holding a failed answer back, if there is time before Envoy would answer itself.
+    fn start_hold(&mut self, now: u64, router_done: bool) -> bool {
+        let f = &self.shared.config.failover;
+        match retry::hold_budget_ms(now, self.forwarded_ms, f.upstream_timeout_ms, f.retry_timeout_ms, router_done) {
+            Some(ms) => {
+                self.hold_until_ms = Some(now + ms);
+                true
+            }
+            None => {
+                log::debug!("mcp-warden: no time left before the route timeout to fail over");
+                false
+            }
+        }
     }
 
     fn dispatch_to(&self, cluster: usize, session: Option<&str>, body: &[u8]) -> Option<u32> {
@@ -510,6 +540,7 @@ impl WardenHttp {
                 let _ = host::set_header(host::REQUEST, "mcp-session-id", &session);
                 // Event ids of another session's stream mean nothing to this one.
                 let _ = host::remove_header(host::REQUEST, "last-event-id");
+                self.forwarded_ms = host::now_ms();
                 if let Err(e) = proxy_wasm::hostcalls::resume_http_request() {
                     log::warn!("mcp-warden: could not resume a request after moving its session: {e:?}");
                 }
@@ -685,7 +716,7 @@ impl WardenHttp {
 
     /// Sends a failed call again to the next fallback that admits it, when that is safe.
     /// Returns true when a retry is under way (the upstream's answer is then held back).
-    fn try_retry(&mut self, failure: FailureKind, failed: usize, position: usize, now: u64) -> bool {
+    fn try_retry(&mut self, failure: FailureKind, failed: usize, position: usize, now: u64, router_done: bool) -> bool {
         let shared = Rc::clone(&self.shared);
         let cfg = &shared.config;
         if !cfg.failover.retry || self.method != HttpMethod::Post || self.request_too_big {
@@ -717,8 +748,8 @@ impl WardenHttp {
             SessionOn::Open => cfg.failover.move_sessions,
             _ => true,
         };
-        if !movable || !shared.retry_budget.borrow_mut().try_spend() {
-            log::debug!("mcp-warden: not retrying on a fallback (retry budget spent or session unknown)");
+        if !movable || !self.start_hold(now, router_done) || !shared.retry_budget.borrow_mut().try_spend() {
+            log::debug!("mcp-warden: not retrying on a fallback (session unknown, no time left or retry budget spent)");
             if let Admission::Probe { epoch } = admission {
                 breakers::release_probe(cfg, cluster, epoch, now);
             }
@@ -755,7 +786,8 @@ impl WardenHttp {
             && !self.request_too_big
             && self.request.is_some()
             && self.record.as_ref().is_some_and(|r| sessions::init_body(&self.shared.config, r).is_some());
-        if !renewable {
+        // The 404's body may still be on its way: Envoy's route timer is running.
+        if !renewable || !self.start_hold(now, false) {
             return false;
         }
         self.renewed = true;
@@ -827,7 +859,8 @@ impl WardenHttp {
             Vec::new()
         };
         let outcome = if status == 0 {
-            let timed_out = now.saturating_sub(since_ms) >= cfg.failover.retry_timeout_ms;
+            let limit = self.hold_until_ms.unwrap_or(since_ms + cfg.failover.retry_timeout_ms);
+            let timed_out = now + 5 >= limit;
             Outcome::Failure(if timed_out { FailureKind::Timeout } else { FailureKind::ConnectFailure })
         } else {
             let content_type = headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.as_str());
@@ -972,6 +1005,7 @@ impl HttpContext for WardenHttp {
         }
         let now = host::now_ms();
         self.started_ms = now;
+        self.forwarded_ms = now;
         self.record = self.session.as_deref().and_then(|sid| sessions::record(&self.shared.config, self.server, sid));
         self.pinned = self.record.as_ref().and_then(|r| sessions::cluster_index(&self.shared.config, self.server, &r.origin));
         let deleting =
@@ -985,6 +1019,10 @@ impl HttpContext for WardenHttp {
                 let name = shared.config.cluster(cluster).map_or("", |c| c.name.as_str());
                 if let Err(e) = host::set_header(host::REQUEST, &shared.config.route_header, name) {
                     log::warn!("mcp-warden: could not set the route header: {e}");
+                }
+                if let (HttpMethod::Post, Some(ms)) = (self.method, &shared.config.failover.upstream_timeout_header) {
+                    // The filter must know when Envoy gives up on the upstream (see `start_hold`).
+                    let _ = host::set_header(host::REQUEST, UPSTREAM_TIMEOUT_HEADER, ms);
                 }
                 if let Some(m) = shared.metrics.cluster(cluster) {
                     host::increment(m.requests, 1);
@@ -1048,6 +1086,7 @@ impl HttpContext for WardenHttp {
                     self.start_establishing();
                     return Action::Pause;
                 }
+                self.forwarded_ms = host::now_ms();
                 Action::Continue
             }
             Stage::Refused => {
@@ -1154,7 +1193,8 @@ impl HttpContext for WardenHttp {
                     Stage::Routed { position, .. } => position,
                     _ => 0,
                 };
-                if !end_of_stream && self.try_retry(kind, cluster, position, now) {
+                let router_done = local_reply.is_some();
+                if !end_of_stream && self.try_retry(kind, cluster, position, now, router_done) {
                     // Hold the failed answer back; the fallback's answer replaces it.
                     return Action::Pause;
                 }

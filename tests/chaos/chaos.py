@@ -60,7 +60,8 @@ for p in (ROOT / "testbed", ROOT / "tests"):
 from chaos_proxy import ChaosProxy  # noqa: E402
 from mcp_http import Answer, request  # noqa: E402
 from warden_testbed import (AGGREGATOR_CLUSTER, TESTBED_TOKENS, Aggregator, Envoy, FaultServer,  # noqa: E402
-                            bootstrap, demo_servers, free_port, spawn_demo_servers, trust_plugin, wait_until)
+                            bootstrap, demo_servers, free_port, spawn_demo_servers, trust_plugin, wait_until,
+                            with_upstream_timeout)
 
 STAT = "wasmcustom.mcp_warden.cluster."
 CLUSTERS = ("demo_primary", "demo_fallback", "json_primary", "json_fallback")
@@ -483,9 +484,11 @@ class System:
         # Each reload changes a parameter that makes no difference to behaviour, so Envoy sees a
         # new filter configuration and builds a new filter chain.
         breaker = dict(BREAKER, backoff_reset_ms=BREAKER["backoff_reset_ms"] + self.reloads % 2)
-        return {"servers": demo_servers(), "breaker": breaker,
-                "trust": trust_plugin("chaos-sidecar", self.sidecar_token, poll_ms=500, report_ms=500,
-                                      enforce_min_trust=False)}
+        return with_upstream_timeout(
+            {"servers": demo_servers(), "breaker": breaker,
+             "trust": trust_plugin("chaos-sidecar", self.sidecar_token, poll_ms=500, report_ms=500,
+                                   enforce_min_trust=False)},
+            self.route_timeout_s)
 
     def start(self) -> "System":
         try:

@@ -202,3 +202,31 @@ def test_an_expired_session_is_renewed_where_it_lives(servers, sidecar):
     # Once the agent ends its session, it is gone for good: no renewal of a deleted session.
     assert request(envoy.url, "DELETE", headers={"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}).status < 300
     assert call_tool(envoy.url, "whoami", session=sid, id=30).status == 404
+
+
+def test_a_renewal_cut_short_by_the_route_timeout_still_answers_well_formed(servers, sidecar):
+    """The server's 404 dribbles its body while the sidecar renews the session on that same slow
+    server: the sidecar must answer (degraded) before Envoy's route timeout would, or Envoy's own
+    504 page reaches the agent past the filter."""
+    envoy = sidecar(breaker=LENIENT, route_timeout_s=2.0)
+    sid = initialize(envoy.url)
+    assert tool_text(call_tool(envoy.url, "whoami", session=sid)) == "demo_primary"
+    servers["demo_primary"].fault("down")
+    servers["demo_primary"].fault("slowloris", interval_ms=1000, chunk_bytes=16)
+    a = call_tool(envoy.url, "echo", {"text": "late"}, session=sid, id=41)
+    assert (a.header("content-type") or "").startswith("application/json"), (a.status, a.body[:200])
+    msg = a.message()
+    assert msg["id"] == 41 and msg["result"]["isError"] is True, msg
+
+
+def test_the_filter_sets_the_upstream_timeout_of_mcp_posts(servers, sidecar):
+    """`failover.upstream_timeout_ms` replaces the route's timeout (15 s here) for MCP POSTs, so
+    the filter knows when Envoy gives up: a 3 s answer is a timeout at 1 s, retried."""
+    envoy = sidecar(breaker=LENIENT, route_timeout_s=15.0, failover={"upstream_timeout_ms": 1000})
+    learn_tools(envoy)
+    servers["json_primary"].fault("slow", delay_ms=3000)
+    a = stateless_call(envoy.url, "echo", {"text": "in time"}, id=5)
+    assert tool_text(a) == "in time"
+    assert a.header("x-mcp-warden-served-by") == "json_fallback"
+    assert a.header("x-mcp-warden-retried-from") == "json_primary"
+    assert envoy.stat(f"{P}json_primary.failure.timeout") == 1
