@@ -114,6 +114,22 @@ def plugin_config(servers: list[dict], **extra: Any) -> dict:
     return cfg
 
 
+# Envoy's own reply while the filter holds a failed answer back (a reset or the route timeout of
+# that answer) goes past the filter: the filter leaves the degraded answer in this request header,
+# and this mapper sends it (docs/DECISIONS.md, "The filter owns the upstream timeout").
+HELD_ANSWER_HEADER = "x-mcp-warden-held-answer"
+HELD_ANSWER_LOCAL_REPLY = {
+    "mappers": [{
+        "filter": {"header_filter": {"header": {"name": HELD_ANSWER_HEADER, "present_match": True}}},
+        "status_code": 200,
+        "headers_to_add": [{"header": {"key": "x-mcp-warden-degraded", "value": "upstream_failed"},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+        "body_format_override": {"text_format_source": {"inline_string": f"%REQ({HELD_ANSWER_HEADER})%"},
+                                 "content_type": "application/json"},
+    }],
+}
+
+
 def with_upstream_timeout(plugin: dict, route_timeout_s: float) -> dict:
     """The plugin configuration with the route's timeout as its `failover.upstream_timeout_ms`
     (unless set): the filter sets it on each POST and so knows when Envoy gives up."""
@@ -144,6 +160,7 @@ def bootstrap(
         "codec_type": "AUTO",
         # Long-lived GET streams are bounded by idle time, not by a total duration.
         "stream_idle_timeout": "300s",
+        "local_reply_config": HELD_ANSWER_LOCAL_REPLY,
         "route_config": {
             "name": "mcp",
             "virtual_hosts": [

@@ -31,6 +31,10 @@ use std::rc::Rc;
 /// Envoy's router takes this request header as the upstream timeout, in place of the route's.
 const UPSTREAM_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
 
+/// Request header holding the answer Envoy's local reply mapper gives if Envoy answers by itself
+/// during a hold (see `WardenHttp::leave_answer_for_envoy`).
+const HELD_ANSWER_HEADER: &str = "x-mcp-warden-held-answer";
+
 const HOP_BY_HOP: [&str; 8] =
     ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "content-length"];
 
@@ -113,6 +117,9 @@ pub struct WardenHttp {
     forwarded_ms: u64,
     /// While a failed answer is held back: when the calls the filter makes must have ended.
     hold_until_ms: Option<u64>,
+    /// The degraded answer was left in `HELD_ANSWER_HEADER` for Envoy (taken back before the
+    /// filter answers itself).
+    left_answer: bool,
     observer: Option<ResponseObserver>,
     recorded: bool,
     /// A degraded body that replaces the upstream's (error page or 5xx).
@@ -156,6 +163,7 @@ impl WardenHttp {
             started_ms: 0,
             forwarded_ms: 0,
             hold_until_ms: None,
+            left_answer: false,
             observer: None,
             recorded: false,
             replacement: None,
@@ -301,6 +309,10 @@ impl WardenHttp {
             host::increment(m.degraded, 1);
         }
         self.stage = Stage::Answered;
+        if self.left_answer {
+            self.left_answer = false;
+            let _ = host::remove_header(host::REQUEST, HELD_ANSWER_HEADER);
+        }
         if let Err(e) = host::send_response(u32::from(response.status), &headers, &response.body) {
             log::warn!("mcp-warden: could not send a degraded answer: {e}");
         }
@@ -461,6 +473,30 @@ impl WardenHttp {
         }
     }
 
+    /// While the upstream's answer is held back and still open, Envoy answers by itself if it
+    /// ends badly first (a reset, the route timeout): the response headers are inside the filter
+    /// chain, so Envoy sends its reply straight to the agent, past the filter. For that case the
+    /// degraded answer is left in a request header, which Envoy's local reply mapper (shipped
+    /// configs, docs/DECISIONS.md) sends instead of its error page. Only held requests pay.
+    fn leave_answer_for_envoy(&mut self, cluster: usize, kind: FailureKind) {
+        let Some(name) = self.shared.config.cluster(cluster).map(|c| c.name.clone()) else { return };
+        let status = ClusterStatus { cluster: &name, state: "failed", retry_after_ms: 1_000 };
+        let Some(u) = self.unavailable(Reason::UpstreamFailed(kind), vec![status]) else { return };
+        let response = self.degraded_for_request(&u);
+        if response.status != 200 {
+            return; // no JSON-RPC id to answer with
+        }
+        let Ok(text) = std::str::from_utf8(&response.body) else { return };
+        self.left_answer = host::set_header(host::REQUEST, HELD_ANSWER_HEADER, text).is_ok();
+    }
+
+    /// The filter answers itself: Envoy's mapper must not replace that answer.
+    fn take_back_answer(&mut self) {
+        if std::mem::take(&mut self.left_answer) {
+            let _ = host::remove_header(host::REQUEST, HELD_ANSWER_HEADER);
+        }
+    }
+
     /// The time limit of a call the filter makes: the retry time, or what is left of a hold.
     fn call_timeout(&self) -> std::time::Duration {
         let full = self.shared.config.failover.retry_timeout_ms;
@@ -471,12 +507,16 @@ impl WardenHttp {
         std::time::Duration::from_millis(ms)
     }
 
-    /// Starts holding a failed answer back, if there is time before Envoy would answer itself.
-    fn start_hold(&mut self, now: u64, router_done: bool) -> bool {
+    /// Starts holding a failed answer of `cluster` back, if there is time before Envoy would
+    /// answer itself.
+    fn start_hold(&mut self, now: u64, router_done: bool, cluster: usize, kind: FailureKind) -> bool {
         let f = &self.shared.config.failover;
         match retry::hold_budget_ms(now, self.forwarded_ms, f.upstream_timeout_ms, f.retry_timeout_ms, router_done) {
             Some(ms) => {
                 self.hold_until_ms = Some(now + ms);
+                if !router_done {
+                    self.leave_answer_for_envoy(cluster, kind);
+                }
                 true
             }
             None => {
@@ -748,7 +788,7 @@ impl WardenHttp {
             SessionOn::Open => cfg.failover.move_sessions,
             _ => true,
         };
-        if !movable || !self.start_hold(now, router_done) || !shared.retry_budget.borrow_mut().try_spend() {
+        if !movable || !self.start_hold(now, router_done, failed, failure) || !shared.retry_budget.borrow_mut().try_spend() {
             log::debug!("mcp-warden: not retrying on a fallback (session unknown, no time left or retry budget spent)");
             if let Admission::Probe { epoch } = admission {
                 breakers::release_probe(cfg, cluster, epoch, now);
@@ -787,7 +827,7 @@ impl WardenHttp {
             && self.request.is_some()
             && self.record.as_ref().is_some_and(|r| sessions::init_body(&self.shared.config, r).is_some());
         // The 404's body may still be on its way: Envoy's route timer is running.
-        if !renewable || !self.start_hold(now, false) {
+        if !renewable || !self.start_hold(now, false, cluster, FailureKind::ConnectFailure) {
             return false;
         }
         self.renewed = true;
@@ -813,7 +853,12 @@ impl WardenHttp {
         let headers = host::headers(host::REQUEST);
         let mut forward: Vec<(&str, &str)> = headers
             .iter()
-            .filter(|(k, _)| !HOP_BY_HOP.contains(&k.as_str()) && *k != cfg.route_header && k != "mcp-session-id")
+            .filter(|(k, _)| {
+                !HOP_BY_HOP.contains(&k.as_str())
+                    && *k != cfg.route_header
+                    && k != "mcp-session-id"
+                    && k != HELD_ANSWER_HEADER
+            })
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         if let Some(s) = session {
@@ -844,6 +889,7 @@ impl WardenHttp {
     fn finish_retry(&mut self, body_size: usize, has_headers: bool) {
         let Stage::Retrying { cluster, admission, failed, failure, since_ms, .. } = self.stage else { return };
         self.stage = Stage::Answered;
+        self.take_back_answer();
         let now = host::now_ms();
         let shared = Rc::clone(&self.shared);
         let cfg = &shared.config;
@@ -978,8 +1024,9 @@ impl HttpContext for WardenHttp {
             panic!("fault injection: a test asked this VM to panic");
         }
         let cfg = &self.shared.config;
-        // The agent never picks the cluster itself.
+        // The agent never picks the cluster itself, nor what Envoy answers in its place.
         let _ = host::remove_header(host::REQUEST, &cfg.route_header);
+        let _ = host::remove_header(host::REQUEST, HELD_ANSWER_HEADER);
         let authority = host::header(host::REQUEST, ":authority").unwrap_or_default();
         let path = host::header(host::REQUEST, ":path").unwrap_or_default();
         // The router's index: no scan of the server list per request.

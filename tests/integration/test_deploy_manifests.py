@@ -339,6 +339,12 @@ def test_istio_filter_settings_match_the_reference_config():
     for r in routes:  # without the header, Istio's own routes apply
         assert {"name": ROUTE_HEADER, "present_match": True} in r["match"]["headers"]
 
+    # Envoy's own replies during a hold are mapped to the answer the filter left, as in the reference.
+    (hcm_patch,) = patches(ef, "NETWORK_FILTER")
+    assert hcm_patch["patch"]["operation"] == "MERGE"
+    assert hcm_patch["match"]["listener"]["filterChain"]["filter"]["name"] == "envoy.filters.network.http_connection_manager"
+    mine_reply = hcm_patch["patch"]["value"]["typed_config"]["local_reply_config"]
+    assert mine_reply == reference_hcm(ref)["local_reply_config"]
     overlay = json.loads(find("ConfigMap", "mcp-warden-bootstrap", ef["metadata"]["namespace"])["data"]["custom_bootstrap.json"])
     assert overlay["stats_config"]["stats_tags"] == ref["stats_config"]["stats_tags"]
 
@@ -423,6 +429,7 @@ def istio_like_sidecar(ef: dict, upstreams: dict[str, int], ecds: Path, stats_pr
     ]
     extensions = {}
     listener_merge: dict = {}
+    hcm_merge: dict = {}
     for p in ef["spec"]["configPatches"]:
         kind, op, match = p["applyTo"], p["patch"]["operation"], p.get("match", {})
         value = json.loads(json.dumps(p["patch"].get("value")))
@@ -453,6 +460,11 @@ def istio_like_sidecar(ef: dict, upstreams: dict[str, int], ecds: Path, stats_pr
         elif kind == "LISTENER" and op == "MERGE":
             assert match["context"] == "SIDECAR_OUTBOUND" and match["listener"] == {"portNumber": port}
             listener_merge.update(value)
+        elif kind == "NETWORK_FILTER" and op == "MERGE":
+            listener = match["listener"]
+            assert match["context"] == "SIDECAR_OUTBOUND" and listener["portNumber"] == port
+            assert listener["filterChain"]["filter"]["name"] == value["name"] == HCM
+            hcm_merge.update({k: v for k, v in value["typed_config"].items() if k != "@type"})
         else:
             pytest.fail(f"this test does not emulate {kind} {op}: extend istio_like_sidecar")
     ecds.write_text(json.dumps({"version_info": "1", "resources": [
@@ -466,6 +478,9 @@ def istio_like_sidecar(ef: dict, upstreams: dict[str, int], ecds: Path, stats_pr
     hcm["stat_prefix"] = f"outbound_0.0.0.0_{port}"
     hcm["route_config"] = route_config
     hcm["http_filters"] = http_filters
+    # Istio's own connection manager has no local reply mapper: only the EnvoyFilter's merge adds it.
+    hcm.pop("local_reply_config")
+    hcm.update(hcm_merge)
     # Istio keeps only the stats it is told to; the agent pod's annotation adds ours.
     cfg["stats_config"] = {
         "use_all_default_tags": False,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from mcp import Client
 from mcp_http import call_tool, initialize, request, rpc, stateless_call, tool_text
 from warden_testbed import wait_until
@@ -204,11 +206,13 @@ def test_an_expired_session_is_renewed_where_it_lives(servers, sidecar):
     assert call_tool(envoy.url, "whoami", session=sid, id=30).status == 404
 
 
-def test_a_renewal_cut_short_by_the_route_timeout_still_answers_well_formed(servers, sidecar):
+@pytest.mark.parametrize("upstream_timeout_ms", [2000, 0], ids=["filter-owns-timeout", "route-timeout"])
+def test_a_renewal_cut_short_by_the_route_timeout_still_answers_well_formed(servers, sidecar, upstream_timeout_ms):
     """The server's 404 dribbles its body while the sidecar renews the session on that same slow
-    server: the sidecar must answer (degraded) before Envoy's route timeout would, or Envoy's own
-    504 page reaches the agent past the filter."""
-    envoy = sidecar(breaker=LENIENT, route_timeout_s=2.0)
+    server: the sidecar answers (degraded) before Envoy's route timeout would. When it does not
+    know that timeout (`upstream_timeout_ms` 0), Envoy answers by itself, past the filter, and its
+    local reply mapper sends the answer the filter left for that case."""
+    envoy = sidecar(breaker=LENIENT, route_timeout_s=2.0, failover={"upstream_timeout_ms": upstream_timeout_ms})
     sid = initialize(envoy.url)
     assert tool_text(call_tool(envoy.url, "whoami", session=sid)) == "demo_primary"
     servers["demo_primary"].fault("down")
@@ -230,3 +234,18 @@ def test_the_filter_sets_the_upstream_timeout_of_mcp_posts(servers, sidecar):
     assert a.header("x-mcp-warden-served-by") == "json_fallback"
     assert a.header("x-mcp-warden-retried-from") == "json_primary"
     assert envoy.stat(f"{P}json_primary.failure.timeout") == 1
+
+
+def test_a_held_answer_cut_by_a_reset_still_answers_well_formed(servers, sidecar):
+    """The server resets the connection right after its 404 headers, while the sidecar holds them
+    to renew the session: Envoy then answers by itself, past the filter, and the answer the filter
+    left for that case (Envoy's local reply mapper) is what the agent gets."""
+    envoy = sidecar(breaker=LENIENT)
+    sid = initialize(envoy.url)
+    assert tool_text(call_tool(envoy.url, "whoami", session=sid)) == "demo_primary"
+    servers["demo_primary"].fault("down")
+    servers["demo_primary"].fault("reset", at="headers")
+    a = call_tool(envoy.url, "echo", {"text": "cut"}, session=sid, id=43)
+    assert (a.header("content-type") or "").startswith("application/json"), (a.status, a.body[:200])
+    msg = a.message()
+    assert msg["id"] == 43, msg
