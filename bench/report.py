@@ -366,18 +366,22 @@ def markdown(res: dict, png_name: str | None) -> str:
         "probe_inspect": "+ reads :status/content-type, sets a response header, copies every response body chunk",
         "probe_shared": "+ 3 shared-data reads + 1 CAS write, 4 counter increments",
         "probe_json": "+ parses request and response bodies with serde_json",
-        "warden": "mcp-warden itself",
+        "warden_bare": "mcp-warden, inspection off, no retries or session moves, route timeout left alone",
+        "warden_no_inspection": "+ retries, session moves, upstream timeout (defaults); inspection off",
+        "warden": "+ inspection (defaults: lists held and inspected, tool results copied and inspected) = mcp-warden as shipped",
     }
     prev = None
     b = pf.get(("baseline", "call_small", 16, "saturation", 0))
-    for name in ["baseline", *res.get("probes", {}), "warden"]:
+    wardens = list(res.get("warden_profile_variants", {}))
+    for name in ["baseline", *res.get("probes", {}), *wardens, "warden"]:
         x = pf.get((name, "call_small", 16, "saturation", 0))
+        if name == (wardens or ["warden"])[0]:
+            add("| | *mcp-warden's own code from here; the first row's step is against probe_json* | | | | | | |")
         step = None if prev is None or _cpu(x) is None or _cpu(prev) is None else _cpu(x) - _cpu(prev)
         spread = ", ".join(_f(v, 1) for v in (x or {}).get("spread", {}).get("proxy_cpu_us_per_req", []) if v is not None)
         add(f"| {name} | {probe_text.get(name, '')} | {_f(x and x['rps'])} | {_r(_ratio(x and x['rps'], b and b['rps']))} | "
             f"{_f(_cpu(x), 1)} | {_f(step, 1)} | {_f(None if _cpu(x) is None or _cpu(b) is None else _cpu(x) - _cpu(b), 1)} | {spread} |")
-        if name != "warden":
-            prev = x
+        prev = x
     add("")
 
     perf = res.get("perf") or {}

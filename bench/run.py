@@ -448,9 +448,17 @@ def main() -> int:
                                            shared_data_ops=3, metrics=4, parse_json=True),
             }
             results["probes"] = probes
+            # mcp-warden itself with features switched off, to split its own cost.
+            servers = warden_servers("upstream", ["upstream_b"])
+            wardens = {
+                "warden_bare": {"servers": servers, "inspection": {"enabled": False},
+                                "failover": {"retry": False, "move_sessions": False, "upstream_timeout_ms": 0}},
+                "warden_no_inspection": {"servers": servers, "inspection": {"enabled": False}},
+            }
+            results["warden_profile_variants"] = wardens
             probe_envoys = {}
-            for name, plugin in probes.items():
-                cfg = warden_bootstrap(upstream.port, dead_port, plugin, wasm_path=PROBE_WASM)
+            for name, plugin in [*probes.items(), *wardens.items()]:
+                cfg = warden_bootstrap(upstream.port, dead_port, plugin, wasm_path=PROBE_WASM if name in probes else WASM)
                 v = EnvoyVariant(name, cfg).start(args.concurrency)
                 stack.callback(v.stop)
                 probe_envoys[name] = v
@@ -458,7 +466,7 @@ def main() -> int:
                 bench.targets[name] = Target(v.base_url, AGENT_HOST)
                 loadgen.run_wrk(bench.targets[name], small, 16, 1)
             results["memory_probe"] = {n: e.memory() for n, e in probe_envoys.items()}
-            names = ["baseline", *probes, "warden"]
+            names = ["baseline", *probes, *wardens, "warden"]
             for r_ in range(rounds):
                 if r_ and not within_budget("profile, round 2"):
                     break

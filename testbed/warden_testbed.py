@@ -150,7 +150,7 @@ def bootstrap(
 ) -> dict:
     """The Envoy bootstrap: one listener, the wasm filter, a route that follows the filter's
     route header, and one cluster per upstream (name -> (host, port))."""
-    if isinstance(plugin, dict):
+    if isinstance(plugin, dict) and "servers" in plugin:  # mcp-warden's own configuration
         plugin = with_upstream_timeout(plugin, route_timeout_s)
     plugin_json = plugin if isinstance(plugin, str) else json.dumps(plugin)
     route_header_present = [{"name": ROUTE_HEADER, "present_match": True}]

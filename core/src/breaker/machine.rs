@@ -248,6 +248,10 @@ impl BreakerState {
     }
 
     fn record_closed(&mut self, policy: &BreakerPolicy, call: CallRecord, now_ms: u64) -> Step<()> {
+        if !call.failed && !call.slow && self.consecutive_failures == 0 && self.window.full_and_clean() {
+            // The steady state of a healthy server: nothing to write to shared data.
+            return Step { value: (), transition: None, changed: false };
+        }
         self.window.record(Sample { failed: call.failed, slow: call.slow }, now_ms);
         self.consecutive_failures = if call.failed { self.consecutive_failures.saturating_add(1) } else { 0 };
         if policy.consecutive_failures > 0 && self.consecutive_failures >= policy.consecutive_failures {
@@ -332,6 +336,31 @@ mod tests {
         assert_eq!(t.reason, TransitionReason::ConsecutiveFailures(5));
         assert_eq!(s.phase, Phase::Open { until_ms: 10_004 });
         assert!(!s.admit(&p, 5_000).value.admitted());
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_clean_call_into_a_full_clean_window_needs_no_write() {
+        let p = BreakerPolicy::default(); // count window of 20
+        let mut s = BreakerState::new(&p, 0);
+        for i in 0..20 {
+            assert!(s.record(&p, ok(0), i).changed, "call {i} fills the window: written");
+        }
+        // Full of clean calls: one more clean call changes nothing that matters.
+        assert!(!s.record(&p, ok(0), 20).changed);
+        // A slow or failed call is written, and so is every clean call until the window is clean.
+        assert!(s.record(&p, CallRecord { slow: true, ..ok(0) }, 21).changed);
+        for i in 0..20 {
+            assert!(s.record(&p, ok(0), 22 + i).changed, "clean call {i} after the slow one: written");
+        }
+        assert!(!s.record(&p, ok(0), 42).changed);
+        assert!(s.record(&p, fail(0), 43).changed);
+        assert_eq!(s.consecutive_failures, 1);
+        // A time window counts every call: always written.
+        let t = BreakerPolicy { window_kind: WindowKind::Time, window_size: 5, ..Default::default() };
+        let mut s = BreakerState::new(&t, 0);
+        for i in 0..50 {
+            assert!(s.record(&t, ok(0), i * 10).changed);
+        }
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -157,6 +157,15 @@ impl Window {
         }
     }
 
+    /// A count window full of clean calls: recording one more clean call only turns the ring
+    /// (every slot alike), so it changes nothing that matters and needs no write.
+    pub fn full_and_clean(&self) -> bool {
+        match self {
+            Window::Count(w) => w.len as usize == w.slots.len() && w.slots.iter().all(|&v| v == 0),
+            Window::Time(_) => false,
+        }
+    }
+
     pub fn record(&mut self, s: Sample, now_ms: u64) {
         match self {
             Window::Count(w) => w.record(s),
