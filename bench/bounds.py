@@ -212,6 +212,7 @@ def sessions_phase(wasm: Path, upstream_port: int, counts: list[int], stack: con
         reached = settle(v, requests) - sent_before
         n = target if fill["done"] else filled + max(0, reached - 64)
         fill["failed"] = failed() - failed_before  # sessions that were never created
+        fill["reached"] = reached  # initialize requests that reached the filter (wrk may lose some)
         filled = n
         mem = memory(v)
         # Every id up to 10,000; past that an evenly spaced sample of 10,000 (bounded time).
