@@ -328,13 +328,15 @@ def markdown(res: dict, png_name: str | None) -> str:
     add("")
     ss = _idx(cells, "sessions")
     add("Sessions mcp-warden tracks: an `initialize` whose answer carries a session id is recorded with the cluster that "
-        "created it (shared data, one record per slot `fnv1a(id) % 16384`), and the session's later requests go to that "
+        "created it (shared data: a table of buckets of 16 records, least recently used evicted, `failover.max_sessions` "
+        "262,144 by default), and the session's later requests go to that "
         "cluster first. Before each point, one `initialize` per id was sent through `warden_open` (all traffic on the "
         "fallback; the benchmark upstream answers `x-bench-session: ID` with `mcp-session-id: ID`) — "
         + ", ".join(f"{int(k):,} in {v['seconds']} s{'' if v.get('filled') else ' (NOT all answered within the bound)'}" for k, v in res.get("sessions_fill", {}).items())
         + "; the measurement cycles through the same ids as `Mcp-Session-Id` (wrk script). `record not found` = share "
-        "of requests that asked the dead primary's breaker first (its `rejected` counter), i.e. whose record had been "
-        "overwritten by a later session hashed to the same slot. tools/call small, 16 connections, saturation.")
+        "of requests that asked the dead primary's breaker first (its `rejected` counter), i.e. whose record was "
+        "not found. Each point has its own baseline cell, measured beside it: the machine is shared, so the cost is "
+        "judged as the ratio to that baseline. tools/call small, 16 connections, saturation.")
     add("")
     add("| sessions | baseline rps | warden_open rps | × | baseline CPU µs/req | warden_open CPU µs/req | added µs | warden_open p50 / p99 µs | record not found | rounds: warden_open CPU µs/req |")
     add("|---|---|---|---|---|---|---|---|---|---|")
@@ -558,18 +560,24 @@ def _targets(res, m, workloads, conns):
                     + (f"; 10,000 with the called server first: {_cpu(first):.1f}" if first and _cpu(first) else "")
                     + f"; {rule}", flat))
     ss = _idx(res["cells"], "sessions")
-    pts = [(n, _cpu(ss.get(("warden_open", "call_small", 16, "saturation", n)))) for n in sorted({k[4] for k in ss})]
-    pts = [(n, x) for n, x in pts if x is not None]
+    pts = [(n, _cpu(ss.get(("warden_open", "call_small", 16, "saturation", n))),
+            _cpu(ss.get(("baseline", "call_small", 16, "saturation", n)))) for n in sorted({k[4] for k in ss})]
+    pts = [(n, x, b) for n, x, b in pts if x is not None and b]
     if pts:
-        lo = min(x for _, x in pts)
+        # Judged on the ratio to the baseline measured beside each point: the shared machine's
+        # speed moves between points (the baseline itself moved by up to 20 % in one run).
+        ratios = [(n, x / b) for n, x, b in pts]
+        lo = min(r for _, r in ratios)
         miss = {n: c.get("pin_missed_share") for n in sorted({k[4] for k in ss})
                 for c in [next((c for c in res["cells"] if c["phase"] == "sessions" and c["variant"] == "warden_open"
                                 and c.get("sessions") == n and c.get("pin_missed_share") is not None), {})]}
         out.append(("flat cost per request across 1..100,000 sessions",
-                    "warden_open (sessions pinned to the fallback) Envoy CPU µs/req " + ", ".join(f"{n:,}: {x:.1f}" for n, x in pts)
-                    + "; requests whose session record was not found (slot taken by a later session): "
-                    + ", ".join(f"{n:,}: {v:.0%}" for n, v in miss.items() if v is not None) + f"; {rule}",
-                    all(x <= lo * (1 + tol) for _, x in pts)))
+                    "warden_open (sessions pinned to the fallback) Envoy CPU per request ÷ the baseline's measured beside it "
+                    + ", ".join(f"{n:,}: {r:.2f}×" for n, r in ratios)
+                    + " (µs/req " + ", ".join(f"{x:.1f} vs {b:.1f}" for _, x, b in pts) + ")"
+                    + "; requests whose session record was not found: "
+                    + ", ".join(f"{n:,}: {v:.0%}" for n, v in miss.items() if v is not None) + f"; {rule.replace('highest', 'highest ratio').replace('the lowest', 'the lowest ratio')}",
+                    all(r <= lo * (1 + tol) for _, r in ratios)))
     out.append((".wasm ≤ 400 KB", f"{res['wasm_bytes']:,} bytes ({res['wasm_bytes'] / 1024:.1f} KiB)",
                 res["wasm_bytes"] <= TARGET_WASM_BYTES))
     return out

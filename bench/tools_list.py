@@ -331,8 +331,11 @@ def markdown(res: dict) -> str:
     st = res.get("warden_stats", {})
     lines += [
         "",
-        "Added = the variant minus (a) Envoy alone, same framing and percentile. Every answer is inspected "
-        "(no cache: the same list each time still goes through the whole inspection and the pin check).",
+        "Added = the variant minus (a) Envoy alone, same framing and percentile. The same list answers every "
+        "request, as in a mesh where every agent session lists the same server: the answer is held and read, its "
+        "results hashed, and the filter's per-list decision cache answers after the first inspection. With inspection "
+        "off the filter still reads every `tools/list` to learn the tools' retry hints (`readOnlyHint`, "
+        "`idempotentHint`), without a cache, which is why (c) costs more than (b).",
         "",
         "mcp-warden counters at the end (`mcp_warden.cluster.upstream.*`): "
         + "; ".join(f"{n}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())
