@@ -31,6 +31,9 @@ use std::rc::Rc;
 /// Envoy's router takes this request header as the upstream timeout, in place of the route's.
 const UPSTREAM_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
 
+/// A JSON answer's headers are held until its body is complete up to this size (then they go on).
+const JSON_HOLD_MAX_BYTES: usize = 256 * 1024;
+
 /// Request header holding the answer Envoy's local reply mapper gives if Envoy answers by itself
 /// during a hold (see `WardenHttp::leave_answer_for_envoy`).
 const HELD_ANSWER_HEADER: &str = "x-mcp-warden-held-answer";
@@ -120,6 +123,9 @@ pub struct WardenHttp {
     /// The degraded answer was left in `HELD_ANSWER_HEADER` for Envoy (taken back before the
     /// filter answers itself).
     left_answer: bool,
+    /// A 200 JSON answer whose headers are held until its body is complete (see
+    /// `hold_json_answer`).
+    json_hold: bool,
     observer: Option<ResponseObserver>,
     recorded: bool,
     /// A degraded body that replaces the upstream's (error page or 5xx).
@@ -164,6 +170,7 @@ impl WardenHttp {
             forwarded_ms: 0,
             hold_until_ms: None,
             left_answer: false,
+            json_hold: false,
             observer: None,
             recorded: false,
             replacement: None,
@@ -488,6 +495,21 @@ impl WardenHttp {
         }
         let Ok(text) = std::str::from_utf8(&response.body) else { return };
         self.left_answer = host::set_header(host::REQUEST, HELD_ANSWER_HEADER, text).is_ok();
+    }
+
+    /// A 200 JSON answer is sent on whole: its headers wait for the end of its body, so that an
+    /// upstream that resets or stalls mid-answer makes Envoy answer by itself, and the mapper
+    /// then sends the degraded answer left here ("the call may have run") instead of a
+    /// truncated body. SSE answers stream on: holding them would hold back their progress.
+    fn hold_json_answer(&mut self, cluster: usize) -> bool {
+        if self.method != HttpMethod::Post || self.request_too_big || self.request.is_none() {
+            return false;
+        }
+        let maybe_ran = std::mem::replace(&mut self.maybe_ran, true);
+        self.leave_answer_for_envoy(cluster, FailureKind::Reset);
+        self.maybe_ran = maybe_ran;
+        self.json_hold = self.left_answer;
+        self.json_hold
     }
 
     /// The filter answers itself: Envoy's mapper must not replace that answer.
@@ -1252,6 +1274,13 @@ impl HttpContext for WardenHttp {
                     self.replace_failed_answer(kind, cluster, open_for);
                 }
             }
+        } else if status == 200 && !end_of_stream {
+            let json = content_type
+                .as_deref()
+                .is_some_and(|c| c.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+            if json && self.hold_json_answer(cluster) {
+                return Action::Pause;
+            }
         }
         Action::Continue
     }
@@ -1268,6 +1297,14 @@ impl HttpContext for WardenHttp {
                 log::debug!("mcp-warden: could not replace a response body: {e}");
             }
             return Action::Continue;
+        }
+        if self.json_hold {
+            // Envoy buffers while paused: body_size is everything so far, handled once below.
+            if !end_of_stream && body_size <= JSON_HOLD_MAX_BYTES {
+                return Action::Pause;
+            }
+            self.json_hold = false;
+            self.take_back_answer();
         }
         if let Some((kind, sse)) = self.held {
             return self.on_held_body(kind, sse, body_size, end_of_stream);

@@ -643,8 +643,10 @@ def test_an_injected_tool_result_is_recorded_and_delivered_unchanged(warden):
     assert names == [*BENIGN, "fetch_page"]  # a clean definition
     assert result.is_error is False
     assert result.content[0].text == evil.INJECTION
+    # The result is inspected at the end of its SSE stream, which may close just after the
+    # client has read the answer event.
+    wait_until(lambda: rig.stat("findings") >= 1, 5, "the tool result's findings")
     assert rig.stat("stripped") == rig.stat("blocked") == 0
-    assert rig.stat("findings") >= 1
     rules = {"poison/ignore-instructions", "poison/exfil-url"}
     events = by_rule(rig.wait_events(rules))
     for rule in rules:
