@@ -368,8 +368,8 @@ def markdown(res: dict, png_name: str | None) -> str:
         "probe_inspect": "+ reads :status/content-type, sets a response header, copies every response body chunk",
         "probe_shared": "+ 3 shared-data reads + 1 CAS write, 4 counter increments",
         "probe_json": "+ parses request and response bodies with serde_json",
-        "warden_bare": "mcp-warden, inspection off, no retries or session moves, route timeout left alone",
-        "warden_no_inspection": "+ retries, session moves, upstream timeout (defaults); inspection off",
+        "warden_bare": "mcp-warden, inspection off, no retries or session moves, route timeout left alone, JSON answers stream",
+        "warden_no_inspection": "+ retries, session moves, upstream timeout, JSON answers held whole (defaults); inspection off",
         "warden": "+ inspection (defaults: lists held and inspected, tool results copied and inspected) = mcp-warden as shipped",
     }
     prev = None

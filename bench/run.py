@@ -452,7 +452,8 @@ def main() -> int:
             servers = warden_servers("upstream", ["upstream_b"])
             wardens = {
                 "warden_bare": {"servers": servers, "inspection": {"enabled": False},
-                                "failover": {"retry": False, "move_sessions": False, "upstream_timeout_ms": 0}},
+                                "failover": {"retry": False, "move_sessions": False, "upstream_timeout_ms": 0,
+                                             "hold_json_answers": False}},
                 "warden_no_inspection": {"servers": servers, "inspection": {"enabled": False}},
             }
             results["warden_profile_variants"] = wardens

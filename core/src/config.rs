@@ -71,6 +71,7 @@ struct RawFailover {
     retry_budget_burst: Option<f64>,
     retry_timeout_ms: Option<u64>,
     upstream_timeout_ms: Option<u64>,
+    hold_json_answers: Option<bool>,
     max_sessions: Option<u32>,
 }
 
@@ -285,6 +286,9 @@ pub struct FailoverPolicy {
     pub upstream_timeout_ms: u64,
     /// `upstream_timeout_ms` as the header value, formatted once.
     pub upstream_timeout_header: Option<String>,
+    /// Keep a 200 JSON answer's headers until its body is complete, so that an answer cut
+    /// mid-body becomes a degraded answer (through Envoy's local reply mapper).
+    pub hold_json_answers: bool,
     /// Capacity of the session table (records in shared data; see `session`).
     pub max_sessions: u32,
 }
@@ -299,6 +303,7 @@ impl Default for FailoverPolicy {
             retry_timeout_ms: 10_000,
             upstream_timeout_ms: 15_000,
             upstream_timeout_header: Some("15000".into()),
+            hold_json_answers: true,
             max_sessions: crate::session::DEFAULT_MAX_SESSIONS,
         }
     }
@@ -341,6 +346,7 @@ fn compile_failover(raw: &RawFailover) -> Result<FailoverPolicy, ConfigError> {
         retry_timeout_ms: timeout,
         upstream_timeout_ms: upstream_timeout,
         upstream_timeout_header: (upstream_timeout > 0).then(|| upstream_timeout.to_string()),
+        hold_json_answers: raw.hold_json_answers.unwrap_or(d.hold_json_answers),
         max_sessions,
     })
 }
@@ -735,6 +741,7 @@ mod tests {
             (s(r#","failover":{"max_sessions":100}"#), "failover.max_sessions"),
             (s(r#","failover":{"max_sessions":-1}"#), "failover.max_sessions"),
             (s(r#","failover":{"retry":"yes"}"#), "failover.retry"),
+            (s(r#","failover":{"hold_json_answers":1}"#), "failover.hold_json_answers"),
             (s(r#","inspection":{"policy":{"high":"explode"}}"#), "inspection.policy.high"),
             (s(r#","inspection":{"max_list_bytes":1}"#), "inspection.max_list_bytes"),
             (s(r#","failures":{"jsonrpc_error_codes":[[-1,-5]]}"#), "failures.jsonrpc_error_codes[0]"),

@@ -197,6 +197,18 @@ impl Unavailable<'_> {
         DegradedResponse { status: 200, body: body.to_string().into_bytes(), retry_after_s }
     }
 
+    /// The answer to a single request of `method` (tool `name`), cut around its id: `prefix`,
+    /// then the id as JSON, then `suffix` is the whole answer. Lets a caller that needs the same
+    /// answer for many ids build it once.
+    pub fn answer_template(&self, method: Option<&str>, name: Option<&str>) -> Option<(String, String)> {
+        const MARK: &str = "\u{1}mcp-warden-id\u{1}";
+        let text = self.answer(&json!(MARK), method, name).to_string();
+        let mark = json!(MARK).to_string();
+        let at = text.find(&mark)?;
+        let (prefix, rest) = text.split_at(at);
+        Some((prefix.to_string(), rest.get(mark.len()..)?.to_string()))
+    }
+
     /// The answer to notifications, GET and DELETE: 503 with the error object.
     pub fn respond_without_id(&self) -> DegradedResponse {
         let body = json!({"jsonrpc": "2.0", "id": null, "error": self.error_object(None)});
@@ -209,6 +221,21 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test;
     use super::*;
     use crate::mcp::jsonrpc::parse_request;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn an_answer_template_around_the_id_is_the_answer() {
+        let u = unavailable(1);
+        for (body, method, name) in [
+            (r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"increment"}}"#, Some("tools/call"), Some("increment")),
+            (r#"{"jsonrpc":"2.0","id":"a\"b","method":"tools/list"}"#, Some("tools/list"), None),
+        ] {
+            let r = parse_request(body.as_bytes(), false).unwrap();
+            let id = r.entries[0].id.clone().unwrap();
+            let (prefix, suffix) = u.answer_template(method, name).unwrap();
+            let spliced = format!("{prefix}{id}{suffix}");
+            assert_eq!(spliced.into_bytes(), u.respond(Some(&r), None, None).body);
+        }
+    }
 
     fn unavailable(fallbacks: usize) -> Unavailable<'static> {
         Unavailable {

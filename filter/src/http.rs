@@ -34,6 +34,13 @@ const UPSTREAM_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
 /// A JSON answer's headers are held until its body is complete up to this size (then they go on).
 const JSON_HOLD_MAX_BYTES: usize = 256 * 1024;
 
+/// Most answer templates a VM keeps (then it starts over).
+const MAX_ANSWER_TEMPLATES: usize = 256;
+
+/// Degraded answers cut around their id (see `Unavailable::answer_template`), per (cluster,
+/// modern protocol, whether it is a `tools/call`, the tool's name).
+pub type AnswerTemplates = std::collections::HashMap<(usize, bool, bool, Option<String>), (String, String)>;
+
 /// Request header holding the answer Envoy's local reply mapper gives if Envoy answers by itself
 /// during a hold (see `WardenHttp::leave_answer_for_envoy`).
 const HELD_ANSWER_HEADER: &str = "x-mcp-warden-held-answer";
@@ -502,12 +509,36 @@ impl WardenHttp {
     /// then sends the degraded answer left here ("the call may have run") instead of a
     /// truncated body. SSE answers stream on: holding them would hold back their progress.
     fn hold_json_answer(&mut self, cluster: usize) -> bool {
-        if self.method != HttpMethod::Post || self.request_too_big || self.request.is_none() {
+        if !self.shared.config.failover.hold_json_answers
+            || self.method != HttpMethod::Post
+            || self.request_too_big
+            || self.request.is_none()
+        {
             return false;
         }
-        let maybe_ran = std::mem::replace(&mut self.maybe_ran, true);
-        self.leave_answer_for_envoy(cluster, FailureKind::Reset);
-        self.maybe_ran = maybe_ran;
+        // Built once per (cluster, protocol, tool) and reused: only the id changes per request.
+        let Some(r) = self.request.as_ref().filter(|r| !r.batch) else { return false };
+        let Some(id) = r.entries.first().and_then(|e| e.id.as_ref()) else { return false };
+        let method = self.mcp_method.as_deref().or(r.entries.first().and_then(|e| e.method.as_deref()));
+        let call = method == Some("tools/call");
+        let name = if call { self.mcp_name.clone().or_else(|| r.entries.first()?.name.clone()) } else { None };
+        let key = (cluster, self.modern_protocol, call, name);
+        let shared = Rc::clone(&self.shared);
+        let mut templates = shared.answer_templates.borrow_mut();
+        if !templates.contains_key(&key) {
+            let Some(c) = self.shared.config.cluster(cluster) else { return false };
+            let status = ClusterStatus { cluster: &c.name, state: "failed", retry_after_ms: 1_000 };
+            let Some(mut u) = self.unavailable(Reason::UpstreamFailed(FailureKind::Reset), vec![status]) else { return false };
+            u.maybe_ran = true;
+            let Some(t) = u.answer_template(method, key.3.as_deref()) else { return false };
+            if templates.len() >= MAX_ANSWER_TEMPLATES {
+                templates.clear();
+            }
+            templates.insert(key.clone(), t);
+        }
+        let Some((prefix, suffix)) = templates.get(&key) else { return false };
+        let answer = format!("{prefix}{id}{suffix}");
+        self.left_answer = host::set_header(host::REQUEST, HELD_ANSWER_HEADER, &answer).is_ok();
         self.json_hold = self.left_answer;
         self.json_hold
     }

@@ -26,6 +26,9 @@ pub struct Shared {
     pub retry_budget: RefCell<RetryBudget>,
     /// The last list answer inspected per (server, list kind), by hash, and its decision.
     pub list_verdicts: RefCell<crate::inspect::VerdictCache>,
+    /// Degraded answers left for Envoy while a JSON answer is held, cut around the id, per
+    /// (cluster, modern protocol, tool name of a `tools/call`): built once, bounded.
+    pub answer_templates: RefCell<crate::http::AnswerTemplates>,
 }
 
 /// The filter's root context.
@@ -97,6 +100,7 @@ impl RootContext for WardenRoot {
             trust: RefCell::new(TrustTable::default()),
             retry_budget: RefCell::new(retry_budget),
             list_verdicts: RefCell::new(crate::inspect::VerdictCache::default()),
+            answer_templates: RefCell::new(crate::http::AnswerTemplates::default()),
         }));
         true
     }
