@@ -117,16 +117,18 @@ def plugin_config(servers: list[dict], **extra: Any) -> dict:
 # Envoy's own reply while the filter holds a failed answer back (a reset or the route timeout of
 # that answer) goes past the filter: the filter leaves the degraded answer in this request header,
 # and this mapper sends it (docs/DECISIONS.md, "The filter owns the upstream timeout").
+# A request without an id (a notification) gets 503 and the error the filter left in the second.
 HELD_ANSWER_HEADER = "x-mcp-warden-held-answer"
+HELD_ERROR_HEADER = "x-mcp-warden-held-error"
 HELD_ANSWER_LOCAL_REPLY = {
     "mappers": [{
-        "filter": {"header_filter": {"header": {"name": HELD_ANSWER_HEADER, "present_match": True}}},
-        "status_code": 200,
+        "filter": {"header_filter": {"header": {"name": header, "present_match": True}}},
+        "status_code": status,
         "headers_to_add": [{"header": {"key": "x-mcp-warden-degraded", "value": "upstream_failed"},
                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
-        "body_format_override": {"text_format_source": {"inline_string": f"%REQ({HELD_ANSWER_HEADER})%"},
+        "body_format_override": {"text_format_source": {"inline_string": f"%REQ({header})%"},
                                  "content_type": "application/json"},
-    }],
+    } for header, status in ((HELD_ANSWER_HEADER, 200), (HELD_ERROR_HEADER, 503))],
 }
 
 

@@ -41,6 +41,10 @@ const MAX_ANSWER_TEMPLATES: usize = 256;
 /// modern protocol, whether it is a `tools/call`, the tool's name).
 pub type AnswerTemplates = std::collections::HashMap<(usize, bool, bool, Option<String>), (String, String)>;
 
+/// Request header holding the answer (503, no id) Envoy's local reply mapper gives for a request
+/// without an id (a notification) if Envoy answers by itself during a hold.
+const HELD_ERROR_HEADER: &str = "x-mcp-warden-held-error";
+
 /// Request header holding the answer Envoy's local reply mapper gives if Envoy answers by itself
 /// during a hold (see `WardenHttp::leave_answer_for_envoy`).
 const HELD_ANSWER_HEADER: &str = "x-mcp-warden-held-answer";
@@ -129,7 +133,7 @@ pub struct WardenHttp {
     hold_until_ms: Option<u64>,
     /// The degraded answer was left in `HELD_ANSWER_HEADER` for Envoy (taken back before the
     /// filter answers itself).
-    left_answer: bool,
+    left_answer: Option<&'static str>,
     /// A 200 JSON answer whose headers are held until its body is complete (see
     /// `hold_json_answer`).
     json_hold: bool,
@@ -176,7 +180,7 @@ impl WardenHttp {
             started_ms: 0,
             forwarded_ms: 0,
             hold_until_ms: None,
-            left_answer: false,
+            left_answer: None,
             json_hold: false,
             observer: None,
             recorded: false,
@@ -323,9 +327,8 @@ impl WardenHttp {
             host::increment(m.degraded, 1);
         }
         self.stage = Stage::Answered;
-        if self.left_answer {
-            self.left_answer = false;
-            let _ = host::remove_header(host::REQUEST, HELD_ANSWER_HEADER);
+        if let Some(header) = self.left_answer.take() {
+            let _ = host::remove_header(host::REQUEST, header);
         }
         if let Err(e) = host::send_response(u32::from(response.status), &headers, &response.body) {
             log::warn!("mcp-warden: could not send a degraded answer: {e}");
@@ -497,11 +500,10 @@ impl WardenHttp {
         let status = ClusterStatus { cluster: &name, state: "failed", retry_after_ms: 1_000 };
         let Some(u) = self.unavailable(Reason::UpstreamFailed(kind), vec![status]) else { return };
         let response = self.degraded_for_request(&u);
-        if response.status != 200 {
-            return; // no JSON-RPC id to answer with
-        }
+        // With ids: 200 and the answers; without (a notification): 503 and an error, no id.
+        let header = if response.status == 200 { HELD_ANSWER_HEADER } else { HELD_ERROR_HEADER };
         let Ok(text) = std::str::from_utf8(&response.body) else { return };
-        self.left_answer = host::set_header(host::REQUEST, HELD_ANSWER_HEADER, text).is_ok();
+        self.left_answer = host::set_header(host::REQUEST, header, text).is_ok().then_some(header);
     }
 
     /// A 200 JSON answer is sent on whole: its headers wait for the end of its body, so that an
@@ -538,15 +540,15 @@ impl WardenHttp {
         }
         let Some((prefix, suffix)) = templates.get(&key) else { return false };
         let answer = format!("{prefix}{id}{suffix}");
-        self.left_answer = host::set_header(host::REQUEST, HELD_ANSWER_HEADER, &answer).is_ok();
-        self.json_hold = self.left_answer;
+        self.left_answer = host::set_header(host::REQUEST, HELD_ANSWER_HEADER, &answer).is_ok().then_some(HELD_ANSWER_HEADER);
+        self.json_hold = self.left_answer.is_some();
         self.json_hold
     }
 
     /// The filter answers itself: Envoy's mapper must not replace that answer.
     fn take_back_answer(&mut self) {
-        if std::mem::take(&mut self.left_answer) {
-            let _ = host::remove_header(host::REQUEST, HELD_ANSWER_HEADER);
+        if let Some(header) = self.left_answer.take() {
+            let _ = host::remove_header(host::REQUEST, header);
         }
     }
 
@@ -911,6 +913,7 @@ impl WardenHttp {
                     && *k != cfg.route_header
                     && k != "mcp-session-id"
                     && k != HELD_ANSWER_HEADER
+                    && k != HELD_ERROR_HEADER
             })
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
@@ -1077,29 +1080,35 @@ impl HttpContext for WardenHttp {
             panic!("fault injection: a test asked this VM to panic");
         }
         let cfg = &self.shared.config;
+        // One host call for all of them (Envoy's header names are lower case).
+        let mut headers = host::headers(host::REQUEST);
         // The agent never picks the cluster itself, nor what Envoy answers in its place.
-        let _ = host::remove_header(host::REQUEST, &cfg.route_header);
-        let _ = host::remove_header(host::REQUEST, HELD_ANSWER_HEADER);
-        let authority = host::header(host::REQUEST, ":authority").unwrap_or_default();
-        let path = host::header(host::REQUEST, ":path").unwrap_or_default();
+        for name in [cfg.route_header.as_str(), HELD_ANSWER_HEADER, HELD_ERROR_HEADER] {
+            if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+                let _ = host::remove_header(host::REQUEST, name);
+            }
+        }
+        let mut take = |name: &str| headers.iter_mut().find(|(k, _)| k == name).map(|(_, v)| std::mem::take(v));
+        let authority = take(":authority").unwrap_or_default();
+        let path = take(":path").unwrap_or_default();
         // The router's index: no scan of the server list per request.
         let Some(server) = cfg.route_index(&authority, &path) else {
             return Action::Continue;
         };
         self.server = server;
-        self.method = match host::header(host::REQUEST, ":method").as_deref() {
+        self.method = match take(":method").as_deref() {
             Some("POST") => HttpMethod::Post,
             _ => HttpMethod::Other,
         };
         // A body known to exceed the bound is never held (Envoy would answer 413 past its own
         // buffer limit); it streams on, judged without ids.
-        self.request_too_big = host::header(host::REQUEST, "content-length")
+        self.request_too_big = take("content-length")
             .and_then(|v| v.trim().parse::<usize>().ok())
             .is_some_and(|n| n > cfg.request_max_bytes);
-        self.session = host::header(host::REQUEST, "mcp-session-id");
-        self.mcp_method = host::header(host::REQUEST, "mcp-method");
-        self.mcp_name = host::header(host::REQUEST, "mcp-name");
-        self.modern_protocol = is_modern_protocol(host::header(host::REQUEST, "mcp-protocol-version").as_deref());
+        self.session = take("mcp-session-id");
+        self.mcp_method = take("mcp-method");
+        self.mcp_name = take("mcp-name");
+        self.modern_protocol = is_modern_protocol(take("mcp-protocol-version").as_deref());
         if let Some(m) = self.shared.metrics.server(self.server) {
             host::increment(m.requests, 1);
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -234,6 +235,21 @@ def test_the_filter_sets_the_upstream_timeout_of_mcp_posts(servers, sidecar):
     assert a.header("x-mcp-warden-served-by") == "json_fallback"
     assert a.header("x-mcp-warden-retried-from") == "json_primary"
     assert envoy.stat(f"{P}json_primary.failure.timeout") == 1
+
+
+def test_a_held_notification_cut_by_a_reset_gets_a_well_formed_error(servers, sidecar):
+    """The same for a notification (no id): the answer left for Envoy is 503 with a JSON-RPC
+    error without id, as the sidecar answers any request without id it cannot deliver."""
+    envoy = sidecar(breaker=LENIENT)
+    sid = initialize(envoy.url)
+    assert tool_text(call_tool(envoy.url, "whoami", session=sid)) == "demo_primary"
+    servers["demo_primary"].fault("down")
+    servers["demo_primary"].fault("reset", at="headers")
+    note = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}}
+    a = request(envoy.url, "POST", note, headers={"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"})
+    assert a.status == 503 and a.header("x-mcp-warden-degraded") == "upstream_failed", (a.status, a.body[:200])
+    msg = json.loads(a.body)
+    assert msg["id"] is None and msg["error"]["data"]["reason"] == "upstream_failed", msg
 
 
 def test_a_held_answer_cut_by_a_reset_still_answers_well_formed(servers, sidecar):
