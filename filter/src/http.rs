@@ -1036,6 +1036,27 @@ impl WardenHttp {
         }
     }
 
+    /// Replaces a malformed JSON answer held whole (headers and body still in the filter).
+    fn replace_held_answer(&mut self, body_size: usize, open_for_ms: Option<u64>) {
+        let Some((cluster, _)) = self.routed_cluster() else { return };
+        let Some(name) = self.shared.config.cluster(cluster).map(|c| c.name.clone()) else { return };
+        let state = if open_for_ms.is_some() { "open" } else { "failed" };
+        let status = ClusterStatus { cluster: &name, state, retry_after_ms: open_for_ms.unwrap_or(1_000) };
+        let Some(u) = self.unavailable(Reason::UpstreamFailed(FailureKind::Malformed), vec![status]) else { return };
+        let response = self.degraded_for_request(&u);
+        let ok = host::set_header(host::RESPONSE, ":status", &response.status.to_string()).is_ok()
+            && host::set_header(host::RESPONSE, "content-type", "application/json").is_ok()
+            && host::set_header(host::RESPONSE, "retry-after", &response.retry_after_s.to_string()).is_ok()
+            && host::set_header(host::RESPONSE, "x-mcp-warden-degraded", "upstream_failed").is_ok()
+            && host::remove_header(host::RESPONSE, "content-length").is_ok()
+            && host::set_buffer(host::RESPONSE_BODY, 0, body_size, &response.body).is_ok();
+        if ok {
+            if let Some(m) = self.shared.metrics.server(self.server) {
+                host::increment(m.degraded, 1);
+            }
+        }
+    }
+
     /// Turns a failed upstream answer (Envoy's error page or an upstream 5xx) into a degraded
     /// MCP answer: status, headers now, body in the body callback.
     fn replace_failed_answer(&mut self, kind: FailureKind, cluster: usize, open_for_ms: Option<u64>) {
@@ -1338,6 +1359,9 @@ impl HttpContext for WardenHttp {
             }
             return Action::Continue;
         }
+        // A JSON answer held whole: its headers are still in the filter, so a malformed answer
+        // can yet be replaced by the degraded one.
+        let mut whole = false;
         if self.json_hold {
             // Envoy buffers while paused: body_size is everything so far, handled once below.
             if !end_of_stream && body_size <= JSON_HOLD_MAX_BYTES {
@@ -1345,6 +1369,7 @@ impl HttpContext for WardenHttp {
             }
             self.json_hold = false;
             self.take_back_answer();
+            whole = end_of_stream;
         }
         if let Some((kind, sse)) = self.held {
             return self.on_held_body(kind, sse, body_size, end_of_stream);
@@ -1366,7 +1391,13 @@ impl HttpContext for WardenHttp {
         let policy = &self.shared.config.failures;
         let verdict = self.observer.as_mut().and_then(|o| o.on_body(&chunk, end_of_stream, policy));
         if let Some(outcome) = verdict {
-            self.record(outcome, host::now_ms());
+            let open_for = self.record(outcome, host::now_ms());
+            let malformed = outcome == Outcome::Failure(FailureKind::Malformed);
+            if whole && malformed && self.shared.config.degraded.rewrite_upstream_errors {
+                // Not JSON-RPC, or not the answer to this request (wrong id): the agent could
+                // not use it, and an SDK waiting for its id would wait until its own timeout.
+                self.replace_held_answer(body_size, open_for);
+            }
         }
         Action::Continue
     }
