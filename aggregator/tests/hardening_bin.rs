@@ -116,17 +116,18 @@ fn bad_tokens_are_limited_per_address_and_connections_are_capped() {
     let third = std::thread::spawn({
         let base = agg.base.clone();
         move || {
-            let t0 = Instant::now();
             let status = get(&agent(), &format!("{base}/v1/scores"), READER).0;
-            (status, t0.elapsed())
+            (status, Instant::now())
         }
     });
     std::thread::sleep(Duration::from_millis(700));
     assert!(!third.is_finished(), "a third connection was served while two were open");
+    let released = Instant::now();
     drop(idle1);
-    let (status, took) = third.join().unwrap();
+    let (status, served) = third.join().unwrap();
     assert_eq!(status, 200);
-    assert!((Duration::from_millis(700)..Duration::from_secs(5)).contains(&took), "{took:?}");
+    // Served only once a slot was free (whenever its thread got to run).
+    assert!(served >= released, "served before a slot was released");
 }
 
 fn ctl(base: &str, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
