@@ -27,7 +27,6 @@ use mcp_warden_core::session::SessionRecord;
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
 
-/// Headers that belong to one connection and are never forwarded.
 /// Envoy's router takes this request header as the upstream timeout, in place of the route's.
 const UPSTREAM_TIMEOUT_HEADER: &str = "x-envoy-upstream-rq-timeout-ms";
 
@@ -49,6 +48,7 @@ const HELD_ERROR_HEADER: &str = "x-mcp-warden-held-error";
 /// during a hold (see `WardenHttp::leave_answer_for_envoy`).
 const HELD_ANSWER_HEADER: &str = "x-mcp-warden-held-answer";
 
+/// Headers that belong to one connection and are never forwarded.
 const HOP_BY_HOP: [&str; 8] =
     ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "content-length"];
 
@@ -131,8 +131,8 @@ pub struct WardenHttp {
     forwarded_ms: u64,
     /// While a failed answer is held back: when the calls the filter makes must have ended.
     hold_until_ms: Option<u64>,
-    /// The degraded answer was left in `HELD_ANSWER_HEADER` for Envoy (taken back before the
-    /// filter answers itself).
+    /// The request header the degraded answer was left in for Envoy (`HELD_ANSWER_HEADER` or
+    /// `HELD_ERROR_HEADER`; taken back before the filter answers itself).
     left_answer: Option<&'static str>,
     /// A 200 JSON answer whose headers are held until its body is complete (see
     /// `hold_json_answer`).
