@@ -17,8 +17,9 @@ deadline. An answer is
   for the request's id, a tool result with ``isError: true`` and text content, 503 with a
   JSON-RPC error body for a notification, or the SDK raising ``MCPError``;
 * ``passthrough``: the injected server's own broken bytes, reaching the agent as the contract
-  says they do (a malformed body inside a 200 streams through; docs/DECISIONS.md), only counted
-  in a phase that injects exactly that;
+  says they do (a malformed SSE answer inside a 200 streams through, an SSE answer cut after its
+  headers is a transport error; JSON answers are held whole and replaced; docs/DECISIONS.md),
+  only counted in a phase that injects exactly that;
 * ``violation``: anything else: no answer by the deadline, an Envoy text page, an empty or
   unparseable body, a wrong id, a connection cut the phase does not explain, an SDK transport
   exception.
