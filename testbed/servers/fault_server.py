@@ -35,7 +35,7 @@ import socket
 import struct
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -704,20 +704,50 @@ class Listener:
 # --------------------------------------------------------------------------- control API
 
 
-def build_control_app(state: ServerState, mcp_listener: Listener) -> Starlette:
-    switch_lock = asyncio.Lock()  # one fault switch at a time: down/up must not interleave
+async def json_body(request: Request) -> tuple[Any, Response | None]:
+    """The request's JSON body, or the 400 answer for a body that is not JSON."""
+    try:
+        return json.loads(await request.body()), None
+    except (ValueError, RecursionError):
+        return None, JSONResponse({"error": "body must be JSON"}, status_code=400)
+
+
+def control_app(state: Any, mcp_listener: Listener, switch_path: str, get_switch: Callable[[Request], Awaitable[Response]],
+                set_switch: Callable[[Request], Awaitable[Response]]) -> Starlette:
+    """A test server's control API: health, its switch (GET/POST `switch_path`), and the
+    request stats of `state.stats` (reset to a fresh one of the same type)."""
 
     async def health(_: Request) -> Response:
         return JSONResponse({"ok": True, "mcp_up": mcp_listener.up})
+
+    async def get_stats(_: Request) -> Response:
+        return JSONResponse(state.stats.as_json())
+
+    async def reset_stats(_: Request) -> Response:
+        state.stats = type(state.stats)()
+        return JSONResponse(state.stats.as_json())
+
+    return Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route(switch_path, get_switch, methods=["GET"]),
+            Route(switch_path, set_switch, methods=["POST"]),
+            Route("/stats", get_stats, methods=["GET"]),
+            Route("/stats/reset", reset_stats, methods=["POST"]),
+        ]
+    )
+
+
+def build_control_app(state: ServerState, mcp_listener: Listener) -> Starlette:
+    switch_lock = asyncio.Lock()  # one fault switch at a time: down/up must not interleave
 
     async def get_fault(_: Request) -> Response:
         return JSONResponse(state.fault)
 
     async def set_fault(request: Request) -> Response:
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, RecursionError):
-            return JSONResponse({"error": "body must be JSON"}, status_code=400)
+        body, bad = await json_body(request)
+        if bad is not None:
+            return bad
         try:
             fault = parse_fault(body)
         except FaultError as exc:
@@ -740,30 +770,16 @@ def build_control_app(state: ServerState, mcp_listener: Listener) -> Starlette:
         logger.info("fault set to %s", fault)
         return JSONResponse(state.fault)
 
-    async def get_stats(_: Request) -> Response:
-        return JSONResponse(state.stats.as_json())
-
-    async def reset_stats(_: Request) -> Response:
-        state.stats = Stats()
-        return JSONResponse(state.stats.as_json())
-
-    return Starlette(
-        routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/fault", get_fault, methods=["GET"]),
-            Route("/fault", set_fault, methods=["POST"]),
-            Route("/stats", get_stats, methods=["GET"]),
-            Route("/stats/reset", reset_stats, methods=["POST"]),
-        ]
-    )
+    return control_app(state, mcp_listener, "/fault", get_fault, set_fault)
 
 
 # --------------------------------------------------------------------------- main
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="MCP test server with a runtime fault switch (mcp-warden testbed).")
-    parser.add_argument("--name", required=True, help="server name: reported in serverInfo and by the whoami tool")
+def arg_parser(description: str, name_help: str) -> argparse.ArgumentParser:
+    """The command line every test server shares (`--mode` says what its transport is)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--name", required=True, help=name_help)
     parser.add_argument("--host", default="127.0.0.1", help="address both ports bind to (default 127.0.0.1)")
     parser.add_argument("--port", type=int, required=True, help="MCP port, path /mcp (0 picks a free port)")
     parser.add_argument("--control-port", type=int, required=True, help="control API port (0 picks a free port)")
@@ -783,22 +799,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--log-level", default="warning", choices=("debug", "info", "warning", "error"), help="stderr log level"
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return arg_parser(
+        "MCP test server with a runtime fault switch (mcp-warden testbed).",
+        "server name: reported in serverInfo and by the whoami tool",
+    ).parse_args(argv)
 
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def serve(args: argparse.Namespace) -> None:
-    state = ServerState(name=args.name, mode=args.mode)
-    mcp_listener = Listener(
-        "mcp", args.host, args.port, lambda: build_mcp_app(state, args.host, list(args.allowed_host))
-    )
-    state.connections = mcp_listener.connections
-    control_app = build_control_app(state, mcp_listener)
-    control_listener = Listener("control", args.host, args.control_port, lambda: control_app)
-
+async def serve_until_stopped(host: str, mcp_listener: Listener, control_listener: Listener) -> None:
+    """Starts both listeners, prints the READY line the testbed waits for, and serves until
+    SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -807,9 +824,9 @@ async def serve(args: argparse.Namespace) -> None:
     await mcp_listener.start()
     try:
         await control_listener.start()
-        host = _url_host(args.host)
+        shown = _url_host(host)
         print(
-            f"READY mcp=http://{host}:{mcp_listener.port}{MCP_PATH} control=http://{host}:{control_listener.port}",
+            f"READY mcp=http://{shown}:{mcp_listener.port}{MCP_PATH} control=http://{shown}:{control_listener.port}",
             flush=True,
         )
         await stop.wait()
@@ -817,18 +834,33 @@ async def serve(args: argparse.Namespace) -> None:
         await asyncio.gather(control_listener.stop(), mcp_listener.stop())
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+async def serve(args: argparse.Namespace) -> None:
+    state = ServerState(name=args.name, mode=args.mode)
+    mcp_listener = Listener(
+        "mcp", args.host, args.port, lambda: build_mcp_app(state, args.host, list(args.allowed_host))
+    )
+    state.connections = mcp_listener.connections
+    control_app_ = build_control_app(state, mcp_listener)
+    control_listener = Listener("control", args.host, args.control_port, lambda: control_app_)
+    await serve_until_stopped(args.host, mcp_listener, control_listener)
+
+
+def run(prog: str, args: argparse.Namespace, serve_: Callable[[argparse.Namespace], Awaitable[None]]) -> int:
+    """A test server's process: logging, the event loop, and exit 1 when a port cannot be bound."""
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("uvicorn.error").addFilter(_HideCancelledRequests())
     try:
-        asyncio.run(serve(args))
+        asyncio.run(serve_(args))
     except OSError as exc:  # e.g. a port already in use at startup
-        print(f"fault_server: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run("fault_server", parse_args(argv), serve)
 
 
 if __name__ == "__main__":

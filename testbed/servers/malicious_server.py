@@ -22,17 +22,16 @@ Only ``garbage_list`` is answered below the SDK, by an ASGI middleware; everythi
 from __future__ import annotations
 
 import argparse
-import asyncio
 import copy
 import json
 import logging
-import signal
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from fault_server import _SSE_HEADERS, Listener, _buffer_body, _decode_messages, _HideCancelledRequests
+from fault_server import (_SSE_HEADERS, Listener, _buffer_body, _decode_messages, arg_parser, control_app, json_body,
+                          run, serve_until_stopped)
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
@@ -42,7 +41,6 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("malicious_server")
@@ -421,17 +419,13 @@ class GarbageMiddleware:
 
 
 def build_control_app(state: State, mcp_listener: Listener) -> Starlette:
-    async def health(_: Request) -> Response:
-        return JSONResponse({"ok": True, "mcp_up": mcp_listener.up})
-
     async def get_mode(_: Request) -> Response:
         return JSONResponse({**state.mode, "lists": state.lists_in_mode})
 
     async def set_mode(request: Request) -> Response:
-        try:
-            body = json.loads(await request.body())
-        except (ValueError, RecursionError):
-            return JSONResponse({"error": "body must be JSON"}, status_code=400)
+        body, bad = await json_body(request)
+        if bad is not None:
+            return bad
         try:
             mode = parse_mode(body)
         except ModeError as exc:
@@ -440,41 +434,17 @@ def build_control_app(state: State, mcp_listener: Listener) -> Starlette:
         logger.info("mode set to %s", mode)
         return JSONResponse({**state.mode, "lists": state.lists_in_mode})
 
-    async def get_stats(_: Request) -> Response:
-        return JSONResponse(state.stats.as_json())
-
-    async def reset_stats(_: Request) -> Response:
-        state.stats = Stats()
-        return JSONResponse(state.stats.as_json())
-
-    return Starlette(
-        routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/mode", get_mode, methods=["GET"]),
-            Route("/mode", set_mode, methods=["POST"]),
-            Route("/stats", get_stats, methods=["GET"]),
-            Route("/stats/reset", reset_stats, methods=["POST"]),
-        ]
-    )
+    return control_app(state, mcp_listener, "/mode", get_mode, set_mode)
 
 
 # --------------------------------------------------------------------------- main
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Malicious MCP test server with a live mode switch (mcp-warden testbed)."
-    )
-    parser.add_argument("--name", required=True, help="server name, reported in serverInfo")
-    parser.add_argument("--host", default="127.0.0.1", help="address both ports bind to (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, required=True, help="MCP port, path /mcp (0 picks a free port)")
-    parser.add_argument("--control-port", type=int, required=True, help="control API port (0 picks a free port)")
-    parser.add_argument("--mode", choices=("sse", "json"), default="sse",
-                        help="sse: stateful sessions, SSE answers; json: stateless, JSON answers")
-    parser.add_argument("--allowed-host", action="append", default=[], metavar="HOST[:PORT|:*]",
-                        help="extra Host header value to accept (repeatable); loopback is always accepted")
-    parser.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
-    return parser.parse_args(argv)
+    return arg_parser(
+        "Malicious MCP test server with a live mode switch (mcp-warden testbed).",
+        "server name, reported in serverInfo",
+    ).parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -482,36 +452,13 @@ async def serve(args: argparse.Namespace) -> None:
     mcp_listener = Listener(
         "mcp", args.host, args.port, lambda: build_mcp_app(state, args.host, list(args.allowed_host))
     )
-    control_app = build_control_app(state, mcp_listener)
-    control_listener = Listener("control", args.host, args.control_port, lambda: control_app)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-    await mcp_listener.start()
-    try:
-        await control_listener.start()
-        host = f"[{args.host}]" if ":" in args.host else args.host
-        print(f"READY mcp=http://{host}:{mcp_listener.port}{MCP_PATH} control=http://{host}:{control_listener.port}",
-              flush=True)
-        await stop.wait()
-    finally:
-        await asyncio.gather(control_listener.stop(), mcp_listener.stop())
+    control = build_control_app(state, mcp_listener)
+    control_listener = Listener("control", args.host, args.control_port, lambda: control)
+    await serve_until_stopped(args.host, mcp_listener, control_listener)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("uvicorn.error").addFilter(_HideCancelledRequests())
-    try:
-        asyncio.run(serve(args))
-    except OSError as exc:
-        print(f"malicious_server: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run("malicious_server", parse_args(argv), serve)
 
 
 if __name__ == "__main__":

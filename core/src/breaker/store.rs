@@ -117,12 +117,16 @@ pub(crate) mod tests {
     use std::cell::{Cell, RefCell};
     use std::collections::HashMap;
 
-    /// In-memory shared data with versions, like the host's.
+    /// Envoy's shared data (proxy-wasm-cpp-host `SharedData::set`): a key that does not exist is set
+    /// whatever the cas; an existing one only with cas 0 or its current cas. `conflicts` makes the
+    /// next compare-and-swaps on existing keys fail, as if another worker wrote first.
     #[derive(Default)]
     pub struct FakeStore {
         pub map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-        /// Makes the next N conditional writes lose their race.
         pub conflicts: Cell<u32>,
+        pub next_cas: Cell<u32>,
+        /// Written just before the next set, as by another worker between our read and our write.
+        pub interlude: RefCell<Option<(String, Vec<u8>)>>,
     }
 
     impl SharedStore for FakeStore {
@@ -134,19 +138,23 @@ pub(crate) mod tests {
         }
         fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
             let mut map = self.map.borrow_mut();
-            let current = map.get(key).map(|(_, c)| *c);
-            if cas.is_some() && self.conflicts.get() > 0 {
-                self.conflicts.set(self.conflicts.get() - 1);
-                // Another worker wrote in between: bump the version.
-                if let Some(entry) = map.get_mut(key) {
-                    entry.1 += 1;
+            if let Some((k, v)) = self.interlude.borrow_mut().take() {
+                self.next_cas.set(self.next_cas.get() + 1);
+                map.insert(k, (v, self.next_cas.get()));
+            }
+            let cas = cas.unwrap_or(0);
+            if let Some(entry) = map.get_mut(key) {
+                if cas != 0 && self.conflicts.get() > 0 {
+                    self.conflicts.set(self.conflicts.get() - 1);
+                    entry.1 = entry.1.wrapping_add(1_000);
+                    return Err(StoreError::CasMismatch);
                 }
-                return Err(StoreError::CasMismatch);
+                if cas != 0 && cas != entry.1 {
+                    return Err(StoreError::CasMismatch);
+                }
             }
-            if cas.is_some() && cas != current {
-                return Err(StoreError::CasMismatch);
-            }
-            map.insert(key.to_string(), (value.to_vec(), current.unwrap_or(0) + 1));
+            self.next_cas.set(self.next_cas.get() + 1);
+            map.insert(key.to_string(), (value.to_vec(), self.next_cas.get()));
             Ok(())
         }
     }

@@ -2,51 +2,9 @@
 //! lost races, and how many live sessions keep their record at scale.
 
 use super::*;
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use wasm_bindgen_test::wasm_bindgen_test;
 
-/// Envoy's shared data (proxy-wasm-cpp-host `SharedData::set`): a key that does not exist is set
-/// whatever the cas; an existing one only with cas 0 or its current cas. `conflicts` makes the
-/// next compare-and-swaps on existing keys fail, as if another worker wrote first.
-#[derive(Default)]
-struct FakeStore {
-    map: RefCell<HashMap<String, (Vec<u8>, u32)>>,
-    conflicts: Cell<u32>,
-    next_cas: Cell<u32>,
-    /// Written just before the next set, as by another worker between our read and our write.
-    interlude: RefCell<Option<(String, Vec<u8>)>>,
-}
-
-impl SharedStore for FakeStore {
-    fn get(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), StoreError> {
-        Ok(match self.map.borrow().get(key) {
-            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-            None => (None, None),
-        })
-    }
-    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        let mut map = self.map.borrow_mut();
-        if let Some((k, v)) = self.interlude.borrow_mut().take() {
-            self.next_cas.set(self.next_cas.get() + 1);
-            map.insert(k, (v, self.next_cas.get()));
-        }
-        let cas = cas.unwrap_or(0);
-        if let Some(entry) = map.get_mut(key) {
-            if cas != 0 && self.conflicts.get() > 0 {
-                self.conflicts.set(self.conflicts.get() - 1);
-                entry.1 = entry.1.wrapping_add(1_000);
-                return Err(StoreError::CasMismatch);
-            }
-            if cas != 0 && cas != entry.1 {
-                return Err(StoreError::CasMismatch);
-            }
-        }
-        self.next_cas.set(self.next_cas.get() + 1);
-        map.insert(key.to_string(), (value.to_vec(), self.next_cas.get()));
-        Ok(())
-    }
-}
+use crate::breaker::store::tests::FakeStore;
 
 /// Session ids as servers make them (32 hex digits), from a fixed seed.
 fn ids(n: usize, seed: u64) -> Vec<String> {
