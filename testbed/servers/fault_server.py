@@ -237,27 +237,30 @@ def build_mcp_app(state: ServerState, host: str, allowed_hosts: list[str]) -> AS
         """A one-line greeting prompt."""
         return f"Say hello to {who} from {state.name}."
 
-    # DNS-rebinding protection stays on, but must let through any loopback
-    # Host: agents reach this server through an Envoy sidecar listening on
-    # another port, and Envoy forwards the client's Host header unchanged. The
-    # SDK matches "host:*" as "that host with any port"; the bare names cover a
-    # Host header that carries no port at all.
+    return FaultMiddleware(streamable_app(mcp, host, allowed_hosts, json_mode=state.mode == "json"), state)
+
+
+def streamable_app(mcp: MCPServer, host: str, allowed_hosts: list[str], json_mode: bool) -> ASGIApp:
+    """The SDK's Streamable HTTP app at /mcp: stateless with JSON answers in json mode, sessions
+    with SSE answers otherwise.
+
+    DNS-rebinding protection stays on, but must let through any loopback Host: agents reach this
+    server through an Envoy sidecar listening on another port, and Envoy forwards the client's
+    Host header unchanged. The SDK matches "host:*" as "that host with any port"; the bare names
+    cover a Host header that carries no port at all."""
     loopback = ["127.0.0.1", "localhost", "[::1]"]
     hosts = [*loopback, *(f"{h}:*" for h in loopback), *allowed_hosts]
     origins = [f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts]
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
     )
-
-    json_mode = state.mode == "json"
-    app = mcp.streamable_http_app(
+    return mcp.streamable_http_app(
         streamable_http_path=MCP_PATH,
         json_response=json_mode,
         stateless_http=json_mode,
         transport_security=security,
         host=host,
     )
-    return FaultMiddleware(app, state)
 
 
 # --------------------------------------------------------------------------- fault middleware

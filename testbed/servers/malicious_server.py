@@ -26,14 +26,13 @@ import copy
 import json
 import logging
 import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from fault_server import Stats as TrafficStats
 from fault_server import (_SSE_HEADERS, Listener, _buffer_body, _decode_messages, arg_parser, control_app, json_body,
-                          run, serve_until_stopped)
+                          run, serve_until_stopped, streamable_app)
 from mcp.server.mcpserver import MCPServer
-from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import Tool as MCPTool
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
@@ -245,23 +244,14 @@ def parse_mode(body: Any) -> dict[str, Any]:
 
 
 @dataclass
-class Stats:
-    """Counters behind GET /stats."""
+class Stats(TrafficStats):
+    """Counters behind GET /stats: the fault server's, and the lists this server answered."""
 
-    requests: int = 0
-    by_method: Counter[str] = field(default_factory=Counter)
-    http_requests: int = 0
     tools_list: int = 0  # tools/list answers the SDK produced (garbage answers not included)
     garbage: int = 0
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "by_method": dict(self.by_method),
-            "http_requests": self.http_requests,
-            "tools_list": self.tools_list,
-            "garbage": self.garbage,
-        }
+        return {**super().as_json(), "tools_list": self.tools_list, "garbage": self.garbage}
 
 
 @dataclass
@@ -354,21 +344,7 @@ def build_mcp_app(state: State, host: str, allowed_hosts: list[str]) -> ASGIApp:
         """Fetch a page."""
         return INJECTION if state.mode["mode"] == "inject_result" else BENIGN_PAGE
 
-    loopback = ["127.0.0.1", "localhost", "[::1]"]
-    hosts = [*loopback, *(f"{h}:*" for h in loopback), *allowed_hosts]
-    origins = [f"http://{h}" for h in hosts] + [f"https://{h}" for h in hosts]
-    security = TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins
-    )
-    json_mode = state.transport == "json"
-    app = mcp.streamable_http_app(
-        streamable_http_path=MCP_PATH,
-        json_response=json_mode,
-        stateless_http=json_mode,
-        transport_security=security,
-        host=host,
-    )
-    return GarbageMiddleware(app, state)
+    return GarbageMiddleware(streamable_app(mcp, host, allowed_hosts, json_mode=state.transport == "json"), state)
 
 
 class GarbageMiddleware:
@@ -384,18 +360,16 @@ class GarbageMiddleware:
             await self.app(scope, receive, send)
             return
         stats = self.state.stats
-        stats.http_requests += 1
+        headers = Headers(scope=scope)
         if scope["method"] != "POST":
+            stats.record(scope["method"], b"", headers)
             await self.app(scope, receive, send)
             return
         body, receive = await _buffer_body(receive)
+        stats.record("POST", body, headers)
         methods = [m.get("method") for m in _decode_messages(body) if isinstance(m, dict)]
-        for m in methods:
-            stats.requests += 1
-            stats.by_method[m if isinstance(m, str) else "(response)"] += 1
         if self.state.mode["mode"] == "garbage_list" and "tools/list" in methods:
             stats.garbage += 1
-            headers = Headers(scope=scope)
             if self._answers_with_sse(headers):
                 frames = f"event: message\r\ndata: {GARBAGE}\r\n\r\n"
                 await Response(frames, headers=_SSE_HEADERS)(scope, receive, send)
