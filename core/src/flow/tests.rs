@@ -705,6 +705,21 @@ fn a_primary_answering_before_the_hedge_wins_and_the_hedge_is_dropped() {
 }
 
 #[wasm_bindgen_test(unsupported = test)]
+fn a_hedge_races_an_sse_answer_held_until_its_verdict() {
+    let mut h = Host::new("");
+    h.learn(READ_ONLY_TOOLS);
+    h.post(&tool_call(1, "search"));
+    // The server sends its SSE headers at once, then runs the tool.
+    assert_eq!(h.headers_from(200, Some("text/event-stream"), None, None, false), Action::Pause);
+    h.timer(h.wake_at().unwrap());
+    let call = h.last_call();
+    assert_eq!(call.cluster, "f");
+    h.call_done(call.id, 200, &[("content-type", "application/json")], &ok_result(1));
+    assert_eq!(json(&h.sent().unwrap().2), json(&ok_result(1)));
+    assert!(h.effects.contains(&Effect::RemoveRequestHeader(answer::HELD_ANSWER_HEADER.into())));
+}
+
+#[wasm_bindgen_test(unsupported = test)]
 fn a_failed_hedge_leaves_the_primary_to_answer() {
     let mut h = Host::new("");
     h.post(&method(1, "ping"));
