@@ -188,6 +188,7 @@ bench-quick: setup wasm bench-setup
 bench-failover: setup wasm
 	$(PY) testbed/bench_failover.py
 	$(PY) testbed/bench_session_failover.py
+	$(PY) testbed/bench_safe_calls.py
 
 # Only the cost breakdown: probe filters and a perf split of Envoy's CPU (about 1.5 minutes).
 bench-profile: setup wasm bench-setup
