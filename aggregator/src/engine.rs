@@ -122,6 +122,9 @@ pub struct Engine {
     path: PathBuf,
     /// Since when (ms) and why database writes fail; cleared by the next commit that succeeds.
     write_failure: Option<(u64, String)>,
+    /// Vouches changed since rater standing was last computed: the next tick recomputes it
+    /// (off the write path: a vouch acknowledges once it is on disk).
+    standing_stale: bool,
 }
 
 /// What a write sees: its transaction and the state it changes.
@@ -305,6 +308,7 @@ impl Engine {
             metrics,
             path: path.to_path_buf(),
             write_failure: None,
+            standing_stale: false,
         };
         engine.tick(now).map_err(|e| fail("cannot write database", &e.message))?;
         Ok(engine)
@@ -510,17 +514,30 @@ impl Engine {
         Ok(ack(false, self.published.version, dropped.into_iter().collect()))
     }
 
-    /// `POST /v1/ratings`.
+    /// `POST /v1/ratings`. A vouch (a rating of a rater) is stored and acknowledged; standing
+    /// follows at the next periodic evaluation. A withdrawn vouch (value 0) is deleted, and a
+    /// rater holds at most `max_vouches_per_rater` vouches.
     pub fn rate(&mut self, who: &Principal, req: &RatingRequest, now: u64) -> Result<RatingAck, ApiError> {
         self.ensure_fresh()?;
-        if let Subject::Server(s) = &req.subject {
-            self.check_capacity([s.as_str()])?;
+        match &req.subject {
+            Subject::Server(s) => self.check_capacity([s.as_str()])?,
+            Subject::Rater(r) => {
+                let key = (who.name.clone(), r.clone());
+                let held = self.state.vouches_from(&who.name);
+                if req.value > 0.0 && !self.state.vouches.contains_key(&key) && held >= self.settings.max_vouches_per_rater {
+                    return Err(ApiError::conflict(format!(
+                        "`{}` already vouches for {held} raters, the most one rater may (max_vouches_per_rater); \
+                         withdraw one (a vouch of value 0) first",
+                        who.name
+                    )));
+                }
+            }
         }
         let vouch = matches!(req.subject, Subject::Rater(_));
-        self.write(now, vouch, |ctx| {
-            store::upsert_rating(ctx.tx, &who.name, &req.subject, req.value, req.comment.as_deref(), now)?;
+        self.write(now, false, |ctx| {
             match &req.subject {
                 Subject::Server(s) => {
+                    store::upsert_rating(ctx.tx, &who.name, &req.subject, req.value, req.comment.as_deref(), now)?;
                     ctx.state.ratings.entry(s.clone()).or_default().insert(who.name.clone(), req.value);
                     let prior = ctx.settings.trust.reputation_prior;
                     let srv = ctx.server(s);
@@ -529,12 +546,21 @@ impl Engine {
                     }
                 }
                 Subject::Rater(r) => {
-                    ctx.state.vouches.insert((who.name.clone(), r.clone()), req.value);
-                    ctx.state.recompute_standing(ctx.pretrusted, &ctx.settings.trust);
+                    let key = (who.name.clone(), r.clone());
+                    if req.value > 0.0 {
+                        store::upsert_rating(ctx.tx, &who.name, &req.subject, req.value, req.comment.as_deref(), now)?;
+                        ctx.state.vouches.insert(key, req.value);
+                    } else {
+                        store::delete_rating(ctx.tx, &who.name, &req.subject)?;
+                        ctx.state.vouches.remove(&key);
+                    }
                 }
             }
             Ok(())
         })?;
+        if vouch {
+            self.standing_stale = true;
+        }
         self.metrics.rating(if vouch { "rater" } else { "server" });
         Ok(RatingAck {
             rater: who.name.clone(),
@@ -634,6 +660,10 @@ impl Engine {
             if h + b > 0 {
                 info!(history_samples = h, batch_ids = b, "pruned past retention");
             }
+        }
+        if self.standing_stale {
+            self.state.recompute_standing(&self.pretrusted, &self.settings.trust);
+            self.standing_stale = false;
         }
         self.write(now, true, |_| Ok(()))
     }
