@@ -34,6 +34,9 @@ pub struct Settings {
     pub trust: TrustParams,
     /// How often scores are re-evaluated for decay (and per-minute history samples taken).
     pub evaluate_interval_ms: u64,
+    /// Replicas on PostgreSQL: how often each one checks the database for what the others
+    /// wrote (decisions, the published document). Unused on SQLite.
+    pub follow_interval_ms: u64,
     /// A history sample per server at least this often (and on every state change).
     pub history_sample_interval_ms: u64,
     /// History older than this is deleted.
@@ -60,6 +63,7 @@ impl Default for Settings {
         Settings {
             trust: TrustParams::default(),
             evaluate_interval_ms: 5_000,
+            follow_interval_ms: 1_000,
             history_sample_interval_ms: 60_000,
             history_retention_ms: 24 * HOUR_MS,
             security_dedup_window_ms: 24 * HOUR_MS,
@@ -78,6 +82,7 @@ struct RawSettings {
     #[serde(default)]
     trust: RawTrust,
     evaluate_interval_ms: Option<u64>,
+    follow_interval_ms: Option<u64>,
     history_sample_interval_ms: Option<u64>,
     history_retention_ms: Option<u64>,
     security_dedup_window_ms: Option<u64>,
@@ -185,6 +190,7 @@ impl Settings {
         set(&mut t.min_trust, r.min_trust);
         set(&mut t.quarantine_below, r.quarantine_below);
         set(&mut s.evaluate_interval_ms, raw.evaluate_interval_ms);
+        set(&mut s.follow_interval_ms, raw.follow_interval_ms);
         set(&mut s.history_sample_interval_ms, raw.history_sample_interval_ms);
         set(&mut s.history_retention_ms, raw.history_retention_ms);
         set(&mut s.security_dedup_window_ms, raw.security_dedup_window_ms);
@@ -237,6 +243,7 @@ impl Settings {
             ));
         }
         ms_range("evaluate_interval_ms", self.evaluate_interval_ms, 100, HOUR_MS)?;
+        ms_range("follow_interval_ms", self.follow_interval_ms, 50, 60_000)?;
         ms_range("history_sample_interval_ms", self.history_sample_interval_ms, 1_000, 24 * HOUR_MS)?;
         ms_range("history_retention_ms", self.history_retention_ms, 60_000, 90 * 24 * HOUR_MS)?;
         ms_range("security_dedup_window_ms", self.security_dedup_window_ms, 0, YEAR_MS)?;

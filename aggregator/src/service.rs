@@ -4,11 +4,11 @@
 use crate::auth::{Role, Tokens};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::db::Location;
 use crate::engine::{self, Engine, OpenError, Publication, Published};
 use crate::error::ApiError;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -27,6 +27,9 @@ struct Inner {
     tokens: Tokens,
     clock: Arc<dyn Clock>,
     evaluate_interval: Duration,
+    follow_interval: Duration,
+    /// Shares its database with other replicas (PostgreSQL).
+    shared: bool,
     guard: Arc<Guard>,
     /// Engine calls queued or running (bounded: a timed-out request's call still runs).
     queued: AtomicUsize,
@@ -42,12 +45,23 @@ impl Drop for Queued<'_> {
 }
 
 impl Service {
-    /// Opens the database at `db` and publishes a first scores document.
-    pub fn open(db: &Path, tokens: Tokens, settings: Settings, clock: Arc<dyn Clock>) -> Result<Service, OpenError> {
+    /// Opens the database at `db` (a SQLite file, or a PostgreSQL URL) and publishes a first
+    /// scores document.
+    pub fn open(db: impl Into<Location>, tokens: Tokens, settings: Settings, clock: Arc<dyn Clock>) -> Result<Service, OpenError> {
+        let location: Location = db.into();
         let evaluate_interval = Duration::from_millis(settings.evaluate_interval_ms);
+        let follow_interval = Duration::from_millis(settings.follow_interval_ms);
         let names = [Role::Sidecar, Role::Rater, Role::Scanner, Role::Operator, Role::Reader].map(|r| tokens.count(r)).iter().sum();
         let guard = Arc::new(Guard::new(settings.limits.clone(), names));
-        let engine = Engine::open(db, settings, tokens.operators(), clock.now_ms())?;
+        let (operators, now) = (tokens.operators(), clock.now_ms());
+        // On a thread of its own: PostgreSQL's blocking client runs its own runtime, which must
+        // not start inside the caller's (this is called from async code).
+        let engine = std::thread::scope(|s| {
+            s.spawn(|| Engine::open(&location, settings, operators, now))
+                .join()
+                .unwrap_or_else(|_| Err(OpenError("the database could not be opened: its thread failed".into())))
+        })?;
+        let shared = engine.is_shared();
         let publication = engine.publication();
         let metrics = engine.metrics();
         Ok(Service {
@@ -58,6 +72,8 @@ impl Service {
                 tokens,
                 clock,
                 evaluate_interval,
+                follow_interval,
+                shared,
                 guard,
                 queued: AtomicUsize::new(0),
             }),
@@ -112,16 +128,39 @@ impl Service {
         self.run(|e, now| e.tick(now)).await
     }
 
-    /// Re-evaluates every `evaluate_interval_ms` until the returned task is dropped or aborted.
+    /// One round of the timer: re-evaluates if this process leads (always on SQLite), else
+    /// follows the database. `true` if it led.
+    pub async fn round(&self) -> Result<bool, ApiError> {
+        self.run(|e, now| e.round(now)).await
+    }
+
+    /// Catches up with what other replicas wrote (PostgreSQL); `true` if it reloaded.
+    pub async fn follow(&self) -> Result<bool, ApiError> {
+        self.run(|e, _| e.follow()).await
+    }
+
+    /// Re-evaluates every `evaluate_interval_ms` (on PostgreSQL: only the leader, the others
+    /// try to take the lead each round, and follow the database every `follow_interval_ms`)
+    /// until the returned task is dropped or aborted.
     pub fn spawn_ticker(&self) -> tokio::task::JoinHandle<()> {
         let svc = self.clone();
         tokio::spawn(async move {
-            let mut interval = tokio::time::interval(svc.inner.evaluate_interval);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut evaluate = tokio::time::interval(svc.inner.evaluate_interval);
+            evaluate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut follow = tokio::time::interval(svc.inner.follow_interval);
+            follow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                interval.tick().await;
-                if let Err(e) = svc.tick().await {
-                    error!("periodic evaluation failed: {e}");
+                tokio::select! {
+                    _ = evaluate.tick() => {
+                        if let Err(e) = svc.round().await {
+                            error!("periodic evaluation failed: {e}");
+                        }
+                    }
+                    _ = follow.tick(), if svc.inner.shared => {
+                        if let Err(e) = svc.follow().await {
+                            error!("following the database failed: {e}");
+                        }
+                    }
                 }
             }
         })

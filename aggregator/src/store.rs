@@ -512,6 +512,17 @@ pub fn upsert_rating(
     Ok(())
 }
 
+/// Deletes a rater's rating of `subject` (a withdrawn vouch leaves nothing behind).
+pub fn delete_rating(conn: &Connection, rater: &str, subject: &Subject) -> rusqlite::Result<()> {
+    let (kind, name) = match subject {
+        Subject::Server(n) => ("server", n),
+        Subject::Rater(n) => ("rater", n),
+    };
+    conn.prepare_cached("DELETE FROM ratings WHERE rater = ?1 AND subject_kind = ?2 AND subject = ?3")?
+        .execute(params![rater, kind, name])?;
+    Ok(())
+}
+
 pub fn insert_audit(
     conn: &Connection,
     now: u64,
@@ -671,13 +682,3 @@ mod tests {
     }
 }
 
-/// Deletes a rater's rating of `subject` (a withdrawn vouch leaves nothing behind).
-pub fn delete_rating(conn: &Connection, rater: &str, subject: &Subject) -> rusqlite::Result<()> {
-    let (kind, name) = match subject {
-        Subject::Server(n) => ("server", n),
-        Subject::Rater(n) => ("rater", n),
-    };
-    conn.prepare_cached("DELETE FROM ratings WHERE rater = ?1 AND subject_kind = ?2 AND subject = ?3")?
-        .execute(params![rater, kind, name])?;
-    Ok(())
-}
