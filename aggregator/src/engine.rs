@@ -844,6 +844,17 @@ impl Engine {
         Ok(AuditPage { entries, next_before_id })
     }
 
+    /// The health as of now, from memory (the database is read only to reload after a failed
+    /// write): `Err` while it cannot be read back, `degraded` while writes fail.
+    pub fn health_view(&mut self) -> Result<Health, String> {
+        self.ensure_fresh().map_err(|e| e.message)?;
+        let (status, reason) = match &self.write_failure {
+            None => ("ok", None),
+            Some((since, e)) => ("degraded", Some(format!("database writes failing since {since} ms: {e}"))),
+        };
+        Ok(Health { status: status.into(), version: self.published.version, servers: self.state.servers.len(), reason })
+    }
+
     /// `GET /healthz`: fails while the database cannot be read back after a failed write;
     /// `degraded` while writes fail (reads are still served).
     /// On PostgreSQL it also fails while the database cannot be reached, so load balancers

@@ -9,6 +9,7 @@ use crate::engine::{self, Engine, OpenError, Publication, Published};
 use crate::error::ApiError;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
+use crate::views::Health;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -33,6 +34,9 @@ struct Inner {
     guard: Arc<Guard>,
     /// Engine calls queued or running (bounded: a timed-out request's call still runs).
     queued: AtomicUsize,
+    /// The health the engine showed after its last call (`GET /healthz` reads it without
+    /// waiting for the engine): `Err` while the database cannot be read.
+    health: Mutex<Result<Health, String>>,
 }
 
 /// Counts an engine call until it is done (or its thread unwinds).
@@ -62,6 +66,8 @@ impl Service {
                 .unwrap_or_else(|_| Err(OpenError("the database could not be opened: its thread failed".into())))
         })?;
         let shared = engine.is_shared();
+        let mut engine = engine;
+        let health = Mutex::new(engine.health_view());
         let publication = engine.publication();
         let metrics = engine.metrics();
         Ok(Service {
@@ -76,6 +82,7 @@ impl Service {
                 shared,
                 guard,
                 queued: AtomicUsize::new(0),
+                health,
             }),
         })
     }
@@ -117,10 +124,18 @@ impl Service {
             let _queued = Queued(&inner.queued);
             let mut engine = inner.engine.lock().unwrap_or_else(PoisonError::into_inner);
             let now = inner.clock.now_ms();
-            f(&mut engine, now)
+            let r = f(&mut engine, now);
+            *inner.health.lock().unwrap_or_else(PoisonError::into_inner) = engine.health_view();
+            r
         })
         .await
         .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+    }
+
+    /// What `GET /healthz` answers: the health recorded after the engine's last call (the
+    /// timer's rounds also check that the database answers), never waiting for the engine.
+    pub fn health(&self) -> Result<Health, String> {
+        self.inner.health.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// One periodic re-evaluation (what the timer runs; tests call it directly).
@@ -131,7 +146,14 @@ impl Service {
     /// One round of the timer: re-evaluates if this process leads (always on SQLite), else
     /// follows the database. `true` if it led.
     pub async fn round(&self) -> Result<bool, ApiError> {
-        self.run(|e, now| e.round(now)).await
+        let led = self.run(|e, now| e.round(now)).await;
+        // Whether the database answers at all (PostgreSQL may be unreachable between writes).
+        let inner = self.inner.clone();
+        let checked = self.run(|e, _| e.health()).await;
+        if let Err(e) = checked {
+            *inner.health.lock().unwrap_or_else(PoisonError::into_inner) = Err(e.message);
+        }
+        led
     }
 
     /// Catches up with what other replicas wrote (PostgreSQL); `true` if it reloaded.
