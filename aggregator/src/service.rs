@@ -111,7 +111,9 @@ impl Service {
         T: Send + 'static,
         F: FnOnce(&mut Engine, u64) -> Result<T, ApiError> + Send + 'static,
     {
-        let cap = self.inner.guard.limits().max_concurrent_requests;
+        // Requests in flight are capped by the guard's slots; this bound is for calls whose
+        // request timed out (they still run) and the timer's: twice the slots.
+        let cap = 2 * self.inner.guard.limits().max_concurrent_requests;
         let waiting = self.inner.queued.fetch_add(1, Ordering::AcqRel);
         if waiting >= cap {
             self.inner.queued.fetch_sub(1, Ordering::AcqRel);

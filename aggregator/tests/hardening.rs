@@ -164,10 +164,11 @@ async fn past_max_concurrent_requests_the_answer_is_503_at_once() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let t0 = Instant::now();
     let r = h.get("/v1/scores", READER).await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.error().contains("busy (1 requests in flight"), "{}", r.error());
     assert!(t0.elapsed() < Duration::from_millis(500));
-    assert_eq!(slow.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE, "past the 1 s request deadline");
+    let slow = slow.await.unwrap();
+    assert_eq!(slow, StatusCode::SERVICE_UNAVAILABLE, "past the 1 s request deadline");
     holder.await.unwrap().unwrap();
     assert_eq!(h.get("/v1/scores", READER).await.status, StatusCode::OK);
 }
