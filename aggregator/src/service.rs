@@ -9,7 +9,8 @@ use crate::engine::{self, Engine, OpenError, Publication, Published};
 use crate::error::ApiError;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
-use crate::views::Health;
+use crate::audit::Verifier;
+use crate::views::{AuditVerification, Health};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -37,7 +38,12 @@ struct Inner {
     /// The health the engine showed after its last call (`GET /healthz` reads it without
     /// waiting for the engine): `Err` while the database cannot be read.
     health: Mutex<Result<Health, String>>,
+    /// One audit verification at a time.
+    verifying: tokio::sync::Semaphore,
 }
+
+/// Audit entries read per engine call of a verification.
+const AUDIT_PAGE: u32 = 500;
 
 /// Counts an engine call until it is done (or its thread unwinds).
 struct Queued<'a>(&'a AtomicUsize);
@@ -83,6 +89,7 @@ impl Service {
                 guard,
                 queued: AtomicUsize::new(0),
                 health,
+                verifying: tokio::sync::Semaphore::new(1),
             }),
         })
     }
@@ -132,6 +139,38 @@ impl Service {
         })
         .await
         .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+    }
+
+    /// `GET /v1/audit/verify`: the chain read in pages of `AUDIT_PAGE` entries (the engine is
+    /// held only while a page is read) and hashed away from the engine, one verification at a
+    /// time (others wait their turn, never the engine).
+    pub async fn verify_audit(&self) -> Result<AuditVerification, ApiError> {
+        let _turn = self.inner.verifying.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut v = Verifier::new();
+        let mut after = 0i64;
+        loop {
+            let (rows, last) = self.run(move |e, _| e.audit_page(after, AUDIT_PAGE)).await?;
+            let hashed = tokio::task::spawn_blocking(move || {
+                for r in &rows {
+                    if let Some(done) = v.push(&r.fields(), &r.hash) {
+                        return (v, Some(done), after);
+                    }
+                }
+                let next = rows.last().map_or(after, |r| r.id);
+                (v, None, next)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?;
+            let (verifier, done, next) = hashed;
+            if let Some(done) = done {
+                return Ok(done);
+            }
+            v = verifier;
+            after = next;
+            if let Some(issued) = last {
+                return Ok(v.finish(issued));
+            }
+        }
     }
 
     /// What `GET /healthz` answers: the health recorded after the engine's last call (the

@@ -185,3 +185,26 @@ fn one_address_cannot_take_every_connection() {
     let (status, _) = get(&agent(), &format!("{}/v1/scores", agg.base), READER);
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_verification_read_in_pages_finds_a_rewritten_entry_past_the_first_page() {
+    // The chain is read 500 entries per engine call and hashed away from the engine: every
+    // page boundary must still chain, and a rewrite in a later page is found.
+    let h = Harness::new();
+    for i in 0..260 {
+        let server = format!("s{i}");
+        h.post(&format!("/v1/servers/{server}/quarantine"), OPERATOR, json!({"reason": "drill"})).await.ok();
+        h.post(&format!("/v1/servers/{server}/release"), OPERATOR, json!({"reason": "done"})).await.ok();
+    }
+    let v = h.get("/v1/audit/verify", READER).await.ok();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["entries"], 520);
+    let h = h.reopen_after(|db| {
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.execute_batch("DROP TRIGGER audit_no_update; UPDATE audit SET reason = 'nothing happened' WHERE id = 510").unwrap();
+    });
+    let v = h.get("/v1/audit/verify", READER).await.ok();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["broken"]["id"], 510, "{v}");
+    assert_eq!(v["entries"], 509);
+}
