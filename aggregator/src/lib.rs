@@ -24,6 +24,7 @@ pub mod error;
 pub mod guard;
 pub mod http;
 pub mod metrics;
+pub mod policy;
 pub mod pg;
 pub mod ratelimit;
 pub mod serve;

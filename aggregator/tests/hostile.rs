@@ -208,3 +208,87 @@ async fn a_verification_read_in_pages_finds_a_rewritten_entry_past_the_first_pag
     assert_eq!(v["broken"]["id"], 510, "{v}");
     assert_eq!(v["entries"], 509);
 }
+
+fn findings_batch(id: &str, servers: &[String], rule: &str, severity: &str, quarantine: bool) -> serde_json::Value {
+    let reports: Vec<_> = servers
+        .iter()
+        .map(|s| json!({"server": s, "security": [{"rule": rule, "severity": severity, "tool": "t", "quarantine": quarantine}]}))
+        .collect();
+    json!({"sidecar": "pod", "batch_id": id, "servers": reports})
+}
+
+async fn quarantined(h: &Harness) -> usize {
+    h.scores().await["servers"].as_array().unwrap().iter().filter(|s| s["state"] == "quarantined").count()
+}
+
+#[tokio::test]
+async fn one_sidecar_token_quarantines_at_most_its_budget_and_an_invented_kind_nothing() {
+    let mut settings = relaxed();
+    settings.sidecar.new_servers_per_window = 1_000;
+    let h = Harness::with_settings(settings);
+    // The mesh's servers, as another sidecar knows them.
+    let names: Vec<String> = (0..600).map(|i| format!("srv-{i}")).collect();
+    let traffic: Vec<_> = names.iter().map(|s| json!({"server": s, "outcomes": {"success": 5}})).collect();
+    h.post("/v1/signals", SIDECAR2, json!({"sidecar": "pod-2", "batch_id": "t", "servers": traffic})).await.ok();
+    // One token reports a critical finding of a verified kind on 300 of them.
+    let ack = h.post("/v1/signals", SIDECAR, findings_batch("a", &names[..300], "unicode/tag-characters", "critical", true)).await.ok();
+    assert_eq!(ack["servers"], 300);
+    let budget = h.settings.sidecar.server_budget;
+    assert_eq!(quarantined(&h).await, budget, "one credential alone quarantines at most its budget");
+    // An invented kind, on the other 300: nothing quarantined, no score pushed under the line.
+    h.post("/v1/signals", SIDECAR, findings_batch("b", &names[300..], "my-own-critical-rule", "critical", true)).await.ok();
+    h.tick().await;
+    assert_eq!(quarantined(&h).await, budget);
+    let doc = h.scores().await;
+    let degraded = doc["servers"].as_array().unwrap().iter().filter(|s| s["state"] == "degraded").count();
+    assert_eq!(degraded, 0, "{doc}");
+    // A second sidecar seeing the same on one more server corroborates it: quarantined.
+    h.post("/v1/signals", SIDECAR2, findings_batch("c", &names[299..300], "unicode/tag-characters", "critical", true)).await.ok();
+    h.post("/v1/signals", SIDECAR, findings_batch("d", &names[299..300], "unicode/tag-characters", "critical", true)).await.ok();
+    assert_eq!(h.detail(&names[299]).await["state"], "quarantined");
+}
+
+#[tokio::test]
+async fn quarantine_true_at_low_severity_is_not_honoured() {
+    let h = Harness::new();
+    h.post("/v1/signals", SIDECAR, findings_batch("a", &["w".to_string()], "poison/long-description", "low", true)).await.ok();
+    let d = h.detail("w").await;
+    assert_ne!(d["state"], "quarantined", "{d}");
+    assert_eq!(d["security_events"].as_array().unwrap().len(), 1, "recorded all the same");
+}
+
+#[tokio::test]
+async fn an_operators_release_sticks_against_renamed_rules_of_the_same_kind() {
+    let h = Harness::new();
+    let w = ["w".to_string()];
+    h.post("/v1/signals", SIDECAR, findings_batch("a", &w, "unicode/tag-characters", "critical", false)).await.ok();
+    assert_eq!(h.detail("w").await["state"], "quarantined");
+    h.post("/v1/servers/w/release", OPERATOR, json!({"reason": "reviewed"})).await.ok();
+    for round in 0..3 {
+        let renamed = format!("unicode/tag-characters-v{round}");
+        h.clock.advance(60_000);
+        h.post("/v1/signals", SIDECAR, findings_batch(&format!("r{round}"), &w, &renamed, "critical", true)).await.ok();
+        assert_ne!(h.detail("w").await["state"], "quarantined", "re-quarantined by renamed rule {round}");
+    }
+    // New evidence of a different kind still quarantines at once.
+    h.post("/v1/signals", SIDECAR, findings_batch("n", &w, "poison/secret-file", "critical", false)).await.ok();
+    assert_eq!(h.detail("w").await["state"], "quarantined");
+}
+
+#[tokio::test]
+async fn one_token_cannot_fill_max_servers_with_invented_names() {
+    let h = Harness::new();
+    let per_window = h.settings.sidecar.new_servers_per_window;
+    let mut dropped = 0;
+    for b in 0..10 {
+        let names: Vec<String> = (0..1000).map(|i| format!("invented-{b}-{i}")).collect();
+        let traffic: Vec<_> = names.iter().map(|s| json!({"server": s, "outcomes": {"success": 1}})).collect();
+        let ack = h.post("/v1/signals", SIDECAR, json!({"sidecar": "p", "batch_id": format!("b{b}"), "servers": traffic})).await.ok();
+        dropped += ack["dropped_servers"].as_array().unwrap().len();
+    }
+    assert_eq!(dropped, 10_000 - per_window);
+    assert_eq!(h.scores().await["servers"].as_array().unwrap().len(), per_window);
+    // Another sidecar's real servers still get in.
+    h.report(SIDECAR2, "real", "weather", 5, 0).await.ok();
+    assert_eq!(h.published("weather").await.1, "trusted");
+}
