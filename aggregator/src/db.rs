@@ -192,7 +192,7 @@ impl Drop for Pg {
 
 pub enum Db {
     Sqlite { conn: rusqlite::Connection, path: PathBuf },
-    Postgres(Pg),
+    Postgres(Box<Pg>),
 }
 
 /// One write transaction.
@@ -206,7 +206,7 @@ impl Db {
     pub fn open(location: &Location) -> Result<Db, Error> {
         match location {
             Location::Sqlite(path) => Ok(Db::Sqlite { conn: store::open(path)?, path: path.clone() }),
-            Location::Postgres(url) => Ok(Db::Postgres(Pg::open(url)?)),
+            Location::Postgres(url) => Ok(Db::Postgres(Box::new(Pg::open(url)?))),
         }
     }
 
