@@ -48,6 +48,8 @@ pub struct Settings {
     pub batch_retention_ms: u64,
     /// The most servers the aggregator tracks; writes naming more are refused (507).
     pub max_servers: usize,
+    /// The most raters one rater may vouch for at once (withdrawn vouches do not count).
+    pub max_vouches_per_rater: usize,
     /// `GET /metrics` needs a bearer token (any role); by default Prometheus scrapes without one.
     pub metrics_require_token: bool,
     /// Rate limits, timeouts and concurrency caps of the HTTP service.
@@ -67,6 +69,7 @@ impl Default for Settings {
             security_dedup_window_ms: 24 * HOUR_MS,
             batch_retention_ms: 7 * 24 * HOUR_MS,
             max_servers: 10_000,
+            max_vouches_per_rater: 100,
             metrics_require_token: false,
             limits: Limits::default(),
         }
@@ -85,6 +88,7 @@ struct RawSettings {
     security_dedup_window_ms: Option<u64>,
     batch_retention_ms: Option<u64>,
     max_servers: Option<usize>,
+    max_vouches_per_rater: Option<usize>,
     metrics_require_token: Option<bool>,
     #[serde(default)]
     limits: RawLimits,
@@ -192,6 +196,7 @@ impl Settings {
         set(&mut s.security_dedup_window_ms, raw.security_dedup_window_ms);
         set(&mut s.batch_retention_ms, raw.batch_retention_ms);
         set(&mut s.max_servers, raw.max_servers);
+        set(&mut s.max_vouches_per_rater, raw.max_vouches_per_rater);
         set(&mut s.metrics_require_token, raw.metrics_require_token);
         raw.limits.apply(&mut s.limits);
         s.validate()?;
@@ -245,6 +250,9 @@ impl Settings {
         ms_range("batch_retention_ms", self.batch_retention_ms, 60_000, YEAR_MS)?;
         if !(1..=1_000_000).contains(&self.max_servers) {
             return Err(err("max_servers", format!("must be in 1..=1000000, got {}", self.max_servers)));
+        }
+        if !(1..=10_000).contains(&self.max_vouches_per_rater) {
+            return Err(err("max_vouches_per_rater", format!("must be in 1..=10000, got {}", self.max_vouches_per_rater)));
         }
         self.limits.validate()?;
         Ok(())

@@ -477,6 +477,13 @@ impl Tx<'_> {
         }
     }
 
+    pub fn delete_rating(&mut self, rater: &str, subject: &Subject) -> Result<(), Error> {
+        match self {
+            Tx::Sqlite(tx) => Ok(store::delete_rating(tx, rater, subject)?),
+            Tx::Postgres(tx) => pg::delete_rating(tx, rater, subject),
+        }
+    }
+
     pub fn insert_audit(
         &mut self,
         now: u64,

@@ -125,6 +125,9 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     /// Since when (ms) and why database writes fail; cleared by the next commit that succeeds.
     write_failure: Option<(u64, String)>,
+    /// Vouches changed since rater standing was last computed: the next tick recomputes it
+    /// (off the write path: a vouch acknowledges once it is on disk).
+    standing_stale: bool,
 }
 
 /// What a write sees: its transaction and the state it changes.
@@ -132,7 +135,6 @@ struct Ctx<'a, 't> {
     tx: &'a mut Tx<'t>,
     state: &'a mut State,
     settings: &'a Settings,
-    pretrusted: &'a BTreeSet<String>,
     now: u64,
     /// Servers whose row must be written before the commit (and that are re-evaluated).
     dirty: BTreeSet<String>,
@@ -357,6 +359,7 @@ impl Engine {
             last_prune_ms: 0,
             metrics,
             write_failure: None,
+            standing_stale: false,
         };
         let shared = snap.publication.is_some();
         let force = install(
@@ -483,7 +486,6 @@ impl Engine {
                 tx: &mut tx,
                 state: &mut self.state,
                 settings: &self.settings,
-                pretrusted: &self.pretrusted,
                 now,
                 dirty: BTreeSet::new(),
                 full,
@@ -636,16 +638,29 @@ impl Engine {
         Ok(ack(false, self.published.version, dropped.into_iter().collect()))
     }
 
-    /// `POST /v1/ratings`.
+    /// `POST /v1/ratings`. A vouch (a rating of a rater) is stored and acknowledged; standing
+    /// follows at the next periodic evaluation. A withdrawn vouch (value 0) is deleted, and a
+    /// rater holds at most `max_vouches_per_rater` vouches.
     pub fn rate(&mut self, who: &Principal, req: &RatingRequest, now: u64) -> Result<RatingAck, ApiError> {
         let vouch = matches!(req.subject, Subject::Rater(_));
-        self.write(now, vouch, |ctx| {
-            if let Subject::Server(s) = &req.subject {
-                check_capacity(ctx.state, ctx.settings, [s.as_str()])?;
+        self.write(now, false, |ctx| {
+            match &req.subject {
+                Subject::Server(s) => check_capacity(ctx.state, ctx.settings, [s.as_str()])?,
+                Subject::Rater(r) => {
+                    let key = (who.name.clone(), r.clone());
+                    let held = ctx.state.vouches_from(&who.name);
+                    if req.value > 0.0 && !ctx.state.vouches.contains_key(&key) && held >= ctx.settings.max_vouches_per_rater {
+                        return Err(ApiError::conflict(format!(
+                            "`{}` already vouches for {held} raters, the most one rater may (max_vouches_per_rater); \
+                             withdraw one (a vouch of value 0) first",
+                            who.name
+                        )));
+                    }
+                }
             }
-            ctx.tx.upsert_rating(&who.name, &req.subject, req.value, req.comment.as_deref(), now)?;
             match &req.subject {
                 Subject::Server(s) => {
+                    ctx.tx.upsert_rating(&who.name, &req.subject, req.value, req.comment.as_deref(), now)?;
                     ctx.state.ratings.entry(s.clone()).or_default().insert(who.name.clone(), req.value);
                     let prior = ctx.settings.trust.reputation_prior;
                     let srv = ctx.server(s);
@@ -654,12 +669,21 @@ impl Engine {
                     }
                 }
                 Subject::Rater(r) => {
-                    ctx.state.vouches.insert((who.name.clone(), r.clone()), req.value);
-                    ctx.state.recompute_standing(ctx.pretrusted, &ctx.settings.trust);
+                    let key = (who.name.clone(), r.clone());
+                    if req.value > 0.0 {
+                        ctx.tx.upsert_rating(&who.name, &req.subject, req.value, req.comment.as_deref(), now)?;
+                        ctx.state.vouches.insert(key, req.value);
+                    } else {
+                        ctx.tx.delete_rating(&who.name, &req.subject)?;
+                        ctx.state.vouches.remove(&key);
+                    }
                 }
             }
             Ok(())
         })?;
+        if vouch {
+            self.standing_stale = true;
+        }
         self.metrics.rating(if vouch { "rater" } else { "server" });
         Ok(RatingAck {
             rater: who.name.clone(),
@@ -755,6 +779,10 @@ impl Engine {
             if h + b > 0 {
                 info!(history_samples = h, batch_ids = b, "pruned past retention");
             }
+        }
+        if self.standing_stale {
+            self.state.recompute_standing(&self.pretrusted, &self.settings.trust);
+            self.standing_stale = false;
         }
         self.write(now, true, |_| Ok(()))
     }

@@ -487,6 +487,16 @@ pub fn upsert_rating(
     Ok(())
 }
 
+/// Deletes a rater's rating of `subject` (a withdrawn vouch leaves nothing behind).
+pub fn delete_rating(tx: &mut Transaction<'_>, rater: &str, subject: &Subject) -> Result<(), Error> {
+    let (kind, name) = match subject {
+        Subject::Server(n) => ("server", n),
+        Subject::Rater(n) => ("rater", n),
+    };
+    tx.execute("DELETE FROM ratings WHERE rater = $1 AND subject_kind = $2 AND subject = $3", &[&rater, &kind, &name])?;
+    Ok(())
+}
+
 /// Appends to the audit chain. Called under the write lock: the id and the previous hash read
 /// here are still the newest when the transaction commits, so concurrent replicas extend one
 /// chain.

@@ -192,6 +192,10 @@ async fn ratings_count_by_the_raters_standing_and_the_latest_wins() {
     // An operator vouches for her: now her rating weighs.
     let vouch = h.post("/v1/ratings", OPERATOR, json!({"subject": {"kind": "rater", "name": "alice"}, "value": 1.0})).await.ok();
     assert_eq!(vouch["rater_standing"], 1.0);
+    // Standing follows at the next periodic evaluation (off the write path).
+    let ack = h.post("/v1/ratings", RATER, json!({"subject": {"kind": "server", "name": "w"}, "value": 0.0})).await.ok();
+    assert!(ack["rater_standing"].as_f64().unwrap() < 0.01);
+    h.tick().await;
     let ack = h.post("/v1/ratings", RATER, json!({"subject": {"kind": "server", "name": "w"}, "value": 0.0})).await.ok();
     let alice = ack["rater_standing"].as_f64().unwrap();
     assert!(alice > 0.5, "{alice}");
@@ -207,6 +211,7 @@ async fn ratings_count_by_the_raters_standing_and_the_latest_wins() {
     assert_eq!(d["ratings"]["raters"][0]["comment"], "fixed");
     // Withdrawing the vouch (value 0) takes her standing away again.
     h.post("/v1/ratings", OPERATOR, json!({"subject": {"kind": "rater", "name": "alice"}, "value": 0.0})).await.ok();
+    h.tick().await;
     let d = h.detail("w").await;
     assert!(d["ratings"]["raters"][0]["standing"].as_f64().unwrap() < 0.01);
 }
@@ -221,14 +226,15 @@ async fn a_hundred_rater_sybil_burst_barely_moves_a_score() {
         h.post("/v1/ratings", &sybil_token(i), json!({"subject": {"kind": "rater", "name": next}, "value": 1.0})).await.ok();
         h.post("/v1/ratings", &sybil_token(i), json!({"subject": {"kind": "server", "name": "target"}, "value": 0.0})).await.ok();
     }
+    h.tick().await;
     let d = h.detail("target").await;
     let after = d["score"].as_f64().unwrap();
     let moved = base - after;
     eprintln!("100 unknown raters rating 0 (vouching for each other in a ring): score {base:.4} -> {after:.4} (moved {moved:.4})");
-    assert!(moved > 0.0 && moved < 0.05, "moved {moved}");
+    assert!(moved > 0.0 && moved <= 0.02, "moved {moved}");
     assert_eq!(d["ratings"]["count"], 100);
     assert_eq!(d["ratings"]["unknown_raters"], 100);
-    assert!((d["ratings"]["rating_weight"].as_f64().unwrap() - 0.25).abs() < 1e-9, "the crowd weighs at most the cap");
+    assert!((d["ratings"]["rating_weight"].as_f64().unwrap() - 0.05).abs() < 1e-9, "the crowd weighs at most the cap");
     // The published state did not change: still trusted.
     assert_eq!(h.published("target").await.1, "trusted");
     // One operator's 0 moves it further than the whole crowd.
@@ -401,6 +407,7 @@ async fn a_restart_keeps_everything() {
     h.clock.advance(61_000);
     h.report(SIDECAR, "b2", "weather", 60, 0).await.ok();
     h.post("/v1/ratings", OPERATOR, json!({"subject": {"kind": "rater", "name": "alice"}, "value": 1.0})).await.ok();
+    h.tick().await;
     h.post("/v1/ratings", RATER, json!({"subject": {"kind": "server", "name": "weather"}, "value": 0.2, "comment": "slow"})).await.ok();
     h.post("/v1/flags", SCANNER, json!({"server": "weather", "severity": "medium", "rule": "secrets-in-description"})).await.ok();
     h.post("/v1/flags", SCANNER, json!({"server": "files", "severity": "critical", "rule": "exfil"})).await.ok();
