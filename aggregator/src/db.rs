@@ -91,6 +91,10 @@ impl fmt::Display for Error {
         match self {
             Error::Sqlite(e) => write!(f, "{e}"),
             Error::Postgres(e) => match e.as_db_error() {
+                // Connection exceptions (08) and the server shutting down or restarting (57P).
+                Some(db) if e.code().is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P")) => {
+                    write!(f, "the database is unreachable (PostgreSQL: {})", db.message())
+                }
                 Some(db) => write!(f, "PostgreSQL: {}", db.message()),
                 None => write!(f, "the database is unreachable ({e})"),
             },
