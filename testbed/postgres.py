@@ -80,13 +80,7 @@ class Postgres:
         self._run([str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
                    "--no-sync", "-E", "UTF8", "--locale=C"])
         self.port = free_port()
-        # Loopback only; the socket directory is ours; fsync off: a test server, PostgreSQL
-        # itself is never killed by the tests (the aggregator replicas are).
-        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off "
-                f"-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB")
-        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"),
-                   "-o", opts, "-w", "-t", str(int(timeout)), "start"])
-        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        self.resume(timeout)
         return self
 
     def url(self, dbname: str = "postgres") -> str:
@@ -100,6 +94,21 @@ class Postgres:
     def create_database(self, name: str) -> str:
         self.psql(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def pause(self) -> None:
+        """Stops the server (fast shutdown: its connections are cut), keeping its data and port."""
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+        self.pid = None
+
+    def resume(self, timeout: float = 30.0) -> None:
+        """Starts the (initialised or paused) server on its port."""
+        # Loopback only; the socket directory is ours; fsync off: a test server, PostgreSQL
+        # itself is never killed by the tests (the aggregator replicas are).
+        opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off "
+                f"-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB")
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"),
+                   "-o", opts, "-w", "-t", str(int(timeout)), "start"])
+        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
 
     def stop(self) -> None:
         """Stops the server by its PID (SIGINT: fast shutdown), then removes its directory."""

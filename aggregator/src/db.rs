@@ -91,6 +91,10 @@ impl fmt::Display for Error {
         match self {
             Error::Sqlite(e) => write!(f, "{e}"),
             Error::Postgres(e) => match e.as_db_error() {
+                // Connection exceptions (08) and the server shutting down or restarting (57P).
+                Some(db) if e.code().is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P")) => {
+                    write!(f, "the database is unreachable (PostgreSQL: {})", db.message())
+                }
                 Some(db) => write!(f, "PostgreSQL: {}", db.message()),
                 None => write!(f, "the database is unreachable ({e})"),
             },
@@ -192,7 +196,7 @@ impl Drop for Pg {
 
 pub enum Db {
     Sqlite { conn: rusqlite::Connection, path: PathBuf },
-    Postgres(Pg),
+    Postgres(Box<Pg>),
 }
 
 /// One write transaction.
@@ -206,7 +210,7 @@ impl Db {
     pub fn open(location: &Location) -> Result<Db, Error> {
         match location {
             Location::Sqlite(path) => Ok(Db::Sqlite { conn: store::open(path)?, path: path.clone() }),
-            Location::Postgres(url) => Ok(Db::Postgres(Pg::open(url)?)),
+            Location::Postgres(url) => Ok(Db::Postgres(Box::new(Pg::open(url)?))),
         }
     }
 
