@@ -39,6 +39,7 @@ use tracing::{info, warn};
 mod maintenance;
 
 use crate::policy::{self, Policy};
+use crate::text::escape;
 
 pub use maintenance::StorageFault;
 
@@ -154,7 +155,7 @@ struct Ctx<'a, 't> {
 /// Quarantines `srv` by the aggregator's own decision, with an audit entry.
 fn decide_quarantine(tx: &mut Tx<'_>, now: u64, name: &str, srv: &mut ServerState, reason: String, score: f64) -> Result<(), ApiError> {
     tx.insert_audit(now, AGGREGATOR, AuditAction::AutoQuarantine, name, &reason, score)?;
-    warn!(server = name, score, "automatic quarantine: {reason}");
+    warn!(server = name, score, "automatic quarantine: {}", escape(&reason));
     srv.quarantine = Some(QuarantineInfo { reason, by: AGGREGATOR.to_string(), since_ms: now, automatic: true });
     Ok(())
 }
@@ -778,7 +779,7 @@ impl Engine {
             Ok(id)
         })?;
         self.metrics.decision(AuditAction::Quarantine.as_str(), 1);
-        warn!(server, operator = who.name, "quarantined by an operator: {reason}");
+        warn!(server, operator = who.name, "quarantined by an operator: {}", escape(reason));
         let (score, state) = self.current(server, now);
         Ok(DecisionAck { server: server.to_string(), state, score, audit_id, version: self.published.version })
     }
@@ -805,7 +806,7 @@ impl Engine {
             Ok(id)
         })?;
         self.metrics.decision(AuditAction::Release.as_str(), 1);
-        warn!(server, operator = who.name, "released by an operator: {reason}");
+        warn!(server, operator = who.name, "released by an operator: {}", escape(reason));
         let (score, state) = self.current(server, now);
         Ok(DecisionAck { server: server.to_string(), state, score, audit_id, version: self.published.version })
     }

@@ -31,6 +31,7 @@ pub mod serve;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod text;
 pub mod validate;
 pub mod views;
 
