@@ -50,6 +50,9 @@ pub struct Settings {
     pub batch_retention_ms: u64,
     /// The most servers the aggregator tracks; writes naming more are refused (507).
     pub max_servers: usize,
+    /// A file the audit chain's head is appended to whenever it moves (for an operator to ship
+    /// elsewhere); verifications check the chain against it.
+    pub audit_anchor_file: Option<std::path::PathBuf>,
     /// What one sidecar credential's findings may do (see [`crate::policy`]).
     pub sidecar: SidecarPolicy,
     /// The most raters one rater may vouch for at once (withdrawn vouches do not count).
@@ -75,6 +78,7 @@ impl Default for Settings {
             max_servers: 10_000,
             max_vouches_per_rater: 100,
             sidecar: SidecarPolicy::default(),
+            audit_anchor_file: None,
             metrics_require_token: false,
             limits: Limits::default(),
         }
@@ -96,6 +100,7 @@ struct RawSettings {
     max_vouches_per_rater: Option<usize>,
     #[serde(default)]
     sidecar: RawSidecar,
+    audit_anchor_file: Option<std::path::PathBuf>,
     metrics_require_token: Option<bool>,
     #[serde(default)]
     limits: RawLimits,
@@ -214,6 +219,7 @@ impl Settings {
         set(&mut s.batch_retention_ms, raw.batch_retention_ms);
         set(&mut s.max_servers, raw.max_servers);
         set(&mut s.max_vouches_per_rater, raw.max_vouches_per_rater);
+        s.audit_anchor_file = raw.audit_anchor_file;
         let (sc, rs) = (&mut s.sidecar, raw.sidecar);
         set(&mut sc.quarantine_min_severity, rs.quarantine_min_severity);
         set(&mut sc.server_budget, rs.server_budget);

@@ -11,6 +11,7 @@
 //! checks and restores backups.
 
 pub mod admin;
+pub mod anchor;
 pub mod audit;
 pub mod auth;
 pub mod backup;

@@ -292,3 +292,57 @@ async fn one_token_cannot_fill_max_servers_with_invented_names() {
     h.report(SIDECAR2, "real", "weather", 5, 0).await.ok();
     assert_eq!(h.published("weather").await.1, "trusted");
 }
+
+/// Rewrites entry `id`'s reason and re-hashes it and every later entry, as someone who can write
+/// the database would (the chain alone then verifies).
+fn rewrite_and_rehash(db: &std::path::Path, id: i64, reason: &str) {
+    use mcp_warden_aggregator::audit;
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.execute_batch("DROP TRIGGER audit_no_update").unwrap();
+    c.execute("UPDATE audit SET reason = ?1 WHERE id = ?2", rusqlite::params![reason, id]).unwrap();
+    let mut stmt = c.prepare("SELECT id, at_ms, actor, action, server, reason, score FROM audit ORDER BY id").unwrap();
+    let rows: Vec<(i64, i64, String, String, String, String, f64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut prev = audit::GENESIS;
+    for (id, at_ms, actor, action, server, reason, score) in rows {
+        let f = audit::Fields { id, at_ms, actor: &actor, action: &action, server: &server, reason: &reason, score };
+        prev = audit::link(&prev, &f);
+        c.execute("UPDATE audit SET hash = ?1 WHERE id = ?2", rusqlite::params![audit::to_hex(&prev), id]).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_rewritten_and_rehashed_or_truncated_log_is_caught_by_the_anchored_head() {
+    let anchors = TempDir::new("anchor");
+    let anchor_file = anchors.path().join("audit-anchor.jsonl");
+    let mut settings = relaxed();
+    settings.audit_anchor_file = Some(anchor_file.clone());
+    let h = Harness::with_settings(settings);
+    for (action, server) in [("quarantine", "w"), ("release", "w"), ("quarantine", "v"), ("release", "v")] {
+        h.post(&format!("/v1/servers/{server}/{action}"), OPERATOR, json!({"reason": "drill"})).await.ok();
+    }
+    assert!(h.svc.export_audit_head().await.unwrap());
+    assert!(!h.svc.export_audit_head().await.unwrap(), "exported once per head");
+    assert!(std::fs::read_to_string(&anchor_file).unwrap().contains("\"id\":4"));
+    assert_eq!(h.get("/v1/audit/verify", READER).await.ok()["ok"], true);
+
+    // Rewritten and re-hashed: the chain alone holds, the anchor does not.
+    let h = h.reopen_after(|db| rewrite_and_rehash(db, 2, "never released"));
+    let v = h.get("/v1/audit/verify", READER).await.ok();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["broken"]["id"], 4, "{v}");
+    assert!(v["broken"]["reason"].as_str().unwrap().contains("anchored"), "{v}");
+
+    // Truncated (the last entries and the id sequence): the anchored entries are missing.
+    let h = h.reopen_after(|db| {
+        rewrite_and_rehash(db, 2, "drill");
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.execute_batch("DROP TRIGGER IF EXISTS audit_no_delete; DELETE FROM audit WHERE id > 2; UPDATE sqlite_sequence SET seq = 2 WHERE name = 'audit'").unwrap();
+    });
+    let v = h.get("/v1/audit/verify", READER).await.ok();
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(v["broken"]["reason"].as_str().unwrap().contains("truncated"), "{v}");
+}
