@@ -687,13 +687,21 @@ impl Engine {
                     }
                 }
             }
-            Ok(Some(dropped))
+            Ok(Some((dropped, ctx.withheld)))
         })?;
-        let Some(dropped) = outcome else {
+        let Some((dropped, withheld)) = outcome else {
             self.metrics.signal_batch(true, 0, 0);
             return Ok(ack(true, self.published.version, Vec::new()));
         };
         self.metrics.signal_batch(false, batch.servers.len() - dropped.len(), dropped.len());
+        if withheld > 0 {
+            self.metrics.findings_withheld(withheld);
+            warn!(
+                sidecar = who.name,
+                "{withheld} findings recorded but not counted: this credential's uncorroborated findings reached sidecar.server_budget ({} servers per window)",
+                self.settings.sidecar.server_budget
+            );
+        }
         Ok(ack(false, self.published.version, dropped.into_iter().collect()))
     }
 

@@ -111,6 +111,7 @@ pub struct Metrics {
     store_write_duration: Histogram,
     version: Gauge,
     audit_head: Gauge,
+    findings_withheld: Counter,
     servers: Family<StateLabels, Gauge>,
     server_score: Family<ServerLabels, F64Gauge>,
     server_state: Family<ServerStateLabels, Gauge>,
@@ -139,6 +140,7 @@ impl Metrics {
             store_write_duration: Histogram::new(STORE_BUCKETS),
             version: Gauge::default(),
             audit_head: Gauge::default(),
+            findings_withheld: Counter::default(),
             servers: Family::default(),
             server_score: Family::default(),
             server_state: Family::default(),
@@ -175,6 +177,11 @@ impl Metrics {
             "Time of one database write transaction, from its start to its commit (fsync included)",
             Unit::Seconds,
             m.store_write_duration.clone(),
+        );
+        r.register(
+            "sidecar_findings_withheld",
+            "Sidecar findings recorded but not counted: their credential's uncorroborated findings reached sidecar.server_budget",
+            m.findings_withheld.clone(),
         );
         r.register(
             "audit_head_id",
@@ -260,6 +267,10 @@ impl Metrics {
         if n > 0 {
             self.decisions.get_or_create(&ActionLabels { action }).inc_by(n);
         }
+    }
+
+    pub fn findings_withheld(&self, n: u64) {
+        self.findings_withheld.inc_by(n);
     }
 
     /// The audit chain's head as exported.
