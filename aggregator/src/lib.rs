@@ -10,7 +10,9 @@
 //! accept loop) protect the service; [`audit`] is the audit log's hash chain and [`backup`]
 //! checks and restores backups.
 
+pub mod access;
 pub mod admin;
+pub mod anchor;
 pub mod audit;
 pub mod auth;
 pub mod backup;
@@ -18,21 +20,28 @@ pub mod clock;
 pub mod config;
 pub mod ctl;
 pub mod dashboard;
+pub mod db;
+pub mod db_error;
 pub mod engine;
 pub mod error;
 pub mod guard;
 pub mod http;
 pub mod metrics;
+pub mod policy;
+pub mod pg;
 pub mod ratelimit;
+pub mod scrape;
 pub mod serve;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod text;
 pub mod validate;
 pub mod views;
 
 pub use auth::{Principal, Role, Tokens};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Settings;
+pub use db::Location;
 pub use error::ApiError;
 pub use service::Service;
