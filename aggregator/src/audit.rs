@@ -148,6 +148,61 @@ impl Verifier {
     }
 }
 
+/// One stored entry with its hash, owned (pages of these are verified away from the database).
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub server: String,
+    pub reason: String,
+    pub score: f64,
+    pub hash: String,
+}
+
+impl Row {
+    pub fn fields(&self) -> Fields<'_> {
+        Fields {
+            id: self.id,
+            at_ms: self.at_ms,
+            actor: &self.actor,
+            action: &self.action,
+            server: &self.server,
+            reason: &self.reason,
+            score: self.score,
+        }
+    }
+}
+
+/// Up to `limit` entries after id `after`, in id order; with the highest id ever issued when
+/// this is the last page (read in the same call, so no entry appended in between is missed).
+pub fn page(conn: &Connection, after: i64, limit: u32) -> rusqlite::Result<(Vec<Row>, Option<Option<i64>>)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at_ms, actor, action, server, reason, score, hash FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(rusqlite::params![after, limit], |r| {
+            Ok(Row {
+                id: r.get(0)?,
+                at_ms: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                server: r.get(4)?,
+                reason: r.get(5)?,
+                score: r.get(6)?,
+                hash: r.get(7)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<Row>>>()?;
+    let last = if rows.len() < limit as usize {
+        Some(conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'audit'", [], |r| r.get(0)).optional()?)
+    } else {
+        None
+    };
+    Ok((rows, last))
+}
+
 /// Walks the log in id order and recomputes every link; reports the first broken one.
 pub fn verify(conn: &Connection) -> rusqlite::Result<AuditVerification> {
     let mut stmt = conn.prepare("SELECT id, at_ms, actor, action, server, reason, score, hash FROM audit ORDER BY id")?;

@@ -299,6 +299,13 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// Open connections; past it the listener stops accepting until one closes.
     pub max_connections: usize,
+    /// Open connections from one peer address; past it that peer's new connections are closed
+    /// at once (others are still accepted).
+    pub max_connections_per_peer: usize,
+    /// A request's body must have arrived within this (408 otherwise). It is read before the
+    /// request takes one of the `max_concurrent_requests` slots, so a client that trickles its
+    /// body holds a connection, never a slot. (The request deadline still applies if shorter.)
+    pub body_timeout_ms: u64,
     /// A request (its body read and its work done) must finish within this, or gets 408/503.
     pub request_timeout_ms: u64,
     /// A client must send a request's headers within this after the connection opened or the
@@ -322,6 +329,8 @@ impl Default for Limits {
             tracked_addresses: 10_000,
             max_concurrent_requests: 256,
             max_connections: 1024,
+            max_connections_per_peer: 64,
+            body_timeout_ms: 2_000,
             request_timeout_ms: 15_000,
             header_read_timeout_ms: 10_000,
         }
@@ -362,7 +371,9 @@ impl Limits {
         count("limits.tracked_addresses", self.tracked_addresses, 16, 10_000_000)?;
         count("limits.max_concurrent_requests", self.max_concurrent_requests, 1, 100_000)?;
         count("limits.max_connections", self.max_connections, 1, 1_000_000)?;
+        count("limits.max_connections_per_peer", self.max_connections_per_peer, 1, 1_000_000)?;
         ms_range("limits.request_timeout_ms", self.request_timeout_ms, 100, 600_000)?;
+        ms_range("limits.body_timeout_ms", self.body_timeout_ms, 100, 600_000)?;
         ms_range("limits.header_read_timeout_ms", self.header_read_timeout_ms, 100, 600_000)?;
         Ok(())
     }
@@ -376,6 +387,8 @@ struct RawLimits {
     tracked_addresses: Option<usize>,
     max_concurrent_requests: Option<usize>,
     max_connections: Option<usize>,
+    max_connections_per_peer: Option<usize>,
+    body_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     header_read_timeout_ms: Option<u64>,
 }
@@ -403,6 +416,8 @@ impl RawLimits {
         set(&mut l.tracked_addresses, self.tracked_addresses);
         set(&mut l.max_concurrent_requests, self.max_concurrent_requests);
         set(&mut l.max_connections, self.max_connections);
+        set(&mut l.max_connections_per_peer, self.max_connections_per_peer);
+        set(&mut l.body_timeout_ms, self.body_timeout_ms);
         set(&mut l.request_timeout_ms, self.request_timeout_ms);
         set(&mut l.header_read_timeout_ms, self.header_read_timeout_ms);
     }

@@ -345,6 +345,25 @@ impl Db {
         }
     }
 
+    /// One page of the audit log for a verification that runs away from the engine (see
+    /// [`audit::page`]).
+    pub fn audit_page(&mut self, after: i64, limit: u32) -> Result<(Vec<audit::Row>, Option<Option<i64>>), Error> {
+        match self {
+            Db::Sqlite { conn, .. } => Ok(audit::page(conn, after, limit)?),
+            Db::Postgres(pg) => {
+                let mut tx = pg
+                    .client()?
+                    .build_transaction()
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()?;
+                let page = pg::audit_page(&mut tx, after, limit)?;
+                tx.commit()?;
+                Ok(page)
+            }
+        }
+    }
+
     pub fn verify_audit(&mut self) -> Result<AuditVerification, Error> {
         match self {
             Db::Sqlite { conn, .. } => Ok(audit::verify(conn)?),
@@ -481,6 +500,7 @@ impl Tx<'_> {
         }
     }
 
+    /// Removes a rating (a withdrawn vouch leaves nothing behind).
     pub fn delete_rating(&mut self, rater: &str, subject: &Subject) -> Result<(), Error> {
         match self {
             Tx::Sqlite(tx) => Ok(store::delete_rating(tx, rater, subject)?),

@@ -421,10 +421,12 @@ impl Engine {
         if !self.db.is_shared() {
             return Ok(false);
         }
-        if !self.stale && self.db.changes()? == self.seen_changes {
+        // Unreachable: memory may be behind the database from now on (and health says so).
+        let changes = self.db.changes().inspect_err(|_| self.stale = true)?;
+        if !self.stale && changes == self.seen_changes {
             return Ok(false);
         }
-        let snap = self.db.snapshot()?;
+        let snap = self.db.snapshot().inspect_err(|_| self.stale = true)?;
         install(
             snap,
             &mut self.state,
@@ -442,7 +444,7 @@ impl Engine {
     /// the leader lock on PostgreSQL) re-evaluates, the other replicas follow. `true` if this
     /// process led.
     pub fn round(&mut self, now: u64) -> Result<bool, ApiError> {
-        if self.db.lead()? {
+        if self.db.lead().inspect_err(|_| self.stale = true)? {
             self.tick(now)?;
             Ok(true)
         } else {
@@ -842,6 +844,17 @@ impl Engine {
         let entries = self.db.audit(server, before_id, limit)?;
         let next_before_id = if entries.len() == limit as usize { entries.last().map(|e| e.id) } else { None };
         Ok(AuditPage { entries, next_before_id })
+    }
+
+    /// The health as of now, from memory (the database is read only to reload after a failed
+    /// write): `Err` while it cannot be read back, `degraded` while writes fail.
+    pub fn health_view(&mut self) -> Result<Health, String> {
+        self.ensure_fresh().map_err(|e| e.message)?;
+        let (status, reason) = match &self.write_failure {
+            None => ("ok", None),
+            Some((since, e)) => ("degraded", Some(format!("database writes failing since {since} ms: {e}"))),
+        };
+        Ok(Health { status: status.into(), version: self.published.version, servers: self.state.servers.len(), reason })
     }
 
     /// `GET /healthz`: fails while the database cannot be read back after a failed write;

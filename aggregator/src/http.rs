@@ -20,9 +20,7 @@ use mcp_warden_core::trust::wire::{FlagRequest, QuarantineRequest, RatingRequest
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Body limits: signal batches may be large (many servers), everything else is small.
-pub const SIGNALS_MAX_BYTES: usize = 1 << 20;
-pub const BODY_MAX_BYTES: usize = 16 << 10;
+pub use crate::guard::{BODY_MAX_BYTES, SIGNALS_MAX_BYTES};
 const AUDIT_DEFAULT_LIMIT: u32 = 100;
 const AUDIT_MAX_LIMIT: u32 = 1000;
 
@@ -145,11 +143,11 @@ fn server_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiE
 }
 
 async fn healthz(State(svc): State<Service>) -> Response {
-    match svc.run(|e, _| e.health()).await {
+    match svc.health() {
         Ok(h) => json(StatusCode::OK, &h),
         Err(e) => json(
             StatusCode::SERVICE_UNAVAILABLE,
-            &Health { status: format!("unavailable: {}", e.message), version: svc.published().version, servers: 0, reason: None },
+            &Health { status: format!("unavailable: {e}"), version: svc.published().version, servers: 0, reason: None },
         ),
     }
 }

@@ -580,6 +580,37 @@ pub fn verify_audit(c: &mut impl GenericClient) -> Result<AuditVerification, Err
     Ok(v.finish(Some(get(&row, 0)?)))
 }
 
+/// Up to `limit` entries after id `after`, in id order; with the highest id ever issued when this
+/// is the last page.
+pub fn audit_page(c: &mut impl GenericClient, after: i64, limit: u32) -> Result<(Vec<audit::Row>, Option<Option<i64>>), Error> {
+    let rows = c.query(
+        "SELECT id, at_ms, actor, action, server, reason, score, hash FROM audit WHERE id > $1 ORDER BY id LIMIT $2",
+        &[&after, &i64::from(limit)],
+    )?;
+    let rows = rows
+        .iter()
+        .map(|r| {
+            Ok(audit::Row {
+                id: get(r, 0)?,
+                at_ms: get(r, 1)?,
+                actor: get(r, 2)?,
+                action: get(r, 3)?,
+                server: get(r, 4)?,
+                reason: get(r, 5)?,
+                score: get(r, 6)?,
+                hash: get(r, 7)?,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let last = if rows.len() < limit as usize {
+        let row = c.query_one("SELECT value FROM meta WHERE key = 'audit_issued'", &[])?;
+        Some(Some(get(&row, 0)?))
+    } else {
+        None
+    };
+    Ok((rows, last))
+}
+
 pub fn insert_sample(tx: &mut Transaction<'_>, server: &str, now: u64, score: f64, state: TrustState) -> Result<(), Error> {
     tx.execute(
         "INSERT INTO history (server, at_ms, score, state) VALUES ($1, $2, $3, $4)",

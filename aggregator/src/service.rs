@@ -9,6 +9,8 @@ use crate::engine::{self, Engine, OpenError, Publication, Published};
 use crate::error::ApiError;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
+use crate::audit::Verifier;
+use crate::views::{AuditVerification, Health};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -33,7 +35,15 @@ struct Inner {
     guard: Arc<Guard>,
     /// Engine calls queued or running (bounded: a timed-out request's call still runs).
     queued: AtomicUsize,
+    /// The health the engine showed after its last call (`GET /healthz` reads it without
+    /// waiting for the engine): `Err` while the database cannot be read.
+    health: Mutex<Result<Health, String>>,
+    /// One audit verification at a time.
+    verifying: tokio::sync::Semaphore,
 }
+
+/// Audit entries read per engine call of a verification.
+const AUDIT_PAGE: u32 = 500;
 
 /// Counts an engine call until it is done (or its thread unwinds).
 struct Queued<'a>(&'a AtomicUsize);
@@ -62,6 +72,8 @@ impl Service {
                 .unwrap_or_else(|_| Err(OpenError("the database could not be opened: its thread failed".into())))
         })?;
         let shared = engine.is_shared();
+        let mut engine = engine;
+        let health = Mutex::new(engine.health_view());
         let publication = engine.publication();
         let metrics = engine.metrics();
         Ok(Service {
@@ -76,6 +88,8 @@ impl Service {
                 shared,
                 guard,
                 queued: AtomicUsize::new(0),
+                health,
+                verifying: tokio::sync::Semaphore::new(1),
             }),
         })
     }
@@ -104,7 +118,9 @@ impl Service {
         T: Send + 'static,
         F: FnOnce(&mut Engine, u64) -> Result<T, ApiError> + Send + 'static,
     {
-        let cap = self.inner.guard.limits().max_concurrent_requests;
+        // Requests in flight are capped by the guard's slots; this bound is for calls whose
+        // request timed out (they still run) and the timer's: twice the slots.
+        let cap = 2 * self.inner.guard.limits().max_concurrent_requests;
         let waiting = self.inner.queued.fetch_add(1, Ordering::AcqRel);
         if waiting >= cap {
             self.inner.queued.fetch_sub(1, Ordering::AcqRel);
@@ -117,10 +133,50 @@ impl Service {
             let _queued = Queued(&inner.queued);
             let mut engine = inner.engine.lock().unwrap_or_else(PoisonError::into_inner);
             let now = inner.clock.now_ms();
-            f(&mut engine, now)
+            let r = f(&mut engine, now);
+            *inner.health.lock().unwrap_or_else(PoisonError::into_inner) = engine.health_view();
+            r
         })
         .await
         .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+    }
+
+    /// `GET /v1/audit/verify`: the chain read in pages of `AUDIT_PAGE` entries (the engine is
+    /// held only while a page is read) and hashed away from the engine, one verification at a
+    /// time (others wait their turn, never the engine).
+    pub async fn verify_audit(&self) -> Result<AuditVerification, ApiError> {
+        let _turn = self.inner.verifying.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut v = Verifier::new();
+        let mut after = 0i64;
+        loop {
+            let (rows, last) = self.run(move |e, _| e.audit_page(after, AUDIT_PAGE)).await?;
+            let hashed = tokio::task::spawn_blocking(move || {
+                for r in &rows {
+                    if let Some(done) = v.push(&r.fields(), &r.hash) {
+                        return (v, Some(done), after);
+                    }
+                }
+                let next = rows.last().map_or(after, |r| r.id);
+                (v, None, next)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?;
+            let (verifier, done, next) = hashed;
+            if let Some(done) = done {
+                return Ok(done);
+            }
+            v = verifier;
+            after = next;
+            if let Some(issued) = last {
+                return Ok(v.finish(issued));
+            }
+        }
+    }
+
+    /// What `GET /healthz` answers: the health recorded after the engine's last call (the
+    /// timer's rounds also check that the database answers), never waiting for the engine.
+    pub fn health(&self) -> Result<Health, String> {
+        self.inner.health.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// One periodic re-evaluation (what the timer runs; tests call it directly).
@@ -131,7 +187,14 @@ impl Service {
     /// One round of the timer: re-evaluates if this process leads (always on SQLite), else
     /// follows the database. `true` if it led.
     pub async fn round(&self) -> Result<bool, ApiError> {
-        self.run(|e, now| e.round(now)).await
+        let led = self.run(|e, now| e.round(now)).await;
+        // Whether the database answers at all (PostgreSQL may be unreachable between writes).
+        let inner = self.inner.clone();
+        let checked = self.run(|e, _| e.health()).await;
+        if let Err(e) = checked {
+            *inner.health.lock().unwrap_or_else(PoisonError::into_inner) = Err(e.message);
+        }
+        led
     }
 
     /// Catches up with what other replicas wrote (PostgreSQL); `true` if it reloaded.

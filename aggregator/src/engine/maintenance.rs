@@ -2,6 +2,7 @@
 //! storage faults the fail-safe tests inject.
 
 use super::Engine;
+use crate::audit;
 use crate::error::ApiError;
 use crate::views::AuditVerification;
 use std::path::Path;
@@ -21,7 +22,12 @@ pub enum StorageFault {
 }
 
 impl Engine {
-    /// `GET /v1/audit/verify`.
+    /// One page of the audit log (a verification hashes it after the engine is released).
+    pub fn audit_page(&mut self, after: i64, limit: u32) -> Result<(Vec<audit::Row>, Option<Option<i64>>), ApiError> {
+        Ok(self.db.audit_page(after, limit)?)
+    }
+
+    /// The whole verification in one call (at start, and by tests).
     pub fn verify_audit(&mut self) -> Result<AuditVerification, ApiError> {
         Ok(self.db.verify_audit()?)
     }
