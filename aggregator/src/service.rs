@@ -197,6 +197,11 @@ impl Service {
         led
     }
 
+    /// Does this process share its database with other replicas (PostgreSQL)?
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared
+    }
+
     /// Catches up with what other replicas wrote (PostgreSQL); `true` if it reloaded.
     pub async fn follow(&self) -> Result<bool, ApiError> {
         self.run(|e, _| e.follow()).await
