@@ -87,7 +87,7 @@ pub fn head(conn: &Connection) -> rusqlite::Result<[u8; 32]> {
 
 /// Recomputes the chain entry by entry (in id order) and stops at the first broken link; each
 /// backend feeds it its rows.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Verifier {
     prev: [u8; 32],
     expected_id: i64,
@@ -104,6 +104,11 @@ impl Default for Verifier {
 impl Verifier {
     pub fn new() -> Self {
         Verifier { prev: GENESIS, expected_id: 1, entries: 0, head: None }
+    }
+
+    /// The verdict "broken at `id`" with what was verified so far.
+    pub fn broken_at(&self, id: i64, reason: String) -> AuditVerification {
+        self.broken(id, reason)
     }
 
     fn broken(&self, id: i64, reason: String) -> AuditVerification {

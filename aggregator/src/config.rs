@@ -1,6 +1,8 @@
 //! The aggregator's optional JSON configuration: trust-model overrides and service knobs,
 //! parsed with `deny_unknown_fields` and validated once; every error names its field.
 
+use crate::policy::SidecarPolicy;
+use mcp_warden_core::trust::wire::Severity;
 use mcp_warden_core::trust::TrustParams;
 use serde::Deserialize;
 use std::fmt;
@@ -48,6 +50,11 @@ pub struct Settings {
     pub batch_retention_ms: u64,
     /// The most servers the aggregator tracks; writes naming more are refused (507).
     pub max_servers: usize,
+    /// A file the audit chain's head is appended to whenever it moves (for an operator to ship
+    /// elsewhere); verifications check the chain against it.
+    pub audit_anchor_file: Option<std::path::PathBuf>,
+    /// What one sidecar credential's findings may do (see [`crate::policy`]).
+    pub sidecar: SidecarPolicy,
     /// The most raters one rater may vouch for at once (withdrawn vouches do not count).
     pub max_vouches_per_rater: usize,
     /// `GET /metrics` needs a bearer token (any role); by default Prometheus scrapes without one.
@@ -70,6 +77,8 @@ impl Default for Settings {
             batch_retention_ms: 7 * 24 * HOUR_MS,
             max_servers: 10_000,
             max_vouches_per_rater: 100,
+            sidecar: SidecarPolicy::default(),
+            audit_anchor_file: None,
             metrics_require_token: false,
             limits: Limits::default(),
         }
@@ -89,9 +98,22 @@ struct RawSettings {
     batch_retention_ms: Option<u64>,
     max_servers: Option<usize>,
     max_vouches_per_rater: Option<usize>,
+    #[serde(default)]
+    sidecar: RawSidecar,
+    audit_anchor_file: Option<std::path::PathBuf>,
     metrics_require_token: Option<bool>,
     #[serde(default)]
     limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSidecar {
+    quarantine_min_severity: Option<Severity>,
+    server_budget: Option<usize>,
+    new_servers_per_window: Option<usize>,
+    budget_window_ms: Option<u64>,
+    release_cooldown_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -197,6 +219,13 @@ impl Settings {
         set(&mut s.batch_retention_ms, raw.batch_retention_ms);
         set(&mut s.max_servers, raw.max_servers);
         set(&mut s.max_vouches_per_rater, raw.max_vouches_per_rater);
+        s.audit_anchor_file = raw.audit_anchor_file;
+        let (sc, rs) = (&mut s.sidecar, raw.sidecar);
+        set(&mut sc.quarantine_min_severity, rs.quarantine_min_severity);
+        set(&mut sc.server_budget, rs.server_budget);
+        set(&mut sc.new_servers_per_window, rs.new_servers_per_window);
+        set(&mut sc.budget_window_ms, rs.budget_window_ms);
+        set(&mut sc.release_cooldown_ms, rs.release_cooldown_ms);
         set(&mut s.metrics_require_token, raw.metrics_require_token);
         raw.limits.apply(&mut s.limits);
         s.validate()?;
@@ -251,6 +280,17 @@ impl Settings {
         if !(1..=1_000_000).contains(&self.max_servers) {
             return Err(err("max_servers", format!("must be in 1..=1000000, got {}", self.max_servers)));
         }
+        if self.sidecar.server_budget > 1_000_000 {
+            return Err(err("sidecar.server_budget", format!("must be in 0..=1000000, got {}", self.sidecar.server_budget)));
+        }
+        if !(1..=10_000_000).contains(&self.sidecar.new_servers_per_window) {
+            return Err(err(
+                "sidecar.new_servers_per_window",
+                format!("must be in 1..=10000000, got {}", self.sidecar.new_servers_per_window),
+            ));
+        }
+        ms_range("sidecar.budget_window_ms", self.sidecar.budget_window_ms, 1_000, YEAR_MS)?;
+        ms_range("sidecar.release_cooldown_ms", self.sidecar.release_cooldown_ms, 0, YEAR_MS)?;
         if !(1..=10_000).contains(&self.max_vouches_per_rater) {
             return Err(err("max_vouches_per_rater", format!("must be in 1..=10000, got {}", self.max_vouches_per_rater)));
         }

@@ -355,6 +355,18 @@ impl Db {
         }
     }
 
+    /// The newest audit entry (id, hash), if any.
+    pub fn audit_head(&mut self) -> Result<Option<(i64, String)>, Error> {
+        let sql = "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1";
+        match self {
+            Db::Sqlite { conn, .. } => {
+                use rusqlite::OptionalExtension;
+                Ok(conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+            }
+            Db::Postgres(pg) => Ok(pg.client()?.query_opt(sql, &[])?.map(|r| (r.get(0), r.get(1)))),
+        }
+    }
+
     /// One page of the audit log for a verification that runs away from the engine (see
     /// [`audit::page`]).
     pub fn audit_page(&mut self, after: i64, limit: u32) -> Result<(Vec<audit::Row>, Option<Option<i64>>), Error> {

@@ -38,6 +38,9 @@ use tracing::{info, warn};
 
 mod maintenance;
 
+use crate::policy::{self, Policy};
+use crate::text::escape;
+
 pub use maintenance::StorageFault;
 
 /// The actor named in the audit log for automatic decisions.
@@ -128,6 +131,8 @@ pub struct Engine {
     /// Vouches changed since rater standing was last computed: the next tick recomputes it
     /// (off the write path: a vouch acknowledges once it is on disk).
     standing_stale: bool,
+    /// What one sidecar's findings may do (memory only).
+    policy: Policy,
 }
 
 /// What a write sees: its transaction and the state it changes.
@@ -142,12 +147,15 @@ struct Ctx<'a, 't> {
     full: bool,
     /// Automatic quarantines decided in this write (counted once it commits).
     auto_quarantines: u64,
+    /// Findings not counted because their credential spent its budget.
+    withheld: u64,
+    policy: &'a mut Policy,
 }
 
 /// Quarantines `srv` by the aggregator's own decision, with an audit entry.
 fn decide_quarantine(tx: &mut Tx<'_>, now: u64, name: &str, srv: &mut ServerState, reason: String, score: f64) -> Result<(), ApiError> {
     tx.insert_audit(now, AGGREGATOR, AuditAction::AutoQuarantine, name, &reason, score)?;
-    warn!(server = name, score, "automatic quarantine: {reason}");
+    warn!(server = name, score, "automatic quarantine: {}", escape(&reason));
     srv.quarantine = Some(QuarantineInfo { reason, by: AGGREGATOR.to_string(), since_ms: now, automatic: true });
     Ok(())
 }
@@ -167,7 +175,7 @@ impl Ctx<'_, '_> {
     }
 
     /// Quarantines `name` for a critical finding, unless it already is.
-    fn quarantine_critical(&mut self, name: &str, reason: String) -> Result<(), ApiError> {
+    fn quarantine_critical(&mut self, name: &str, reason: String) -> Result<bool, ApiError> {
         let score = self.score(name).map(|s| s.score).unwrap_or(0.0);
         let now = self.now;
         if let Some(srv) = self.state.servers.get_mut(name) {
@@ -175,9 +183,10 @@ impl Ctx<'_, '_> {
                 decide_quarantine(self.tx, now, name, srv, reason, score)?;
                 self.dirty.insert(name.to_string());
                 self.auto_quarantines += 1;
+                return Ok(true);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Scores the servers this write touched (every server when `full`), quarantines those under
@@ -346,6 +355,7 @@ impl Engine {
         }
         let snap = db.snapshot().map_err(|e| fail("cannot read database", &e))?;
         let published = Arc::new(Published::empty(0));
+        let settings_policy = settings.sidecar.clone();
         let mut engine = Engine {
             db,
             seen_changes: None,
@@ -360,6 +370,7 @@ impl Engine {
             metrics,
             write_failure: None,
             standing_stale: false,
+            policy: Policy::new(settings_policy),
         };
         let shared = snap.publication.is_some();
         let force = install(
@@ -505,6 +516,8 @@ impl Engine {
                 dirty: BTreeSet::new(),
                 full,
                 auto_quarantines: 0,
+                withheld: 0,
+                policy: &mut self.policy,
             };
             let r = f(&mut ctx).inspect_err(|e| precondition = e.status.is_client_error())?;
             let next = ctx.evaluate(&self.published, self.force_publish)?;
@@ -584,31 +597,60 @@ impl Engine {
             if ctx.tx.batch_seen(&who.name, &batch.batch_id)? {
                 return Ok(None);
             }
-            // Past max_servers, reports of servers not yet known are dropped (not the whole
-            // batch: one stray cluster must not stop a sidecar's reporting).
+            // Past max_servers, or past what one credential may introduce, reports of servers
+            // not yet known are dropped (not the whole batch: one stray cluster must not stop a
+            // sidecar's reporting); the ack, the log and a metric say so.
             let room = ctx.settings.max_servers.saturating_sub(ctx.state.servers.len());
             let mut new: BTreeSet<&str> = BTreeSet::new();
             let mut dropped: BTreeSet<String> = BTreeSet::new();
+            let mut unadmitted = 0usize;
             for r in &batch.servers {
-                if !ctx.state.servers.contains_key(&r.server) && !new.contains(r.server.as_str()) {
-                    if new.len() < room {
-                        new.insert(&r.server);
-                    } else {
+                if !ctx.state.servers.contains_key(&r.server) && !new.contains(r.server.as_str()) && !dropped.contains(&r.server) {
+                    if new.len() >= room {
                         dropped.insert(r.server.clone());
+                    } else if !ctx.policy.admit_new_server(&who.name, now) {
+                        unadmitted += 1;
+                        dropped.insert(r.server.clone());
+                    } else {
+                        new.insert(&r.server);
                     }
                 }
             }
             if !dropped.is_empty() {
-                warn!(sidecar = who.name, "max_servers ({}) reached: reports of {dropped:?} dropped", ctx.settings.max_servers);
+                let n = dropped.len();
+                if unadmitted > 0 {
+                    warn!(sidecar = who.name, "{unadmitted} new servers past new_servers_per_window ({}): their reports dropped", ctx.settings.sidecar.new_servers_per_window);
+                }
+                if n > unadmitted {
+                    warn!(sidecar = who.name, "max_servers ({}) reached: reports of {} new servers dropped", ctx.settings.max_servers, n - unadmitted);
+                }
             }
             ctx.tx.insert_batch(&who.name, &batch.batch_id, &batch.sidecar, now)?;
             let settings = ctx.settings;
             for r in batch.servers.iter().filter(|r| !dropped.contains(&r.server)) {
-                let mut counted: Vec<&SecurityEvent> = Vec::new();
+                let released_ms = ctx.state.servers.get(&r.server).and_then(|s| s.released_ms);
+                // (event, the severity it counts at, whether it may quarantine)
+                let mut counted: Vec<(&SecurityEvent, Severity, bool)> = Vec::new();
                 for e in &r.security {
-                    let (_, c) = ctx.tx.record_security_event(&r.server, &who.name, &batch.batch_id, e, now, dedup)?;
-                    if c {
-                        counted.push(e);
+                    // Stored (a repeat of the same rule adds a report); whether it counts is the
+                    // policy's call (its de-duplication is by kind, not by rule name).
+                    ctx.tx.record_security_event(&r.server, &who.name, &batch.batch_id, e, now, dedup)?;
+                    let v = ctx.policy.finding(
+                        &who.name,
+                        &r.server,
+                        e.tool.as_deref(),
+                        &e.rule,
+                        e.severity,
+                        e.quarantine,
+                        now,
+                        dedup,
+                        released_ms,
+                    );
+                    if v.over_budget {
+                        ctx.withheld += 1;
+                    }
+                    if v.counts {
+                        counted.push((e, v.severity, v.quarantines));
                     }
                 }
                 if !r.security.is_empty() {
@@ -630,17 +672,19 @@ impl Engine {
                 // One penalty per tool per report, at its most severe finding: a poisoned tool
                 // often matches several rules, which is one offence, not several.
                 let mut worst: BTreeMap<Option<&str>, Severity> = BTreeMap::new();
-                for e in &counted {
-                    let w = worst.entry(e.tool.as_deref()).or_insert(e.severity);
-                    if e.severity > *w {
-                        *w = e.severity;
+                for (e, severity, _) in &counted {
+                    let w = worst.entry(e.tool.as_deref()).or_insert(*severity);
+                    if *severity > *w {
+                        *w = *severity;
                     }
                 }
                 for severity in worst.into_values() {
                     srv.security.add(severity, now, &settings.trust);
                 }
-                if let Some(e) = counted.iter().find(|e| e.severity == Severity::Critical || e.quarantine) {
-                    ctx.quarantine_critical(&r.server, event_reason(e, &who.name))?;
+                if let Some((e, _, _)) = counted.iter().find(|(_, _, q)| *q) {
+                    if ctx.quarantine_critical(&r.server, event_reason(e, &who.name))? {
+                        ctx.policy.quarantined(&r.server, policy::kind(&e.rule));
+                    }
                 }
             }
             Ok(Some(dropped))
@@ -750,7 +794,7 @@ impl Engine {
             Ok(id)
         })?;
         self.metrics.decision(AuditAction::Quarantine.as_str(), 1);
-        warn!(server, operator = who.name, "quarantined by an operator: {reason}");
+        warn!(server, operator = who.name, "quarantined by an operator: {}", escape(reason));
         let (score, state) = self.current(server, now);
         Ok(DecisionAck { server: server.to_string(), state, score, audit_id, version: self.published.version })
     }
@@ -773,10 +817,11 @@ impl Engine {
             srv.quarantine = None;
             srv.auto_armed = false;
             srv.released_ms = Some(now);
+            ctx.policy.released(server, now);
             Ok(id)
         })?;
         self.metrics.decision(AuditAction::Release.as_str(), 1);
-        warn!(server, operator = who.name, "released by an operator: {reason}");
+        warn!(server, operator = who.name, "released by an operator: {}", escape(reason));
         let (score, state) = self.current(server, now);
         Ok(DecisionAck { server: server.to_string(), state, score, audit_id, version: self.published.version })
     }

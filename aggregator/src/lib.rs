@@ -13,6 +13,7 @@
 //! checks and restores backups.
 
 pub mod admin;
+pub mod anchor;
 pub mod audit;
 pub mod auth;
 pub mod backup;
@@ -26,12 +27,14 @@ pub mod error;
 pub mod guard;
 pub mod http;
 pub mod metrics;
+pub mod policy;
 pub mod pg;
 pub mod ratelimit;
 pub mod serve;
 pub mod service;
 pub mod state;
 pub mod store;
+pub mod text;
 pub mod validate;
 pub mod views;
 

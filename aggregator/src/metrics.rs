@@ -117,6 +117,7 @@ pub struct Metrics {
     store_writes: Family<ResultLabels, Counter>,
     store_write_duration: Histogram,
     version: Gauge,
+    audit_head: Gauge,
     servers: Family<StateLabels, Gauge>,
     server_score: Family<ServerLabels, F64Gauge>,
     server_state: Family<ServerStateLabels, Gauge>,
@@ -144,6 +145,7 @@ impl Metrics {
             store_writes: Family::default(),
             store_write_duration: Histogram::new(STORE_BUCKETS),
             version: Gauge::default(),
+            audit_head: Gauge::default(),
             servers: Family::default(),
             server_score: Family::default(),
             server_state: Family::default(),
@@ -180,6 +182,11 @@ impl Metrics {
             "Time of one database write transaction, from its start to its commit (fsync included)",
             Unit::Seconds,
             m.store_write_duration.clone(),
+        );
+        r.register(
+            "audit_head_id",
+            "Id of the newest audit entry, as last exported (its hash is in the log and the anchor file)",
+            m.audit_head.clone(),
         );
         r.register("scores_version", "Version of the published scores document (its ETag)", m.version.clone());
         r.register("servers", "Servers tracked, by published state", m.servers.clone());
@@ -260,6 +267,11 @@ impl Metrics {
         if n > 0 {
             self.decisions.get_or_create(&ActionLabels { action }).inc_by(n);
         }
+    }
+
+    /// The audit chain's head as exported.
+    pub fn audit_head(&self, id: i64) {
+        self.audit_head.set(id);
     }
 
     /// One write transaction, committed or not, and how long it took.

@@ -487,7 +487,7 @@ pub fn upsert_rating(
     Ok(())
 }
 
-/// Deletes a rater's rating of `subject` (a withdrawn vouch leaves nothing behind).
+/// Removes a rating (a withdrawn vouch leaves nothing behind).
 pub fn delete_rating(tx: &mut Transaction<'_>, rater: &str, subject: &Subject) -> Result<(), Error> {
     let (kind, name) = match subject {
         Subject::Server(n) => ("server", n),

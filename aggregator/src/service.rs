@@ -10,7 +10,8 @@ use crate::error::ApiError;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
 use crate::audit::Verifier;
-use crate::views::{AuditVerification, Health};
+use crate::anchor::{self, Anchor};
+use crate::views::{AuditVerification, BrokenLink, Health};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -40,6 +41,8 @@ struct Inner {
     health: Mutex<Result<Health, String>>,
     /// One audit verification at a time.
     verifying: tokio::sync::Semaphore,
+    /// Where the audit head is exported (see [`crate::anchor`]).
+    anchor: Mutex<Anchor>,
 }
 
 /// Audit entries read per engine call of a verification.
@@ -64,6 +67,7 @@ impl Service {
         let names = [Role::Sidecar, Role::Rater, Role::Scanner, Role::Operator, Role::Reader].map(|r| tokens.count(r)).iter().sum();
         let guard = Arc::new(Guard::new(settings.limits.clone(), names));
         let (operators, now) = (tokens.operators(), clock.now_ms());
+        let settings_anchor = settings.audit_anchor_file.clone();
         // On a thread of its own: PostgreSQL's blocking client runs its own runtime, which must
         // not start inside the caller's (this is called from async code).
         let engine = std::thread::scope(|s| {
@@ -74,6 +78,7 @@ impl Service {
         let shared = engine.is_shared();
         let mut engine = engine;
         let health = Mutex::new(engine.health_view());
+        let anchor = Mutex::new(Anchor::new(settings_anchor));
         let publication = engine.publication();
         let metrics = engine.metrics();
         Ok(Service {
@@ -90,6 +95,7 @@ impl Service {
                 queued: AtomicUsize::new(0),
                 health,
                 verifying: tokio::sync::Semaphore::new(1),
+                anchor,
             }),
         })
     }
@@ -146,12 +152,22 @@ impl Service {
     /// time (others wait their turn, never the engine).
     pub async fn verify_audit(&self) -> Result<AuditVerification, ApiError> {
         let _turn = self.inner.verifying.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
+        let path = self.inner.anchor.lock().unwrap_or_else(PoisonError::into_inner).path().map(|p| p.to_path_buf());
+        let anchors = match path {
+            Some(p) => anchor::read(&p).map_err(ApiError::internal)?,
+            None => Default::default(),
+        };
+        let anchors = Arc::new(anchors);
         let mut v = Verifier::new();
         let mut after = 0i64;
         loop {
             let (rows, last) = self.run(move |e, _| e.audit_page(after, AUDIT_PAGE)).await?;
+            let anchored = anchors.clone();
             let hashed = tokio::task::spawn_blocking(move || {
                 for r in &rows {
+                    if let Some(why) = anchor::check(&anchored, r.id, &r.hash) {
+                        return (v.clone(), Some(v.broken_at(r.id, why)), after);
+                    }
                     if let Some(done) = v.push(&r.fields(), &r.hash) {
                         return (v, Some(done), after);
                     }
@@ -168,9 +184,31 @@ impl Service {
             v = verifier;
             after = next;
             if let Some(issued) = last {
-                return Ok(v.finish(issued));
+                let done = v.finish(issued);
+                if done.ok {
+                    let last_id = done.head.as_ref().map_or(0, |h| h.id);
+                    if let Some((id, why)) = anchor::check_end(&anchors, last_id) {
+                        return Ok(AuditVerification { ok: false, broken: Some(BrokenLink { id, reason: why }), ..done });
+                    }
+                }
+                return Ok(done);
             }
         }
+    }
+
+    /// Exports the audit chain's head if it moved (log, metrics, anchor file).
+    pub async fn export_audit_head(&self) -> Result<bool, ApiError> {
+        let head = self.run(|e, _| e.audit_head()).await?;
+        if let Some((id, _)) = &head {
+            self.inner.metrics.audit_head(*id);
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = inner.clock.now_ms();
+            inner.anchor.lock().unwrap_or_else(PoisonError::into_inner).record(now, head).map_err(ApiError::unavailable)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
     }
 
     /// What `GET /healthz` answers: the health recorded after the engine's last call (the
@@ -188,6 +226,9 @@ impl Service {
     /// follows the database. `true` if it led.
     pub async fn round(&self) -> Result<bool, ApiError> {
         let led = self.run(|e, now| e.round(now)).await;
+        if let Err(e) = self.export_audit_head().await {
+            error!("exporting the audit head failed: {e}");
+        }
         // Whether the database answers at all (PostgreSQL may be unreachable between writes).
         let inner = self.inner.clone();
         let checked = self.run(|e, _| e.health()).await;

@@ -512,17 +512,6 @@ pub fn upsert_rating(
     Ok(())
 }
 
-/// Deletes a rater's rating of `subject` (a withdrawn vouch leaves nothing behind).
-pub fn delete_rating(conn: &Connection, rater: &str, subject: &Subject) -> rusqlite::Result<()> {
-    let (kind, name) = match subject {
-        Subject::Server(n) => ("server", n),
-        Subject::Rater(n) => ("rater", n),
-    };
-    conn.prepare_cached("DELETE FROM ratings WHERE rater = ?1 AND subject_kind = ?2 AND subject = ?3")?
-        .execute(params![rater, kind, name])?;
-    Ok(())
-}
-
 pub fn insert_audit(
     conn: &Connection,
     now: u64,
@@ -646,6 +635,17 @@ pub fn prune(conn: &Connection, history_before: u64, batches_before: u64) -> rus
     let h = conn.execute("DELETE FROM history WHERE at_ms < ?1", [i(history_before)])?;
     let b = conn.execute("DELETE FROM batches WHERE received_ms < ?1", [i(batches_before)])?;
     Ok((h, b))
+}
+
+/// Deletes a rater's rating of `subject` (a withdrawn vouch leaves nothing behind).
+pub fn delete_rating(conn: &Connection, rater: &str, subject: &Subject) -> rusqlite::Result<()> {
+    let (kind, name) = match subject {
+        Subject::Server(n) => ("server", n),
+        Subject::Rater(n) => ("rater", n),
+    };
+    conn.prepare_cached("DELETE FROM ratings WHERE rater = ?1 AND subject_kind = ?2 AND subject = ?3")?
+        .execute(params![rater, kind, name])?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -381,15 +381,16 @@ async fn a_critical_flag_or_security_event_quarantines_at_once() {
     let other = json!({"server": "files", "severity": "critical", "rule": "rug-pull", "tool": "read_file"});
     assert_eq!(h.post("/v1/flags", SCANNER, other).await.ok()["state"], "quarantined");
 
-    // A critical security event from a sidecar does the same; evidence is stored bounded.
-    let event = json!({"rule": "tool-poisoning/ignore-instructions", "severity": "critical", "tool": "forecast",
+    // A critical security event from a sidecar, of a kind sidecars verify in the traffic they
+    // proxy (a built-in rule family), does the same; evidence is stored bounded.
+    let event = json!({"rule": "poison/ignore-instructions", "severity": "critical", "tool": "forecast",
                        "evidence": "ignore previous instructions ".repeat(200)});
     let batch = |id: &str| json!({"sidecar": "pod", "batch_id": id, "servers": [{"server": "weather", "outcomes": {"success": 5}, "security": [event.clone()]}]});
     h.post("/v1/signals", SIDECAR, batch("e1")).await.ok();
     let d = h.detail("weather").await;
     assert_eq!(d["state"], "quarantined");
     let reason = d["quarantine"]["reason"].as_str().unwrap();
-    assert!(reason.contains("critical security event `tool-poisoning/ignore-instructions` on tool `forecast` reported by sidecar `sidecar-1`"), "{reason}");
+    assert!(reason.contains("critical security event `poison/ignore-instructions` on tool `forecast` reported by sidecar `sidecar-1`"), "{reason}");
     assert!(d["security_events"][0]["evidence"].as_str().unwrap().len() <= 1024);
     let penalty = d["breakdown"]["security_penalty"].as_f64().unwrap();
     // Another sidecar seeing the same finding adds a report, not a second penalty.

@@ -208,3 +208,141 @@ async fn a_verification_read_in_pages_finds_a_rewritten_entry_past_the_first_pag
     assert_eq!(v["broken"]["id"], 510, "{v}");
     assert_eq!(v["entries"], 509);
 }
+
+fn findings_batch(id: &str, servers: &[String], rule: &str, severity: &str, quarantine: bool) -> serde_json::Value {
+    let reports: Vec<_> = servers
+        .iter()
+        .map(|s| json!({"server": s, "security": [{"rule": rule, "severity": severity, "tool": "t", "quarantine": quarantine}]}))
+        .collect();
+    json!({"sidecar": "pod", "batch_id": id, "servers": reports})
+}
+
+async fn quarantined(h: &Harness) -> usize {
+    h.scores().await["servers"].as_array().unwrap().iter().filter(|s| s["state"] == "quarantined").count()
+}
+
+#[tokio::test]
+async fn one_sidecar_token_quarantines_at_most_its_budget_and_an_invented_kind_nothing() {
+    let mut settings = relaxed();
+    settings.sidecar.new_servers_per_window = 1_000;
+    let h = Harness::with_settings(settings);
+    // The mesh's servers, as another sidecar knows them.
+    let names: Vec<String> = (0..600).map(|i| format!("srv-{i}")).collect();
+    let traffic: Vec<_> = names.iter().map(|s| json!({"server": s, "outcomes": {"success": 5}})).collect();
+    h.post("/v1/signals", SIDECAR2, json!({"sidecar": "pod-2", "batch_id": "t", "servers": traffic})).await.ok();
+    // One token reports a critical finding of a verified kind on 300 of them.
+    let ack = h.post("/v1/signals", SIDECAR, findings_batch("a", &names[..300], "unicode/tag-characters", "critical", true)).await.ok();
+    assert_eq!(ack["servers"], 300);
+    let budget = h.settings.sidecar.server_budget;
+    assert_eq!(quarantined(&h).await, budget, "one credential alone quarantines at most its budget");
+    // An invented kind, on the other 300: nothing quarantined, no score pushed under the line.
+    h.post("/v1/signals", SIDECAR, findings_batch("b", &names[300..], "my-own-critical-rule", "critical", true)).await.ok();
+    h.tick().await;
+    assert_eq!(quarantined(&h).await, budget);
+    let doc = h.scores().await;
+    let degraded = doc["servers"].as_array().unwrap().iter().filter(|s| s["state"] == "degraded").count();
+    assert_eq!(degraded, 0, "{doc}");
+    // A second sidecar seeing the same on one more server corroborates it: quarantined.
+    h.post("/v1/signals", SIDECAR2, findings_batch("c", &names[299..300], "unicode/tag-characters", "critical", true)).await.ok();
+    h.post("/v1/signals", SIDECAR, findings_batch("d", &names[299..300], "unicode/tag-characters", "critical", true)).await.ok();
+    assert_eq!(h.detail(&names[299]).await["state"], "quarantined");
+}
+
+#[tokio::test]
+async fn quarantine_true_at_low_severity_is_not_honoured() {
+    let h = Harness::new();
+    h.post("/v1/signals", SIDECAR, findings_batch("a", &["w".to_string()], "poison/long-description", "low", true)).await.ok();
+    let d = h.detail("w").await;
+    assert_ne!(d["state"], "quarantined", "{d}");
+    assert_eq!(d["security_events"].as_array().unwrap().len(), 1, "recorded all the same");
+}
+
+#[tokio::test]
+async fn an_operators_release_sticks_against_renamed_rules_of_the_same_kind() {
+    let h = Harness::new();
+    let w = ["w".to_string()];
+    h.post("/v1/signals", SIDECAR, findings_batch("a", &w, "unicode/tag-characters", "critical", false)).await.ok();
+    assert_eq!(h.detail("w").await["state"], "quarantined");
+    h.post("/v1/servers/w/release", OPERATOR, json!({"reason": "reviewed"})).await.ok();
+    for round in 0..3 {
+        let renamed = format!("unicode/tag-characters-v{round}");
+        h.clock.advance(60_000);
+        h.post("/v1/signals", SIDECAR, findings_batch(&format!("r{round}"), &w, &renamed, "critical", true)).await.ok();
+        assert_ne!(h.detail("w").await["state"], "quarantined", "re-quarantined by renamed rule {round}");
+    }
+    // New evidence of a different kind still quarantines at once.
+    h.post("/v1/signals", SIDECAR, findings_batch("n", &w, "poison/secret-file", "critical", false)).await.ok();
+    assert_eq!(h.detail("w").await["state"], "quarantined");
+}
+
+#[tokio::test]
+async fn one_token_cannot_fill_max_servers_with_invented_names() {
+    let h = Harness::new();
+    let per_window = h.settings.sidecar.new_servers_per_window;
+    let mut dropped = 0;
+    for b in 0..10 {
+        let names: Vec<String> = (0..1000).map(|i| format!("invented-{b}-{i}")).collect();
+        let traffic: Vec<_> = names.iter().map(|s| json!({"server": s, "outcomes": {"success": 1}})).collect();
+        let ack = h.post("/v1/signals", SIDECAR, json!({"sidecar": "p", "batch_id": format!("b{b}"), "servers": traffic})).await.ok();
+        dropped += ack["dropped_servers"].as_array().unwrap().len();
+    }
+    assert_eq!(dropped, 10_000 - per_window);
+    assert_eq!(h.scores().await["servers"].as_array().unwrap().len(), per_window);
+    // Another sidecar's real servers still get in.
+    h.report(SIDECAR2, "real", "weather", 5, 0).await.ok();
+    assert_eq!(h.published("weather").await.1, "trusted");
+}
+
+/// Rewrites entry `id`'s reason and re-hashes it and every later entry, as someone who can write
+/// the database would (the chain alone then verifies).
+fn rewrite_and_rehash(db: &std::path::Path, id: i64, reason: &str) {
+    use mcp_warden_aggregator::audit;
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.execute_batch("DROP TRIGGER audit_no_update").unwrap();
+    c.execute("UPDATE audit SET reason = ?1 WHERE id = ?2", rusqlite::params![reason, id]).unwrap();
+    let mut stmt = c.prepare("SELECT id, at_ms, actor, action, server, reason, score FROM audit ORDER BY id").unwrap();
+    let rows: Vec<(i64, i64, String, String, String, String, f64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut prev = audit::GENESIS;
+    for (id, at_ms, actor, action, server, reason, score) in rows {
+        let f = audit::Fields { id, at_ms, actor: &actor, action: &action, server: &server, reason: &reason, score };
+        prev = audit::link(&prev, &f);
+        c.execute("UPDATE audit SET hash = ?1 WHERE id = ?2", rusqlite::params![audit::to_hex(&prev), id]).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_rewritten_and_rehashed_or_truncated_log_is_caught_by_the_anchored_head() {
+    let anchors = TempDir::new("anchor");
+    let anchor_file = anchors.path().join("audit-anchor.jsonl");
+    let mut settings = relaxed();
+    settings.audit_anchor_file = Some(anchor_file.clone());
+    let h = Harness::with_settings(settings);
+    for (action, server) in [("quarantine", "w"), ("release", "w"), ("quarantine", "v"), ("release", "v")] {
+        h.post(&format!("/v1/servers/{server}/{action}"), OPERATOR, json!({"reason": "drill"})).await.ok();
+    }
+    assert!(h.svc.export_audit_head().await.unwrap());
+    assert!(!h.svc.export_audit_head().await.unwrap(), "exported once per head");
+    assert!(std::fs::read_to_string(&anchor_file).unwrap().contains("\"id\":4"));
+    assert_eq!(h.get("/v1/audit/verify", READER).await.ok()["ok"], true);
+
+    // Rewritten and re-hashed: the chain alone holds, the anchor does not.
+    let h = h.reopen_after(|db| rewrite_and_rehash(db, 2, "never released"));
+    let v = h.get("/v1/audit/verify", READER).await.ok();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["broken"]["id"], 4, "{v}");
+    assert!(v["broken"]["reason"].as_str().unwrap().contains("anchored"), "{v}");
+
+    // Truncated (the last entries and the id sequence): the anchored entries are missing.
+    let h = h.reopen_after(|db| {
+        rewrite_and_rehash(db, 2, "drill");
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.execute_batch("DROP TRIGGER IF EXISTS audit_no_delete; DELETE FROM audit WHERE id > 2; UPDATE sqlite_sequence SET seq = 2 WHERE name = 'audit'").unwrap();
+    });
+    let v = h.get("/v1/audit/verify", READER).await.ok();
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(v["broken"]["reason"].as_str().unwrap().contains("truncated"), "{v}");
+}

@@ -22,6 +22,11 @@ pub enum StorageFault {
 }
 
 impl Engine {
+    /// The newest audit entry (id, hash), if any.
+    pub fn audit_head(&mut self) -> Result<Option<(i64, String)>, ApiError> {
+        Ok(self.db.audit_head()?)
+    }
+
     /// One page of the audit log (a verification hashes it after the engine is released).
     pub fn audit_page(&mut self, after: i64, limit: u32) -> Result<(Vec<audit::Row>, Option<Option<i64>>), ApiError> {
         Ok(self.db.audit_page(after, limit)?)
