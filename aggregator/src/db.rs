@@ -262,6 +262,16 @@ impl Db {
         }
     }
 
+    /// Does this process hold the leader lock (as far as it knows: its session is alive)?
+    pub fn is_leader(&self) -> bool {
+        match self {
+            Db::Sqlite { .. } => true,
+            Db::Postgres(pg) => {
+                pg.leader_session == Some(pg.session) && pg.client.as_ref().is_some_and(|c| !c.is_closed())
+            }
+        }
+    }
+
     /// Can the database be reached (health checks)?
     pub fn ping(&mut self) -> Result<(), Error> {
         match self {
