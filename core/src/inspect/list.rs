@@ -227,9 +227,10 @@ fn message(
         ListKind::ResourceTemplates => r.resource_templates,
     }?;
     let mut items = Vec::with_capacity(list.len());
+    let names: Vec<&str> = list.iter().filter_map(|v| kind.names().iter().find_map(|k| v.get(*k).and_then(Value::as_str))).collect();
     for value in &list {
         let mut span = Span { start: 0, end: 0, name: String::new(), max: None };
-        entry(cx, kind, value, &mut span, verdict, pins);
+        entry(cx, kind, value, &names, &mut span, verdict, pins);
         items.push(span);
     }
     Some(Located { start: 0, end: 0, items, placed: false })
@@ -317,14 +318,22 @@ fn message_in_pieces(
                 continue;
             }
         };
-        entry(cx, kind, &value, &mut span, verdict, pins);
+        entry(cx, kind, &value, &[], &mut span, verdict, pins);
         items.push(span);
     }
     start.map(|s| Located { start: s, end: s + list.get().len(), items, placed: true })
 }
 
 /// Inspects one listed entry.
-fn entry(cx: &mut Cx<'_>, kind: ListKind, value: &Value, span: &mut Span, verdict: &mut ListVerdict, pins: &mut Option<&mut ToolPins>) {
+fn entry(
+    cx: &mut Cx<'_>,
+    kind: ListKind,
+    value: &Value,
+    others: &[&str],
+    span: &mut Span,
+    verdict: &mut ListVerdict,
+    pins: &mut Option<&mut ToolPins>,
+) {
     let Value::Object(map) = value else {
         cx.hit_other("protocol/malformed", &format!("a {} entry is not an object", kind.key()));
         return;
@@ -332,6 +341,7 @@ fn entry(cx: &mut Cx<'_>, kind: ListKind, value: &Value, span: &mut Span, verdic
     let name = kind.names().iter().find_map(|k| map.get(*k).and_then(Value::as_str)).unwrap_or("");
     let fp = Fingerprint::of(value);
     cx.begin_item(Some(name), Some(fp));
+    cx.defer = cx.insp.detector().is_some();
     for (k, v) in map {
         let class = match k.as_str() {
             "name" | "uri" | "uriTemplate" => FieldClass::Name,
@@ -343,6 +353,8 @@ fn entry(cx: &mut Cx<'_>, kind: ListKind, value: &Value, span: &mut Span, verdic
         };
         cx.walk(v, class, &Path::root(k), 0);
     }
+    cx.assess(value, others);
+    cx.defer = false;
     if kind == ListKind::Tools && !name.is_empty() {
         if let Some(change) = pins.as_deref_mut().and_then(|p| p.observe(cx.server, name, fp)) {
             cx.hit_pin(change);
