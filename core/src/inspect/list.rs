@@ -438,3 +438,32 @@ fn finish(insp: &Inspector, cx: Cx<'_>, mut verdict: ListVerdict, located: Optio
     }
     verdict
 }
+
+/// The verdict on one tool definition read on its own (offline scans, the corpus evaluation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolVerdict {
+    pub name: String,
+    pub action: Action,
+    pub findings: Vec<Finding>,
+    pub fingerprint: Fingerprint,
+    /// The detector's assessment (`None` when the detector is off).
+    pub assessment: Option<super::detect::Assessment>,
+}
+
+/// Inspects one tool definition as if listed with tools named `others`: the same rules, detector
+/// and policy as a `tools/list` answer.
+pub fn inspect_tool(insp: &Inspector, server: &str, tool: &Value, others: &[&str]) -> ToolVerdict {
+    let mut cx = Cx::new(insp, server, false);
+    let mut verdict = ListVerdict::pass(ListKind::Tools);
+    let mut span = Span { start: 0, end: 0, name: String::new(), max: None };
+    let mut pins: Option<&mut ToolPins> = None;
+    entry(&mut cx, ListKind::Tools, tool, others, &mut span, &mut verdict, &mut pins);
+    let assessment = insp.detector().map(|d| d.assess(tool, others, cx.legacy));
+    let mut action = span.max.map_or(Action::Pass, |s| insp.action_for(s));
+    action = action.max(cx.other_max.map_or(Action::Pass, |s| insp.action_for(s)));
+    if !cx.findings.is_empty() {
+        action = action.max(Action::Record);
+    }
+    let fingerprint = verdict.items.first().map_or_else(|| Fingerprint::of(tool), |i| i.fingerprint);
+    ToolVerdict { name: span.name, action, findings: cx.findings, fingerprint, assessment }
+}

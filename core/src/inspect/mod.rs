@@ -56,7 +56,7 @@ mod text;
 
 pub use config::{DetectorConfig, InspectionConfig, PinPolicy, PolicyConfig, RugPullConfig};
 pub use fingerprint::Fingerprint;
-pub use list::{inspect_list, inspect_tools_list, inspect_tools_list_pinned, ItemPrint, ListKind, ListVerdict};
+pub use list::{inspect_list, inspect_tool, inspect_tools_list, inspect_tools_list_pinned, ItemPrint, ListKind, ListVerdict, ToolVerdict};
 pub use pins::{detect_shadowing, PinChange, ServerPins, Shadowed, ToolPins};
 pub use protocol::Violation;
 pub use result::{inspect_tool_result, ResultVerdict};

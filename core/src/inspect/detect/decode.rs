@@ -115,11 +115,32 @@ pub fn variants(s: &str, stopword_share: f32, words: usize) -> Vec<(Encoding, St
     if words >= 4 && stopword_share < 0.12 && s.is_ascii() {
         out.push((Encoding::Rot13, rot13(s)));
         out.push((Encoding::Reversed, s.chars().rev().collect()));
+    } else if words >= 8 {
+        // A plain description may carry one segment that is not plain words.
+        let odd: Vec<&str> = s.split(['.', ':', '\n', '(', ')', ';']).filter(|seg| unplain(seg)).collect();
+        if !odd.is_empty() {
+            let joined = odd.join(". ");
+            out.push((Encoding::Rot13, rot13(&joined)));
+            out.push((Encoding::Reversed, joined.chars().rev().collect()));
+        }
     }
     if let Some(t) = leet_text(s) {
         out.push((Encoding::Leet, t));
     }
     out
+}
+
+/// An ASCII segment of at least five words almost none of which are common English words.
+fn unplain(seg: &str) -> bool {
+    if !seg.is_ascii() {
+        return false;
+    }
+    let words: Vec<String> = seg.split(|c: char| !c.is_ascii_alphabetic()).filter(|w| w.len() > 1).map(str::to_ascii_lowercase).collect();
+    if words.len() < 5 {
+        return false;
+    }
+    let stop = words.iter().filter(|w| super::lexicon::STOPWORDS.contains(&w.as_str())).count();
+    stop * 10 < words.len()
 }
 
 fn base64_text(s: &str) -> Option<String> {

@@ -99,11 +99,13 @@ pub const ENGLISH: &[(Cat, &[&str], &[&str])] = &[
     (
         Cat::Conceal,
         &[
-            "do|dont|not|never|must|should|nothing ~3 tell|inform|mention|notify|reveal|show|disclose|alert|display|report|explain ~4 user*|human|anyone|operator|them|this",
+            "dont|not|never|nothing|nobody ~2 tell|inform|mention|notify|reveal|disclose|alert|show|display ~3 user*|human|anyone|operator|them|nobody",
+            "tell|inform|notify ~1 nobody|noone",
             "without ~3 tell*|inform*|notify*|ask*|mention*|alert*|show*|confirm*|consult*|bother* ~3 user*|human|them|anyone|operator",
             "without ~3 user*|human ~2 knowledge|consent|confirmation|approval|awareness|noticing",
             "silently|secretly|covertly|quietly|discreetly|invisibly|stealthily ~4 send|forward|include|add|copy|read|upload|run|execute|call|bcc|append|attach|post|exfiltrat*|collect|log|record|transmit|pass|use|invoke|redirect|route|change|replace|modify|install|download",
-            "hide|conceal ~3 this|it|from|the|that|these|any",
+            "hide|conceal|keep ~4 from ~2 the|any ~1 user*|human|operator",
+            "hide|conceal ~2 this|these|the ~2 instruction*|step*|note|message|call|request*|parameter|field",
             "user* ~4 already|previously ~3 approv*|authoriz*|authoris*|consent*|confirm*|agree*|grant*|allow*",
             "pre|already approved|authorized|authorised|confirmed|consented",
             "no|without need ~2 ask|confirm|notify|tell|mention|permission|approval|confirmation",
@@ -132,7 +134,8 @@ pub const ENGLISH: &[(Cat, &[&str], &[&str])] = &[
         Cat::SecretWord,
         &[
             "private|secret|ssh|signing|gpg|pgp ~1 key*",
-            "password*|passphrase*|passwd|credential*|mnemonic|seed phrase",
+            "password*|passphrase*|passwd|credential*|mnemonic",
+            "seed|recovery phrase*",
             "api|access|auth|bearer|session|refresh ~1 key*|token*|cookie*",
             "environment variable*",
             "secret*",
@@ -143,7 +146,9 @@ pub const ENGLISH: &[(Cat, &[&str], &[&str])] = &[
         Cat::Context,
         &[
             "conversation*|chat|chats|message|messages|dialog*|dialogue* ~2 history|histories|log|logs|transcript*|context|so far|contents",
-            "previous|prior|earlier|all|entire|full|whole|every|complete|recent ~3 message*|conversation*|chat*|prompt*|context|transcript*|exchange*|turn*",
+            "previous|prior|earlier|entire|full|whole|complete ~2 message*|conversation*|chat*|transcript*|context|exchange*",
+            "all|every ~2 previous|prior|earlier|past|recent ~1 message*|conversation*|chat*|exchange*",
+            "all|every ~2 conversation*|chat|chats|transcript*",
             "system|initial|hidden|developer ~1 prompt*|instruction*|message",
             "your ~2 instruction*|prompt|rules|guidelines|memory",
             "everything|all ~3 user ~2 said|wrote|typed|asked|shared",
@@ -155,30 +160,31 @@ pub const ENGLISH: &[(Cat, &[&str], &[&str])] = &[
     (
         Cat::ExfilAction,
         &[
-            "send|post|upload|forward|transmit|exfiltrat*|leak|relay|mirror|beacon|submit|report|deliver|copy|sync ~8 @url|@email|webhook*|endpoint|collector|attacker|remote|external|backup server|our server|this server|logging server|analytics",
+            "send|post|upload|forward|transmit|exfiltrat*|leak|relay|mirror|beacon|submit|report|deliver|copy|sync ~8 @url|@email|webhook*|endpoint|collector|attacker|analytics",
+            "bcc|cc|copy|copied|deliver*|forward*|mirror*|send|sent|archiv*|notif* ~6 @email",
             "bcc|cc ~4 @email|address|copy|all",
-            "include|append|attach|embed|put|pass|add|insert|copy|paste|place|encode ~6 history|conversation|transcript|password*|key|keys|token*|secret*|credential*|contents|ssh|env|prompt|messages ~8 in|into|as|to|inside ~3 parameter|field|argument|param|notes|url|query|request|sidenote|metadata|comment|body|header|title|subject|link|image",
-            "pass|include|put|add|send|append|insert|provide|attach|paste ~3 it|them|this|that|these|those|contents|content|its|their ~5 as|in|into|inside|via ~3 parameter|parameters|field|argument|param|notes|note|sidenote|query|comment|metadata",
-            "@url",
-            "@email",
+            "include|append|attach|embed|put|pass|add|insert|copy|paste|place|encode ~6 history|conversation|transcript|password*|secret*|credential*|ssh|env ~8 in|into|as|to|inside ~3 parameter|field|argument|param|notes|url|query|request|sidenote|metadata|comment|body|header|title|subject|link|image",
+            "pass|include|put|add|send|append|insert|provide|attach|paste ~3 it|them|this|that|these|those|contents|content|its|their ~5 as|in|into|inside|via ~3 notes|note|sidenote|comment|metadata|feedback|extra|debug|trace|context",
         ],
         &[],
     ),
     (
         Cat::Trigger,
         &[
-            "whenever|when|if|once|after ~3 user|they|someone ~3 say*|type*|write*|mention*|ask*|thank*|greet*|end*|finish*|send*|sign*|log*|express*",
+            "whenever|when|if|once|after ~3 user|they|someone ~3 say*|type*|write*|mention*|thank*|greet*|end*|finish*|sign*|express*",
             "at|on ~1 start|beginning|end|begin ~3 every|each|the|any|a ~2 conversation|session|chat|response|turn|reply|interaction",
             "from now on",
             "for the rest of ~3 conversation|session|chat",
-            "every|each|all ~2 response*|reply|replies|answer*|turn*|message*|request*|conversation*|session*",
+            "in|on|to|with|into every|each|all ~2 response*|reply|replies|answer*|turn*",
             "on every|each ~2 turn|call|request",
             "regardless of ~4 tool|what|request|task|user",
-            "even if ~4 not|user|unrelated",
-            "before ~2 answering|responding|replying|doing anything|anything else|any other",
+            "even if ~3 user|they ~3 not|didnt|never ~2 ask*|request*|want*",
+            "even if ~2 unrelated|irrelevant",
+            "before ~2 answering|responding|replying|anything",
+            "before ~2 doing ~1 anything",
             "as soon as ~4 loaded|read|listed|available|connected|see|seen",
-            "each|every time ~4 you|the assistant|the model|the agent",
-            "whenever|always|each time|every time ~4 you ~3 call|use|invoke|run|respond|answer|reply",
+            "each|every time ~4 you|assistant|model|agent",
+            "whenever|always ~4 you ~3 call|use|invoke|run|respond|answer|reply",
             "when ~2 user|they ~2 says|say|types",
         ],
         &[],
@@ -186,29 +192,32 @@ pub const ENGLISH: &[(Cat, &[&str], &[&str])] = &[
     (
         Cat::Shadow,
         &[
-            "when|whenever|before|after|while ~3 using|calling|invoking|call|use|invoke|running ~4 tool*|server*|function*|send*|email*|mail*",
-            "instead of ~4 tool*|server*|function*|the|using|calling",
-            "tool|tools|server|function|version ~4 is|are|has been ~2 broken|deprecated|unsafe|compromised|malicious|outdated|disabled|unreliable|buggy|insecure|not working|removed",
-            "do not|dont|never|stop ~2 use|call|using|calling|trust ~4 tool*|server*|function*|other|the",
+            "when|whenever|before|after|while ~2 using|calling|invoking|call|use|invoke|running ~2 the|any|other|another|every ~3 tool|tools|server|servers|function|functions",
+            "when|whenever|if|before|after ~1 the|any|another ~4 tool|tools|function|server ~2 is|are ~1 used|called|invoked|run",
+            "instead of ~4 tool*|server*|function*|using|calling",
+            "tool|tools|server|function|version ~4 is|are|has|been ~2 broken|deprecated|unsafe|compromised|malicious|outdated|disabled|unreliable|buggy|insecure|not working|removed",
+            "do not|dont|never|stop ~2 use|call|using|calling|trust ~2 the|any|other|that ~3 tool*|server*|function*",
             "use|call ~3 this|my|our ~2 tool|function|server|version ~2 instead",
-            "all|any|every ~3 email*|message*|mail*|payment*|transfer*|commit*|push*|request*|transaction*|invoice*|order* ~8 must|should|need|needs|have to|has to|shall ~5 bcc|cc|sent|redirect*|rout*|forward*|include|go|copied|mirror*",
-            "change|replace|set|override|redirect|rewrite|swap|modify ~4 recipient*|address|account|iban|destination|remote|origin|upstream|wallet|payee|beneficiary|to field|url",
-            "push|publish|upload ~4 fork|mirror|backup remote",
+            "all|any|every ~3 email*|message*|mail*|payment*|transfer*|commit*|push*|request*|transaction*|invoice*|order* ~8 must|should|need|needs|have|has|shall ~5 bcc|cc|sent|redirect*|rout*|forward*|include|go|copied|mirror*",
+            "change|replace|override|redirect|rewrite|swap|set ~3 recipient*|account|iban|destination|upstream|wallet|payee|beneficiary ~4 to|with",
+            "push|publish|upload ~4 fork|mirror|backup ~1 remote|repo*",
             "reroute|redirect|divert|route ~5 payment*|fund*|transfer*|email*|message*|traffic|request*|money",
-            "other|another|all other|any other ~2 tool*|server*|function*|integration* ~6 must|should|need|cannot|shall|are|is",
-            "send email|send message|transfer|payment ~3 tool|function",
+            "other|another ~1 tool*|server*|function*|integration* ~4 must|should|need|needs|cannot|shall|unreliable|broken|deprecated",
+            
         ],
         &[],
     ),
     (
         Cat::Directive,
         &[
-            "you|assistant|model|ai|agent|llm|claude|gpt|chatgpt|copilot ~2 must|should|need|needs|have|has|shall|will|are required",
+            "you|assistant|model|ai|agent|llm|claude|gpt|chatgpt|copilot ~2 must|shall|required",
+            "before|prior ~1 to ~1 using|calling|invoking ~2 this|the ~1 tool",
+            "otherwise ~4 not|fail*|error*|break*",
             "always|must|first|mandatory|required ~3 call|use|run|send|include|read|add|append|invoke|execute|pass|provide|attach|fetch|visit|open|load",
             "note|message|instruction*|reminder to ~2 ai|assistant|model|llm|agent|claude",
             "dear|attention|hey ai|assistant|model|llm|agent|claude",
-            "important|critical|mandatory|urgent|attention|warning",
-            "make sure|ensure|remember ~2 to|that|you",
+            "important|critical|mandatory|urgent|attention",
+            "make|ensure|remember ~1 sure|to|that",
             "this is ~2 required|mandatory|critical|essential",
         ],
         &[],
@@ -224,7 +233,7 @@ pub const ENGLISH: &[(Cat, &[&str], &[&str])] = &[
             "chmod ~2 x|777|755",
             "rm ~1 rf|fr|r",
             "nc|ncat|netcat ~4 e|c|exec",
-            "run|execute|exec ~3 command|script|shell|bash|cmd|terminal",
+            "pip|pip3|uv ~6 index ~1 url",
         ],
         &[
             "| bash", "| sh", "|bash", "|sh", "| zsh", "| python", "bash -c", "sh -c", "/dev/tcp/", "powershell -e", "iex(",
@@ -235,7 +244,7 @@ pub const ENGLISH: &[(Cat, &[&str], &[&str])] = &[
     ),
     (
         Cat::Role,
-        &["system|admin|developer ~1 message|note|notice|prompt|instruction*|directive|override|update"],
+        &["system|admin|developer ~1 note|notice|directive|override|alert"],
         &[
             "<system", "</system", "<|im_start|>", "<|im_end|>", "<|system|>", "<|assistant|>", "<|user|>", "[inst]", "[/inst]",
             "<<sys>>", "### system", "### instruction", "<instructions>", "</instructions>", "<secret>", "<hidden>", "</tool",
@@ -393,9 +402,9 @@ pub const STOPWORDS: &[&str] = &[
 /// Hosts used to catch what a poisoned tool sends (request catchers, tunnels, OOB testing).
 pub const CATCHER_HOSTS: &[&str] = &[
     "webhook.site", "requestbin", "pipedream.net", "ngrok", "burpcollaborator", "interact.sh", "oast.", "beeceptor", "hookbin",
-    "postb.in", "requestcatcher", "canarytokens", "pastebin.com", "transfer.sh", "discord.com/api/webhooks", "hooks.slack.com",
-    "trycloudflare.com", "serveo.net", "localtunnel", "loca.lt", "ipinfo.io", "free.beeceptor", "mockbin", "webhook.cool",
-    "ptsv2", "ptsv3", "dnslog", "ceye.io", "xss.ht", "attacker", "evil", "exfil", "collector",
+    "postb.in", "requestcatcher", "canarytokens", "pastebin.com", "transfer.sh",
+    "trycloudflare.com", "serveo.net", "localtunnel", "loca.lt", "free.beeceptor", "mockbin", "webhook.cool",
+    "ptsv2", "ptsv3", "dnslog", "ceye.io", "xss.ht", "attacker", "evil", "exfil",
 ];
 
 /// Words in a URL (path, query or placeholder) that say it carries the conversation or a secret.
@@ -407,10 +416,34 @@ pub const URL_LOOT_WORDS: &[&str] = &[
 
 /// Parameter names that ask the agent for the conversation or for secrets.
 pub const CONTEXT_PARAMS: &[&str] = &[
-    "conversation", "history", "chat", "transcript", "context", "messages", "previous", "system", "prompt", "memory", "sidenote",
-    "side", "notes", "feedback", "summary", "reasoning", "thoughts", "instructions",
+    "conversation", "history", "transcript", "previous", "sidenote", "side", "notes", "instructions", "debug", "trace", "extra",
 ];
 pub const SECRET_PARAMS: &[&str] = &[
     "password", "passwd", "secret", "private", "ssh", "credential", "credentials", "mnemonic", "seed", "cookie", "env",
     "environment", "rsa",
 ];
+
+/// Verbs that change state (base forms); a tool named or described with one is not read-only.
+pub const MUTATING_VERBS: &[&str] = &[
+    "write", "send", "create", "update", "modify", "post", "execute", "exec", "run", "push", "commit", "install", "deploy", "publish",
+    "upload", "transfer", "charge", "pay", "refund", "cancel", "move", "rename", "insert", "merge", "set", "add", "edit", "apply",
+    "submit", "email", "mail", "delete", "remove", "drop", "destroy", "wipe", "purge", "erase", "truncate", "overwrite",
+    "uninstall", "kill", "terminate", "reset", "clean", "format", "revoke", "force",
+];
+/// Verbs that destroy (base forms); a tool named or described with one is not non-destructive.
+pub const DESTRUCTIVE_VERBS: &[&str] = &[
+    "delete", "remove", "drop", "destroy", "wipe", "purge", "erase", "truncate", "overwrite", "uninstall", "kill", "terminate",
+    "reset", "clean", "format", "revoke", "shred", "rm",
+];
+/// Read verbs: a name starting with one describes a read.
+pub const READ_VERBS: &[&str] = &[
+    "get", "list", "read", "search", "find", "fetch", "show", "describe", "query", "view", "check", "inspect", "lookup", "count",
+    "browse", "download", "export", "preview", "resolve", "validate", "explain", "analyze", "compare", "diff", "status", "info",
+];
+/// Destructive operations spelled out anywhere in a description.
+pub const DESTRUCTIVE_PHRASES: &[&str] = &[
+    "drop table", "drop database", "truncate table", "delete from", "git clean", "reset --hard", "rm -rf", "push --force",
+    "force-push", "force push", "--force", "-fdx", "mkfs", "format the disk", "dd if=",
+];
+/// Verbs too common in benign descriptions to contradict an annotation from a sentence start.
+pub const WEAK_VERBS: &[&str] = &["add", "set", "run", "edit", "apply", "move", "format", "create", "update", "modify", "merge", "rename", "insert", "cancel", "submit", "post", "exec", "mail", "force", "remove", "reset", "clean"];

@@ -38,7 +38,7 @@ pub const FEATURES: &[&str] = &[
     // characters
     "chars/ansi", "chars/tags", "chars/bidi", "chars/zero-width", "layout/hidden-block",
     // URLs
-    "url/loot", "url/catcher", "url/image", "url/any", "url/ip",
+    "url/loot", "url/catcher", "url/image", "url/any", "url/ip", "text/email",
     // values, parameters, annotations, references
     "value/url", "value/email", "value/command", "value/env", "param/context", "param/secret", "annot/contradiction",
     "ref/other-tool",
@@ -323,6 +323,8 @@ impl Walk<'_> {
         self.urls(&s, place, path);
         if place == Place::Value {
             self.value(&s, path);
+        } else if let Some(e) = find_email(&s) {
+            self.set("text/email", 1.0, path, || excerpt(&s, 0, 0, 120).replace("\u{0}", "") + &format!(" [{e}]"));
         }
         let mut sc = std::mem::take(&mut self.sc);
         sc.normalize(&s);
@@ -459,9 +461,7 @@ impl Walk<'_> {
                 Place::Description => None,
             };
             if let Some(at) = at {
-                if is_strong(cat) {
-                    self.set(at, 1.0, path, || excerpt(orig, s0, e0, 120));
-                }
+                self.set(at, 1.0, path, || excerpt(orig, s0, e0, 120));
             }
         }
     }
@@ -511,6 +511,10 @@ impl Walk<'_> {
             let host = rest.get(..host_end).unwrap_or("");
             let tail = rest.get(host_end..).unwrap_or("");
             let local = host.starts_with("localhost") || host.starts_with("127.") || host.starts_with("0.0.0.0") || host.starts_with("[::1]");
+            let meta_key = path.ends_with("$schema") || path.ends_with("$id") || path.ends_with("$ref");
+            if meta_key {
+                continue;
+            }
             if place == Place::Description || place == Place::Schema || place == Place::Meta {
                 self.set("url/any", 1.0, path, || excerpt(s, scheme_start, end, 120));
             }
@@ -559,12 +563,15 @@ impl Walk<'_> {
         let Some(Value::Object(a)) = map.get("annotations") else { return };
         let read_only = a.get("readOnlyHint").and_then(Value::as_bool) == Some(true);
         let not_destructive = a.get("destructiveHint").and_then(Value::as_bool) == Some(false);
-        let destructive = self.has("cat/destructive");
-        let mutating = self.has("cat/mutating");
-        if (read_only && (destructive || mutating)) || (not_destructive && destructive) {
+        if !read_only && !not_destructive {
+            return;
+        }
+        let name = map.get("name").and_then(Value::as_str).unwrap_or("");
+        let desc = map.get("description").and_then(Value::as_str).unwrap_or("");
+        let verbs = if read_only { lexicon::MUTATING_VERBS } else { lexicon::DESTRUCTIVE_VERBS };
+        if let Some(why) = claims_change(name, desc, verbs) {
             let what = if read_only { "readOnlyHint: true" } else { "destructiveHint: false" };
-            let ev = self.ev.iter().find(|e| e.feature == "cat/destructive" || e.feature == "cat/mutating").map(|e| e.excerpt.clone()).unwrap_or_default();
-            self.set("annot/contradiction", 1.0, "annotations", || format!("{what}, but: {ev}"));
+            self.set("annot/contradiction", 1.0, "annotations", || format!("{what}, but {why}"));
         }
     }
 
@@ -583,7 +590,7 @@ impl Walk<'_> {
             ("combo/target-directive", target && order),
             ("combo/conceal-action", h("cat/conceal") && (action || order)),
             ("combo/directive-command", h("cat/command") && (h("cat/directive") || h("cat/trigger"))),
-            ("combo/shadow-ref", h("ref/other-tool") && (h("cat/shadow") || h("cat/directive") || h("cat/trigger"))),
+            ("combo/shadow-ref", h("ref/other-tool") && h("cat/shadow")),
             ("combo/trigger-action", h("cat/trigger") && (action || h("cat/directive"))),
         ];
         for (n, on) in combos {
@@ -595,6 +602,27 @@ impl Walk<'_> {
     }
 }
 
+/// An e-mail address (not at an example domain) in free text.
+fn find_email(s: &str) -> Option<String> {
+    if !s.contains('@') {
+        return None;
+    }
+    for tok in s.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')' | '<' | '>' | '"' | '\'' | '`')) {
+        let tok = tok.trim_end_matches(['.', ':']);
+        let Some((user, dom)) = tok.split_once('@') else { continue };
+        let user_ok = !user.is_empty() && user.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
+        let dom_ok = dom.contains('.')
+            && dom.split('.').all(|p| !p.is_empty())
+            && dom.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '-'))
+            && dom.rsplit('.').next().is_some_and(|tld| tld.len() >= 2 && tld.chars().all(char::is_alphabetic));
+        let example = ["example.com", "example.org", "example.net", "domain.com", "email.com", "company.com"].iter().any(|d| dom.ends_with(d));
+        if user_ok && dom_ok && !example {
+            return Some(tok.to_string());
+        }
+    }
+    None
+}
+
 fn floor(s: &str, mut i: usize) -> usize {
     if i >= s.len() {
         return s.len();
@@ -603,6 +631,39 @@ fn floor(s: &str, mut i: usize) -> usize {
         i -= 1;
     }
     i
+}
+
+/// Whether a tool's name or description says it changes state (one of `verbs`, as the verb of
+/// the name, or as the first word of a sentence of the description), or spells out a destructive
+/// operation: what says so.
+fn claims_change(name: &str, desc: &str, verbs: &[&'static str]) -> Option<String> {
+    let base = |w: &str| -> Option<&'static str> {
+        let w = w.to_ascii_lowercase();
+        verbs.iter().copied().find(|v| w == *v || w == format!("{v}s") || w == format!("{v}es") || (v.ends_with('e') && w == format!("{v}s")))
+    };
+    let words = name_words(name);
+    let toks: Vec<&str> = words.split(' ').filter(|t| !t.is_empty()).collect();
+    let first_read = toks.first().is_some_and(|t| lexicon::READ_VERBS.contains(t));
+    if !first_read {
+        if let Some(v) = toks.iter().take(2).find_map(|t| base(t)) {
+            return Some(format!("the name says {v}: {name}"));
+        }
+    }
+    let lower = desc.to_ascii_lowercase();
+    if let Some(p) = lexicon::DESTRUCTIVE_PHRASES.iter().find(|p| lower.contains(**p)) {
+        return Some(format!("the description says {p}"));
+    }
+    for sentence in desc.split(['.', '\n', ';']) {
+        let ls = sentence.to_ascii_lowercase();
+        if ls.contains("read-only") || ls.contains("read only") || ls.contains("readonly") {
+            continue;
+        }
+        let w = sentence.split(|c: char| !c.is_alphanumeric() && c != '-').find(|w| !w.is_empty()).unwrap_or("");
+        if let Some(v) = base(w).filter(|v| !lexicon::WEAK_VERBS.contains(v)) {
+            return Some(format!("the description says {v}: {}", excerpt(sentence.trim(), 0, 0, 100)));
+        }
+    }
+    None
 }
 
 /// Text pushed out of sight: a long run of blank lines or spaces followed by more text.
@@ -684,9 +745,6 @@ fn negated(sc: &Scratch, a: usize, b: usize) -> bool {
         }
         let w = word(j);
         if lexicon::NEGATORS_AFTER.contains(&w) {
-            return true;
-        }
-        if (w == "not" || w == "never") && j > e {
             return true;
         }
     }
