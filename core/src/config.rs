@@ -73,6 +73,7 @@ struct RawFailover {
     upstream_timeout_ms: Option<u64>,
     hold_json_answers: Option<bool>,
     max_sessions: Option<u32>,
+    hedge_after_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -224,6 +225,9 @@ pub struct Cluster {
     /// The shared-data key holding its breaker.
     pub breaker_key: String,
     pub policy: BreakerPolicy,
+    /// A call that may be repeated and has no answer after this long is also sent to the next
+    /// admitted cluster; the first good answer wins (`None`: never hedged).
+    pub hedge_after_ms: Option<u64>,
 }
 
 /// What degraded answers look like.
@@ -291,6 +295,10 @@ pub struct FailoverPolicy {
     pub hold_json_answers: bool,
     /// Capacity of the session table (records in shared data; see `session`).
     pub max_sessions: u32,
+    /// The hedge deadline of calls that may be repeated: `None` derives it per cluster from the
+    /// breaker's `slow_call_duration_ms` (a tenth of it, at least 100 ms); `Some(0)` turns
+    /// hedging off.
+    pub hedge_after_ms: Option<u64>,
 }
 
 impl Default for FailoverPolicy {
@@ -305,6 +313,7 @@ impl Default for FailoverPolicy {
             upstream_timeout_header: Some("15000".into()),
             hold_json_answers: true,
             max_sessions: crate::session::DEFAULT_MAX_SESSIONS,
+            hedge_after_ms: None,
         }
     }
 }
@@ -338,7 +347,17 @@ fn compile_failover(raw: &RawFailover) -> Result<FailoverPolicy, ConfigError> {
             format!("must be between {MIN_MAX_SESSIONS} and {MAX_MAX_SESSIONS}, got {max_sessions}"),
         ));
     }
+    if let Some(h) = raw.hedge_after_ms {
+        let top = if upstream_timeout > 0 { upstream_timeout } else { 300_000 };
+        if h != 0 && !(50..top).contains(&h) {
+            return Err(err(
+                "failover.hedge_after_ms",
+                format!("must be 0 (no hedging) or at least 50 and under the upstream timeout ({top}), got {h}"),
+            ));
+        }
+    }
     Ok(FailoverPolicy {
+        hedge_after_ms: raw.hedge_after_ms,
         retry: raw.retry.unwrap_or(d.retry),
         move_sessions: raw.move_sessions.unwrap_or(d.move_sessions),
         retry_budget_ratio: ratio,
@@ -442,6 +461,7 @@ fn compile(raw: RawConfig) -> Result<PluginConfig, ConfigError> {
                     stat_name: stat_safe(name),
                     breaker_key: format!("mcp_warden.breaker.{name}"),
                     policy: base.clone(),
+                    hedge_after_ms: None,
                 });
                 clusters.len() - 1
             });
@@ -511,6 +531,9 @@ fn compile(raw: RawConfig) -> Result<PluginConfig, ConfigError> {
         Some(t) => Some(compile_trust(t, &cluster_index, &route_header, &served_by_header)?),
     };
     let failover = compile_failover(&raw.failover)?;
+    for c in &mut clusters {
+        c.hedge_after_ms = hedge_deadline(&failover, &c.policy);
+    }
     let inspector = raw.inspection.compile("inspection")?;
     let router = Router::new(&servers.iter().map(|s| s.matcher.clone()).collect::<Vec<_>>());
     Ok(PluginConfig {
@@ -527,6 +550,17 @@ fn compile(raw: RawConfig) -> Result<PluginConfig, ConfigError> {
         degraded,
         router,
     })
+}
+
+/// A cluster's hedge deadline (see [`FailoverPolicy::hedge_after_ms`]).
+fn hedge_deadline(f: &FailoverPolicy, policy: &BreakerPolicy) -> Option<u64> {
+    let ms = match f.hedge_after_ms {
+        Some(0) => return None,
+        Some(ms) => ms,
+        None => (policy.slow_call_duration_ms / 10).max(100),
+    };
+    // Past Envoy's own timeout there is nothing left to race.
+    (f.upstream_timeout_ms == 0 || ms < f.upstream_timeout_ms).then_some(ms)
 }
 
 fn compile_trust(

@@ -11,6 +11,7 @@
 pub mod breaker;
 pub mod config;
 pub mod degrade;
+pub mod flow;
 pub mod inspect;
 pub mod mcp;
 pub mod outcome;

@@ -87,20 +87,22 @@ pub fn learn_tools(message: &[u8], catalog: &mut ToolCatalog) -> bool {
     true
 }
 
-/// Whether every request in the body may be sent again after `failure`.
+/// Whether every request in the body may be sent again after `failure`: always when the server
+/// never saw it (connect failure, no such cluster); after any other failure (reset, timeout,
+/// 5xx, 429, a JSON-RPC server error, a malformed answer or a wrong id) when every request only
+/// reads (`hints` gives what a server declared about a tool). A tool result with `isError` is an
+/// answer, not a failure to repeat.
 pub fn is_safe_to_retry(
     request: &ParsedRequest,
     method_header: Option<&str>,
     name_header: Option<&str>,
-    catalog: &ToolCatalog,
+    hints: impl Fn(&str) -> Option<ToolHints>,
     failure: FailureKind,
 ) -> bool {
-    if failure == FailureKind::ConnectFailure {
-        // The server never saw it.
-        return true;
-    }
-    if !matches!(failure, FailureKind::Reset | FailureKind::Timeout | FailureKind::Http5xx | FailureKind::Malformed) {
-        return false;
+    match failure {
+        FailureKind::ConnectFailure | FailureKind::UnknownCluster => return true,
+        FailureKind::ToolError => return false,
+        _ => {}
     }
     !request.entries.is_empty()
         && request.entries.iter().all(|e| {
@@ -110,7 +112,7 @@ pub fn is_safe_to_retry(
                     .name
                     .as_deref()
                     .or(name_header)
-                    .and_then(|n| catalog.get(n))
+                    .and_then(&hints)
                     .is_some_and(|h| h.read_only || h.idempotent),
                 Some(m) => SAFE_METHODS.contains(&m) || m.starts_with("notifications/"),
                 None => false,
@@ -197,7 +199,8 @@ mod tests {
 
     fn safe(body: &[u8], failure: FailureKind) -> bool {
         let r = parse_request(body, false).unwrap();
-        is_safe_to_retry(&r, None, None, &catalog(), failure)
+        let c = catalog();
+        is_safe_to_retry(&r, None, None, |t| c.get(t).copied(), failure)
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -222,15 +225,19 @@ mod tests {
             FailureKind::Http5xx
         ));
         // A rate-limited or JSON-RPC-erroring server answered: no retry.
-        assert!(!safe(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, FailureKind::Http429));
-        assert!(!safe(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, FailureKind::JsonRpcError));
+        // Every failure kind of a reading call may be repeated; a tool's own error is an answer.
+        for kind in FailureKind::ALL {
+            let expected = kind != FailureKind::ToolError;
+            assert_eq!(safe(br#"{"jsonrpc":"2.0","id":1,"method":"initialize"}"#, kind), expected, "{kind:?}");
+        }
+        assert!(!safe(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"increment"}}"#, FailureKind::JsonRpcError));
     }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn stateless_requests_use_the_method_headers() {
         let r = parse_request(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#, true).unwrap();
-        assert!(is_safe_to_retry(&r, Some("tools/call"), Some("echo"), &catalog(), FailureKind::Http5xx));
-        assert!(!is_safe_to_retry(&r, Some("tools/call"), Some("increment"), &catalog(), FailureKind::Http5xx));
+        assert!(is_safe_to_retry(&r, Some("tools/call"), Some("echo"), |t| catalog().get(t).copied(), FailureKind::Http5xx));
+        assert!(!is_safe_to_retry(&r, Some("tools/call"), Some("increment"), |t| catalog().get(t).copied(), FailureKind::Http5xx));
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -97,6 +97,9 @@ extern "C" {
     fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
 }
 
 fn status(s: u32) -> HostResult<()> {
@@ -330,6 +333,35 @@ impl SharedStore for HostStore {
             s => Err(StoreError::Host(HostError(s).to_string())),
         }
     }
+}
+
+/// Lets the paused request go on (the ABI's stream type 0 is the request).
+pub fn resume_request() -> HostResult<()> {
+    // SAFETY: plain value.
+    status(unsafe { proxy_continue_stream(0) })
+}
+
+/// Makes `context_id` the context later calls act on (a root's timer working for a request).
+pub fn set_effective_context(context_id: u32) -> HostResult<()> {
+    // SAFETY: plain value.
+    status(unsafe { proxy_set_effective_context(context_id) })
+}
+
+/// How often `on_tick` runs in this root context.
+pub fn set_tick_period(period: std::time::Duration) -> HostResult<()> {
+    let ms = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
+    // SAFETY: plain value.
+    status(unsafe { proxy_set_tick_period_milliseconds(ms) })
+}
+
+/// Makes an HTTP call to `cluster`; its answer arrives in `on_http_call_response` of the context
+/// that made it. The SDK's own function is used because it registers the call with the SDK's
+/// dispatcher (which routes the answer); a call it cannot make is an error, never a panic for
+/// the statuses Envoy returns (bad argument, internal failure).
+pub fn dispatch(cluster: &str, headers: &[(String, String)], body: Option<&[u8]>, timeout_ms: u64) -> Result<u32, String> {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let timeout = std::time::Duration::from_millis(timeout_ms.clamp(1, u64::from(u32::MAX)));
+    proxy_wasm::hostcalls::dispatch_http_call(cluster, headers, body, vec![], timeout).map_err(|e| format!("{e:?}"))
 }
 
 /// Request headers.

@@ -6,7 +6,7 @@
 //! the next trust report.
 
 use crate::host::HostStore;
-use crate::root::Shared;
+use crate::shared::Shared;
 use crate::shared_json;
 use mcp_warden_core::breaker::store::MAX_CAS_ATTEMPTS;
 use mcp_warden_core::breaker::SharedStore;
@@ -15,7 +15,7 @@ use mcp_warden_core::inspect::{
     Shadowed, ToolPins,
 };
 use mcp_warden_core::mcp::sse::{frame_messages, message_datas};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::Hasher;
 
 /// Most tool names remembered for cross-server shadowing, per sidecar.
@@ -26,15 +26,7 @@ fn pins_key(server: &str) -> String {
     format!("mcp_warden.pins.{server}")
 }
 
-/// Per VM: the hash of the last list result of each (server, kind) and what was decided for it.
-/// Agents list tools at every session start and servers answer the same list; an identical one
-/// is forwarded (or blocked) again without a second inspection, its findings having been
-/// reported the first time. Stripped answers are inspected each time (the rewrite carries the
-/// request's id). One entry per (server, kind): bounded by the configuration.
-#[derive(Debug, Default)]
-pub struct VerdictCache {
-    entries: HashMap<(String, &'static str), (u64, Decision)>,
-}
+pub use mcp_warden_core::flow::Decision;
 
 /// The `result` of a JSON-RPC answer, as the server wrote it (the id left out: each request has
 /// its own).
@@ -54,17 +46,6 @@ fn results_hash(body: &[u8], sse: bool, limit: usize) -> Option<u64> {
     Some(h.finish())
 }
 
-/// What the agent gets instead of the held answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// The answer as the server sent it.
-    Forward,
-    /// The answer without the offending items (framed like the original).
-    Replace(Vec<u8>),
-    /// A degraded answer, naming these rules.
-    Block { rules: String, quarantine: bool },
-}
-
 /// The JSON-RPC messages of a complete body: the body itself, or each SSE message's data.
 fn messages(body: &[u8], sse: bool, limit: usize) -> Vec<Vec<u8>> {
     if sse {
@@ -80,27 +61,27 @@ pub fn sse_frame(messages: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Inspects a complete list answer of `server` (served by `cluster`), queues the findings and
-/// decides what the agent gets.
+/// decides what the agent gets. Agents list tools at every session start and servers answer the
+/// same list: an identical one (by the hash of its results) is forwarded (or blocked) again
+/// without a second inspection, its findings having been reported the first time. Stripped
+/// answers are inspected each time (the rewrite carries the request's id). One cache entry per
+/// (server, kind): bounded by the configuration.
 pub fn list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListKind, body: &[u8], sse: bool) -> Decision {
     let hash = results_hash(body, sse, shared.config.inspector.limits.max_list_bytes);
     let key = (server.to_string(), kind.key());
-    if let (Some(hash), Some((h, decision))) = (hash, shared.list_verdicts.borrow().entries.get(&key)) {
+    if let (Some(hash), Some((h, decision))) = (hash, shared.list_verdicts.borrow().get(&key)) {
         if *h == hash {
             return decision.clone();
         }
-    }
-    if kind == ListKind::Tools {
-        // What the tools declare about retries, for the retry rules (same bytes, same hints).
-        crate::tools::learn(server, body, sse, shared.config.inspect_max_bytes);
     }
     let decision = inspect_list_answer(shared, server, cluster, kind, body, sse);
     // A rewritten answer carries its request's id: only decisions that do not are kept.
     match (hash, &decision) {
         (Some(hash), Decision::Forward | Decision::Block { .. }) => {
-            shared.list_verdicts.borrow_mut().entries.insert(key, (hash, decision.clone()));
+            shared.list_verdicts.borrow_mut().insert(key, (hash, decision.clone()));
         }
         _ => {
-            shared.list_verdicts.borrow_mut().entries.remove(&key);
+            shared.list_verdicts.borrow_mut().remove(&key);
         }
     }
     decision

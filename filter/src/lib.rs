@@ -1,17 +1,21 @@
 //! mcp-warden's proxy-wasm HTTP filter for Envoy.
 //!
-//! Thin glue over `mcp-warden-core`: [`root`] loads and validates the configuration once per
-//! VM, [`http`] follows one request (route, observe, judge, degrade), [`breakers`] reads and
-//! writes the per-cluster breakers in shared data, [`metrics`] defines the stats and [`host`] is
-//! the only module that calls the proxy.
+//! A host for the core's request flow (`mcp_warden_core::flow`): [`root`] loads and validates
+//! the configuration once per VM and ticks (trust loop, hedge timers), [`http`] turns proxy
+//! callbacks into flow events and its effects into host calls, [`env`] is the flow's shared
+//! state over [`shared`] (per VM) and proxy-wasm shared data ([`breakers`], [`sessions`],
+//! [`tools`], [`inspect`], [`trust`], [`shared_json`]), [`metrics`] defines the stats and
+//! [`host`] is the only module that calls the proxy.
 
 pub mod breakers;
+pub mod env;
 pub mod host;
 pub mod http;
 pub mod inspect;
 pub mod metrics;
 pub mod root;
 pub mod sessions;
+pub mod shared;
 pub mod shared_json;
 pub mod tools;
 pub mod trust;

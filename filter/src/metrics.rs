@@ -3,7 +3,7 @@
 //!
 //! Names (Envoy prefixes `wasmcustom.`; the shipped bootstrap turns the cluster and server
 //! segments into `mcp_cluster` / `mcp_server` Prometheus labels):
-//! - `mcp_warden.cluster.<cluster>.{requests,success,slow,fallback,rejected,untrusted,retried,session_moved}`
+//! - `mcp_warden.cluster.<cluster>.{requests,success,slow,fallback,rejected,untrusted,retried,hedged,session_moved}`
 //! - `mcp_warden.cluster.<cluster>.failure.<kind>`
 //! - `mcp_warden.cluster.<cluster>.security.{findings,stripped,blocked}`
 //! - `mcp_warden.cluster.<cluster>.breaker.{state,opened,half_opened,closed}`
@@ -12,6 +12,7 @@
 use crate::host::{self, MetricKind};
 use mcp_warden_core::breaker::Phase;
 use mcp_warden_core::config::PluginConfig;
+use mcp_warden_core::flow::{ClusterStat, ServerStat, Stat};
 use mcp_warden_core::FailureKind;
 
 /// Metric ids of one cluster.
@@ -24,6 +25,7 @@ pub struct ClusterMetrics {
     pub rejected: u32,
     pub untrusted: u32,
     pub retried: u32,
+    pub hedged: u32,
     pub session_moved: u32,
     pub security_findings: u32,
     pub security_stripped: u32,
@@ -76,6 +78,7 @@ impl Metrics {
                     rejected: counter(&format!("{p}rejected")),
                     untrusted: counter(&format!("{p}untrusted")),
                     retried: counter(&format!("{p}retried")),
+                    hedged: counter(&format!("{p}hedged")),
                     session_moved: counter(&format!("{p}session_moved")),
                     security_findings: counter(&format!("{p}security.findings")),
                     security_stripped: counter(&format!("{p}security.stripped")),
@@ -105,6 +108,37 @@ impl Metrics {
 
     pub fn server(&self, i: usize) -> Option<&ServerMetrics> {
         self.servers.get(i)
+    }
+
+    /// Adds one to the counter a flow effect names.
+    pub fn count(&self, stat: Stat) {
+        let id = match stat {
+            Stat::Cluster(i, s) => {
+                let Some(m) = self.cluster(i) else { return };
+                match s {
+                    ClusterStat::Requests => m.requests,
+                    ClusterStat::Success => m.success,
+                    ClusterStat::Slow => m.slow,
+                    ClusterStat::Fallback => m.fallback,
+                    ClusterStat::Rejected => m.rejected,
+                    ClusterStat::Untrusted => m.untrusted,
+                    ClusterStat::Retried => m.retried,
+                    ClusterStat::Hedged => m.hedged,
+                    ClusterStat::SessionMoved => m.session_moved,
+                    ClusterStat::Failure(kind) => return m.failure(kind),
+                    ClusterStat::SecurityStripped => m.security_stripped,
+                    ClusterStat::SecurityBlocked => m.security_blocked,
+                }
+            }
+            Stat::Server(i, s) => {
+                let Some(m) = self.server(i) else { return };
+                match s {
+                    ServerStat::Requests => m.requests,
+                    ServerStat::Degraded => m.degraded,
+                }
+            }
+        };
+        host::increment(id, 1);
     }
 }
 

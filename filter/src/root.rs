@@ -1,42 +1,31 @@
-//! The root context: reads, validates and compiles the plugin configuration once per VM, and
-//! hands every request a shared, read-only view of it.
+//! The root context: reads, validates and compiles the plugin configuration once per VM, hands
+//! every request a shared, read-only view of it, and ticks: the trust loop, and the requests
+//! waiting for a time (hedges).
 
 use crate::breakers;
 use crate::host;
-use crate::http::WardenHttp;
+use crate::http::{Waiters, WardenHttp};
 use crate::metrics::Metrics;
+use crate::shared::Shared;
 use crate::trust::{self, TrustLoop};
 use mcp_warden_core::config::PluginConfig;
-use mcp_warden_core::retry::RetryBudget;
-use mcp_warden_core::trust::sidecar::{SignalAccumulator, TrustTable};
-use std::cell::RefCell;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
 use std::rc::Rc;
+use std::time::Duration;
 
-/// What every request of this VM shares.
-pub struct Shared {
-    pub config: PluginConfig,
-    pub metrics: Metrics,
-    /// This VM's outcome counts since its last tick (only with a trust aggregator).
-    pub pending: RefCell<SignalAccumulator>,
-    /// The trust table this VM enforces (refreshed on tick).
-    pub trust: RefCell<TrustTable>,
-    /// Retries on fallbacks this VM may still make (a fifth of its requests, bursts of 10).
-    pub retry_budget: RefCell<RetryBudget>,
-    /// The last list answer inspected per (server, list kind), by hash, and its decision.
-    pub list_verdicts: RefCell<crate::inspect::VerdictCache>,
-    /// Degraded answers left for Envoy while a JSON answer is held, cut around the id, per
-    /// (cluster, modern protocol, tool name of a `tools/call`): built once, bounded.
-    pub answer_templates: RefCell<crate::http::AnswerTemplates>,
-}
+/// How often the root wakes waiting requests: the resolution of hedge deadlines.
+const WAKE_PERIOD: Duration = Duration::from_millis(50);
 
 /// The filter's root context.
 #[derive(Default)]
 pub struct WardenRoot {
     context_id: u32,
     shared: Option<Rc<Shared>>,
+    waiters: Rc<Waiters>,
     trust: Option<TrustLoop>,
+    trust_period_ms: u64,
+    last_trust_tick_ms: u64,
 }
 
 impl WardenRoot {
@@ -46,8 +35,12 @@ impl WardenRoot {
 }
 
 impl Context for WardenRoot {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _trailers: usize) {
-        if let (Some(shared), Some(lp)) = (&self.shared, self.trust.as_mut()) {
+    fn on_http_call_response(&mut self, token: u32, num_headers: usize, body_size: usize, _trailers: usize) {
+        let Some(shared) = &self.shared else { return };
+        if self.waiters.call_done(shared, self.context_id, token, num_headers, body_size) {
+            return;
+        }
+        if let Some(lp) = self.trust.as_mut() {
             lp.on_response(shared, token, body_size, host::now_ms());
         }
     }
@@ -77,46 +70,49 @@ impl RootContext for WardenRoot {
             }
         }
         let metrics = Metrics::define(&config);
-        log::info!(
-            "mcp-warden: configured {} servers over {} clusters",
-            config.servers.len(),
-            config.clusters.len()
-        );
+        log::info!("mcp-warden: configured {} servers over {} clusters", config.servers.len(), config.clusters.len());
+        let mut period = None;
         if let Some(t) = &config.trust {
             // A per-VM id for the aggregator lease: the clock's nanoseconds at configuration (VMs
             // configure one after the other) mixed with the root context id.
             let owner = host::now_ns() ^ (u64::from(self.context_id) << 48);
             trust::prepare_shared_keys();
             self.trust = Some(TrustLoop::new(owner));
-            if let Err(e) = proxy_wasm::hostcalls::set_tick_period(trust::tick_period(t)) {
-                log::error!("mcp-warden: cannot start the trust timer: {e:?}");
+            let p = trust::tick_period(t);
+            self.trust_period_ms = p.as_millis() as u64;
+            period = Some(p);
+        }
+        let shared = Shared::new(config, metrics);
+        if shared.hedging() {
+            period = Some(period.map_or(WAKE_PERIOD, |p| p.min(WAKE_PERIOD)));
+        }
+        if let Some(p) = period {
+            if let Err(e) = host::set_tick_period(p) {
+                log::error!("mcp-warden: cannot start the timer: {e}");
             }
         }
-        let retry_budget = RetryBudget::new(config.failover.retry_budget_ratio, config.failover.retry_budget_burst);
-        self.shared = Some(Rc::new(Shared {
-            config,
-            metrics,
-            pending: RefCell::new(SignalAccumulator::default()),
-            trust: RefCell::new(TrustTable::default()),
-            retry_budget: RefCell::new(retry_budget),
-            list_verdicts: RefCell::new(crate::inspect::VerdictCache::default()),
-            answer_templates: RefCell::new(crate::http::AnswerTemplates::default()),
-        }));
+        self.shared = Some(Rc::new(shared));
         true
     }
 
     fn on_tick(&mut self) {
-        if let (Some(shared), Some(lp)) = (&self.shared, self.trust.as_mut()) {
-            if let Some(t) = &shared.config.trust {
-                lp.tick(shared, t, host::now_ms());
+        let Some(shared) = &self.shared else { return };
+        let now = host::now_ms();
+        self.waiters.tick(shared, self.context_id, now);
+        if let (Some(lp), Some(t)) = (self.trust.as_mut(), &shared.config.trust) {
+            if now.saturating_sub(self.last_trust_tick_ms) + 5 >= self.trust_period_ms {
+                self.last_trust_tick_ms = now;
+                lp.tick(shared, t, now);
             }
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Without a configuration (refused), no HTTP context: Envoy never gets here because it
         // refuses a filter whose on_configure failed.
-        self.shared.as_ref().map(|s| Box::new(WardenHttp::new(Rc::clone(s))) as Box<dyn HttpContext>)
+        self.shared
+            .as_ref()
+            .map(|s| Box::new(WardenHttp::new(Rc::clone(s), Rc::clone(&self.waiters), context_id)) as Box<dyn HttpContext>)
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 /// JSON through the `&str` reader, like every other parse in the filter: one copy of
 /// serde_json's parser in the binary instead of one per reader type.
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     serde_json::from_str(std::str::from_utf8(bytes).ok()?).ok()
 }
 

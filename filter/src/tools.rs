@@ -1,21 +1,37 @@
 //! What each logical server said about its tools (`readOnlyHint`, `idempotentHint`), learned from
-//! the `tools/list` answers passing through and kept in shared data, so that any worker can tell
-//! whether a failed `tools/call` may be retried on a fallback.
+//! the `tools/list` answers passing through and kept in shared data, so that every worker can
+//! tell whether a failed or slow `tools/call` may go to another cluster.
 
+use crate::host::HostStore;
+use crate::shared::Shared;
 use crate::shared_json;
+use mcp_warden_core::breaker::SharedStore;
 use mcp_warden_core::mcp::sse::message_datas;
-use mcp_warden_core::retry::{learn_tools, ToolCatalog};
+use mcp_warden_core::retry::{learn_tools, ToolCatalog, ToolHints};
 
 fn key(server: &str) -> String {
     format!("mcp_warden.tools.{server}")
 }
 
-/// The catalog of a logical server.
-pub fn catalog(server: &str) -> ToolCatalog {
-    shared_json::load(&key(server))
+/// The hints of one tool of a logical server; the catalog is parsed again only when the shared
+/// copy changed (its compare-and-swap version moved).
+pub fn hints(shared: &Shared, server: &str, tool: &str) -> Option<ToolHints> {
+    let Ok((bytes, cas)) = HostStore.get(&key(server)) else { return None };
+    let (Some(bytes), Some(cas)) = (bytes, cas) else { return None };
+    let mut cache = shared.tool_hints.borrow_mut();
+    match cache.get(server) {
+        Some((seen, catalog)) if *seen == cas => catalog.get(tool).copied(),
+        _ => {
+            let catalog: ToolCatalog = shared_json::parse(&bytes).unwrap_or_default();
+            let found = catalog.get(tool).copied();
+            // Bounded by the configuration's servers.
+            cache.insert(server.to_string(), (cas, catalog));
+            found
+        }
+    }
 }
 
-/// Learns from a complete `tools/list` answer body (JSON or SSE) and stores what it learned.
+/// Learns from a complete `tools/list` answer body (JSON or SSE) and stores what is new.
 pub fn learn(server: &str, body: &[u8], sse: bool, limit: usize) {
     let mut learned = ToolCatalog::new();
     if sse {
@@ -26,6 +42,11 @@ pub fn learn(server: &str, body: &[u8], sse: bool, limit: usize) {
         learn_tools(body, &mut learned);
     }
     if learned.is_empty() {
+        return;
+    }
+    let current: ToolCatalog = shared_json::load(&key(server));
+    if learned.iter().all(|(name, hints)| current.get(name) == Some(hints)) {
+        // The usual case: the same list again. No write.
         return;
     }
     let result = shared_json::update::<ToolCatalog>(&key(server), |c| {

@@ -1,7 +1,8 @@
 //! The sidecar's conversation with the trust aggregator, driven by `on_tick` in every VM.
 //!
-//! Every VM: merges its in-memory outcome counts into shared data, and reloads the trust table
-//! when the shared copy's version changes. The one VM holding the lease (see
+//! Every VM: merges its in-memory outcome counts into shared data. Every request checks the
+//! shared table's version key (one small read, [`refresh`]) and reloads the table when it moved,
+//! so a quarantine applies on every worker as soon as the sidecar has it. The one VM holding the lease (see
 //! `mcp_warden_core::trust::sidecar::Lease`): polls `GET /v1/scores` (with `If-None-Match`) and
 //! publishes the table, and reports the merged counts with `POST /v1/signals`, resending the
 //! same batch (same `batch_id`) until the aggregator acknowledges it. Nothing here runs on a
@@ -9,7 +10,7 @@
 
 use crate::host::{self, HostStore};
 use crate::shared_json;
-use crate::root::Shared;
+use crate::shared::Shared;
 use mcp_warden_core::breaker::{SharedStore, StoreError};
 use mcp_warden_core::config::TrustConfig;
 use mcp_warden_core::trust::sidecar::{Lease, SignalAccumulator, TrustTable};
@@ -21,6 +22,8 @@ use std::time::Duration;
 const PENDING_KEY: &str = "mcp_warden.trust.pending";
 const INFLIGHT_KEY: &str = "mcp_warden.trust.inflight";
 const TABLE_KEY: &str = "mcp_warden.trust.table";
+/// Rewritten after every table write: its compare-and-swap version tells readers the table moved.
+const TABLE_VERSION_KEY: &str = "mcp_warden.trust.table_version";
 const LEASE_KEY: &str = "mcp_warden.trust.lease";
 
 /// Most bytes read from an aggregator answer.
@@ -37,7 +40,6 @@ enum Call {
 #[derive(Debug, Default)]
 pub struct TrustLoop {
     owner: u64,
-    table_cas: Option<u32>,
     last_poll_ms: u64,
     last_report_ms: u64,
     calls: HashMap<u32, Call>,
@@ -57,7 +59,7 @@ impl TrustLoop {
     /// One tick: flush, refresh, and (for the lease holder) poll and report.
     pub fn tick(&mut self, shared: &Shared, t: &TrustConfig, now: u64) {
         self.flush(shared);
-        self.refresh(shared);
+        refresh(shared);
         let ttl = 3 * tick_period(t).as_millis() as u64 + 200;
         if !self.hold_lease(now, ttl) {
             return;
@@ -88,19 +90,6 @@ impl TrustLoop {
         match merged {
             Ok(()) => *shared.pending.borrow_mut() = SignalAccumulator::default(),
             Err(e) => log::debug!("mcp-warden: trust counts kept for the next tick: {e}"),
-        }
-    }
-
-    /// Reloads the table when the shared copy changed.
-    fn refresh(&mut self, shared: &Shared) {
-        let Ok((Some(bytes), cas)) = HostStore.get(TABLE_KEY) else { return };
-        if cas == self.table_cas {
-            return;
-        }
-        self.table_cas = cas;
-        match json_str::<TrustTable>(&bytes) {
-            Ok(table) => *shared.trust.borrow_mut() = table,
-            Err(e) => log::warn!("mcp-warden: unreadable trust table in shared data: {e}"),
         }
     }
 
@@ -146,8 +135,8 @@ impl TrustLoop {
     }
 
     fn dispatch(&mut self, t: &TrustConfig, headers: Vec<(&str, &str)>, body: Option<&[u8]>, kind: Call) {
-        let timeout = Duration::from_millis(t.timeout_ms);
-        match proxy_wasm::hostcalls::dispatch_http_call(&t.aggregator_cluster, headers, body, vec![], timeout) {
+        let headers: Vec<(String, String)> = headers.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        match host::dispatch(&t.aggregator_cluster, &headers, body, t.timeout_ms) {
             Ok(token) => {
                 self.calls.insert(token, kind);
             }
@@ -207,10 +196,28 @@ impl TrustLoop {
             Ok(bytes) => {
                 if HostStore.set(TABLE_KEY, &bytes, None).is_ok() {
                     *shared.trust.borrow_mut() = table.clone();
+                    // After the table: a reader that sees the new version reads the new table.
+                    let _ = HostStore.set(TABLE_VERSION_KEY, &table.version.to_le_bytes(), None);
                 }
             }
             Err(e) => log::warn!("mcp-warden: cannot store the trust table: {e}"),
         }
+    }
+}
+
+/// Reloads the VM's trust table when the shared copy's version key moved: one small read.
+pub fn refresh(shared: &Shared) {
+    let Ok((Some(_), cas)) = HostStore.get(TABLE_VERSION_KEY) else { return };
+    if cas.is_none() || cas == shared.trust_seen.get() {
+        return;
+    }
+    let Ok((Some(bytes), _)) = HostStore.get(TABLE_KEY) else { return };
+    match json_str::<TrustTable>(&bytes) {
+        Ok(table) => {
+            *shared.trust.borrow_mut() = table;
+            shared.trust_seen.set(cas);
+        }
+        Err(e) => log::warn!("mcp-warden: unreadable trust table in shared data: {e}"),
     }
 }
 

@@ -1,0 +1,59 @@
+//! What every request of a VM shares: the compiled configuration, metric ids, and the per-VM
+//! state that is not in proxy-wasm shared data (pending trust counts, the enforced trust table,
+//! the retry budget, inspection and answer caches).
+
+use crate::metrics::Metrics;
+use mcp_warden_core::config::PluginConfig;
+use mcp_warden_core::flow::{Decision, TemplateKey};
+use mcp_warden_core::retry::{RetryBudget, ToolCatalog};
+use mcp_warden_core::trust::sidecar::{SignalAccumulator, TrustTable};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+/// Most answer templates a VM keeps (then it starts over).
+pub const MAX_ANSWER_TEMPLATES: usize = 256;
+
+/// Per VM: the hash of the last list result of each (server, kind) and what was decided for it.
+pub type VerdictCache = HashMap<(String, &'static str), (u64, Decision)>;
+
+/// What every request of this VM shares.
+pub struct Shared {
+    pub config: PluginConfig,
+    pub metrics: Metrics,
+    /// This VM's outcome counts since its last tick (only with a trust aggregator).
+    pub pending: RefCell<SignalAccumulator>,
+    /// The trust table this VM enforces.
+    pub trust: RefCell<TrustTable>,
+    /// The shared table version this VM last loaded (see `trust::refresh`).
+    pub trust_seen: Cell<Option<u32>>,
+    /// Retries and hedges this VM may still make (a fifth of its requests, bursts of 10).
+    pub retry_budget: RefCell<RetryBudget>,
+    /// See [`VerdictCache`].
+    pub list_verdicts: RefCell<VerdictCache>,
+    /// Degraded answers cut around their id (see `flow::answer::left_for_envoy`), bounded.
+    pub answer_templates: RefCell<HashMap<TemplateKey, (String, String)>>,
+    /// Tool hints per server, with the shared-data version they were read at.
+    pub tool_hints: RefCell<HashMap<String, (u32, ToolCatalog)>>,
+}
+
+impl Shared {
+    pub fn new(config: PluginConfig, metrics: Metrics) -> Self {
+        let budget = RetryBudget::new(config.failover.retry_budget_ratio, config.failover.retry_budget_burst);
+        Shared {
+            config,
+            metrics,
+            pending: RefCell::new(SignalAccumulator::default()),
+            trust: RefCell::new(TrustTable::default()),
+            trust_seen: Cell::new(None),
+            retry_budget: RefCell::new(budget),
+            list_verdicts: RefCell::new(VerdictCache::default()),
+            answer_templates: RefCell::new(HashMap::new()),
+            tool_hints: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Whether any cluster is hedged (the root then ticks often enough to wake requests).
+    pub fn hedging(&self) -> bool {
+        self.config.failover.retry && self.config.clusters.iter().any(|c| c.hedge_after_ms.is_some())
+    }
+}
