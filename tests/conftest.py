@@ -22,9 +22,20 @@ def pytest_configure(config):
     )
 
 
+def pytest_addoption(parser):
+    parser.addoption("--warden-host", choices=["default", *HOSTS], default="default",
+                     help="run every sidecar test on this host (default: tests marked both_hosts on both, "
+                          "the others on wasm)")
+
+
 def pytest_generate_tests(metafunc):
     """One suite, two hosts: a test marked `both_hosts` that builds sidecars runs once per host."""
-    if "warden_host" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_hosts"):
+    if "warden_host" not in metafunc.fixturenames:
+        return
+    forced = metafunc.config.getoption("--warden-host")
+    if forced != "default":
+        metafunc.parametrize("warden_host", [forced], indirect=True)
+    elif metafunc.definition.get_closest_marker("both_hosts"):
         metafunc.parametrize("warden_host", HOSTS, indirect=True)
 
 

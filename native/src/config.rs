@@ -4,17 +4,27 @@
 
 use crate::host::{CalloutAnswer, ConfigHost};
 use crate::metrics::Metrics;
-use crate::state;
+use crate::state::{self, Breaker};
 use crate::trust::TrustLoop;
-use mcp_warden_core::breaker::BreakerStore;
 use mcp_warden_core::config::PluginConfig;
+use mcp_warden_core::flow::{Decision, TemplateKey};
 use mcp_warden_core::retry::RetryBudget;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-/// What every request of this configuration shares (read-only).
+/// Per configuration: the hash of the last list result of each (server, kind) and its decision.
+pub type VerdictCache = HashMap<(String, &'static str), (u64, Decision)>;
+
+/// What every request of this configuration shares.
 pub struct Shared {
     pub config: PluginConfig,
     pub metrics: Metrics,
+    /// Each cluster's breaker (process-wide, found once here: no lookup per request).
+    pub breakers: Vec<Breaker>,
+    /// See [`VerdictCache`] (bounded by the configuration's servers).
+    pub list_verdicts: Mutex<VerdictCache>,
+    /// Degraded answers cut around their id (see `flow::answer`), bounded.
+    pub answer_templates: Mutex<HashMap<TemplateKey, (String, String)>>,
 }
 
 /// The module's side of one `DynamicModuleFilter` configuration.
@@ -37,14 +47,9 @@ impl FilterConfig {
         };
         let now = crate::host::now_ms();
         let process = state::process();
-        for c in &config.clusters {
-            let breaker = BreakerStore { store: &process.store, key: &c.breaker_key, policy: &c.policy };
-            if let Err(e) = breaker.ensure(now) {
-                log::warn!("mcp-warden: cannot create the breaker of cluster `{}`: {e}", c.name);
-            }
-        }
+        let breakers = config.clusters.iter().map(|c| process.breaker(&c.breaker_key, &c.policy, now)).collect();
         *state::lock(&process.retry_budget) =
-            Some(RetryBudget::new(config.failover.retry_budget_ratio, config.failover.retry_budget_burst));
+            RetryBudget::new(config.failover.retry_budget_ratio, config.failover.retry_budget_burst);
         let metrics = Metrics::define(host, &config);
         log::info!(
             "mcp-warden ({}): configured {} servers over {} clusters (native)",
@@ -52,7 +57,13 @@ impl FilterConfig {
             config.servers.len(),
             config.clusters.len()
         );
-        let shared = Arc::new(Shared { config, metrics });
+        let shared = Arc::new(Shared {
+            config,
+            metrics,
+            breakers,
+            list_verdicts: Mutex::new(VerdictCache::new()),
+            answer_templates: Mutex::new(HashMap::new()),
+        });
         let trust = shared.config.trust.as_ref().and_then(|t| TrustLoop::start(host, t));
         Some(FilterConfig { shared, trust })
     }

@@ -200,9 +200,12 @@ impl Stream {
         out
     }
 
-    /// Replaces the response body held so far with `with` (empty: drops it).
-    pub fn replace_response_body(&self, with: &[u8]) {
-        // SAFETY: plain calls on a live stream; the data lives for the call.
+    /// Replaces the first `replace` bytes of the response body held so far with `with`.
+    pub fn replace_response_body(&self, replace: usize, with: &[u8]) {
+        let held = self.response_body_size();
+        // What stays after the replaced part (usually nothing: the flow replaces what it held).
+        let rest = if replace < held { self.response_body().split_off(replace) } else { Vec::new() };
+        // SAFETY: plain calls on a live stream; the data lives for each call.
         unsafe {
             for kind in [abi::BUFFERED_RESPONSE_BODY, abi::RECEIVED_RESPONSE_BODY] {
                 let n = abi::envoy_dynamic_module_callback_http_get_body_size(self.0, kind);
@@ -210,8 +213,10 @@ impl Stream {
                     abi::envoy_dynamic_module_callback_http_drain_body(self.0, kind, n);
                 }
             }
-            if !with.is_empty() {
-                abi::envoy_dynamic_module_callback_http_append_body(self.0, abi::RECEIVED_RESPONSE_BODY, ModuleBuffer::of(with));
+            for part in [with, rest.as_slice()] {
+                if !part.is_empty() {
+                    abi::envoy_dynamic_module_callback_http_append_body(self.0, abi::RECEIVED_RESPONSE_BODY, ModuleBuffer::of(part));
+                }
             }
         }
     }

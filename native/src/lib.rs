@@ -2,12 +2,16 @@
 //!
 //! Reading order: [`abi`] (the hand-written ABI: hooks in, callbacks out, panics caught),
 //! [`host`] (the only caller of Envoy), [`config`] (one filter configuration), [`filter`] (one
-//! request), [`state`] (what all worker threads share), [`metrics`], [`trust`].
+//! request: hooks to the core's flow events, its effects to Envoy), [`env`] (the flow's shared
+//! state in process memory, see [`state`]), [`inspect`], [`metrics`], [`timer`], [`trust`].
 
 pub mod abi;
 pub mod config;
+pub mod env;
 pub mod filter;
 pub mod host;
+pub mod inspect;
 pub mod metrics;
 pub mod state;
+pub mod timer;
 pub mod trust;

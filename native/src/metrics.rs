@@ -5,6 +5,7 @@
 use crate::host::ConfigHost;
 use mcp_warden_core::breaker::Phase;
 use mcp_warden_core::config::PluginConfig;
+use mcp_warden_core::flow::{ClusterStat, ServerStat, Stat};
 use mcp_warden_core::FailureKind;
 
 /// Stat ids of one cluster (`None`: Envoy refused to define it; increments are then skipped).
@@ -17,7 +18,11 @@ pub struct ClusterMetrics {
     pub rejected: Option<usize>,
     pub untrusted: Option<usize>,
     pub retried: Option<usize>,
+    pub hedged: Option<usize>,
     pub session_moved: Option<usize>,
+    pub security_findings: Option<usize>,
+    pub security_stripped: Option<usize>,
+    pub security_blocked: Option<usize>,
     pub failures: Vec<Option<usize>>,
     pub state: Option<usize>,
     pub opened: Option<usize>,
@@ -56,7 +61,11 @@ impl Metrics {
                     rejected: counter("rejected"),
                     untrusted: counter("untrusted"),
                     retried: counter("retried"),
+                    hedged: counter("hedged"),
                     session_moved: counter("session_moved"),
+                    security_findings: counter("security.findings"),
+                    security_stripped: counter("security.stripped"),
+                    security_blocked: counter("security.blocked"),
                     failures: FailureKind::ALL.iter().map(|k| counter(&format!("failure.{}", k.as_str()))).collect(),
                     state: host.gauge(&format!("{p}breaker.state")),
                     opened: counter("breaker.opened"),
@@ -82,6 +91,36 @@ impl Metrics {
 
     pub fn server(&self, i: usize) -> Option<&ServerMetrics> {
         self.servers.get(i)
+    }
+
+    /// The counter a flow stat names.
+    pub fn id(&self, stat: Stat) -> Option<usize> {
+        match stat {
+            Stat::Cluster(i, s) => {
+                let m = self.cluster(i)?;
+                match s {
+                    ClusterStat::Requests => m.requests,
+                    ClusterStat::Success => m.success,
+                    ClusterStat::Slow => m.slow,
+                    ClusterStat::Fallback => m.fallback,
+                    ClusterStat::Rejected => m.rejected,
+                    ClusterStat::Untrusted => m.untrusted,
+                    ClusterStat::Retried => m.retried,
+                    ClusterStat::Hedged => m.hedged,
+                    ClusterStat::SessionMoved => m.session_moved,
+                    ClusterStat::Failure(kind) => m.failure(kind),
+                    ClusterStat::SecurityStripped => m.security_stripped,
+                    ClusterStat::SecurityBlocked => m.security_blocked,
+                }
+            }
+            Stat::Server(i, s) => {
+                let m = self.server(i)?;
+                match s {
+                    ServerStat::Requests => m.requests,
+                    ServerStat::Degraded => m.degraded,
+                }
+            }
+        }
     }
 }
 

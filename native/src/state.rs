@@ -1,15 +1,18 @@
 //! Process-wide state shared by every worker thread: one Envoy process, one copy of the module,
-//! so plain locks and atomics replace proxy-wasm's shared data.
+//! so plain locks replace proxy-wasm's shared data. It outlives a filter configuration that Envoy
+//! replaces, as shared data outlives a VM.
 //!
-//! The core's breaker and session tables are written against [`SharedStore`] (versioned values,
-//! compare-and-swap): [`MemoryStore`] gives them the same semantics in memory, so the same code,
-//! bounds and eviction run here without a serialising host call per access.
+//! Breakers are the core's state machines behind one lock each (no encoding). Agent sessions
+//! use the core's session table, written against [`SharedStore`] (versioned values,
+//! compare-and-swap): [`MemoryStore`] gives it those semantics in memory, so the same code,
+//! bounds and eviction run here.
 
-use mcp_warden_core::breaker::{SharedStore, StoreError};
-use mcp_warden_core::retry::RetryBudget;
+use mcp_warden_core::breaker::{BreakerPolicy, BreakerState, SharedStore, StoreError};
+use mcp_warden_core::inspect::ToolPins;
+use mcp_warden_core::retry::{RetryBudget, ToolCatalog};
 use mcp_warden_core::trust::sidecar::{SignalAccumulator, TrustTable};
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, OnceLock, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 /// Versioned values by key, like Envoy's shared data: a missing key is created whatever the cas;
 /// an existing one is replaced only with cas `None`/0 or its current version.
@@ -52,34 +55,64 @@ impl SharedStore for MemoryStore {
     }
 }
 
-/// What every worker shares, for the life of the process (it outlives a filter configuration
-/// that Envoy replaces, as shared data outlives a VM).
+/// One cluster's breaker, shared by every worker.
+pub type Breaker = Arc<Mutex<BreakerState>>;
+
+/// What every worker shares, for the life of the process.
 pub struct Process {
-    /// Breakers and agent sessions (core's encodings, bounded by the core's tables).
+    /// Breakers by their key (`Cluster::breaker_key`); one per configured cluster.
+    breakers: Mutex<HashMap<String, Breaker>>,
+    /// Agent sessions (the core's session table: its buckets, bounds and eviction).
     pub store: MemoryStore,
-    /// The trust table enforced by every worker (refreshed by the trust loop).
+    /// The trust table enforced by every worker (replaced by the trust loop).
     pub trust: RwLock<TrustTable>,
-    /// Outcome counts since the last trust report.
+    /// Outcome counts and security findings since the last trust report.
     pub pending: Mutex<SignalAccumulator>,
-    /// Retries on fallbacks the process may still make.
-    pub retry_budget: Mutex<Option<RetryBudget>>,
+    /// Retries and hedges the process may still make (a fifth of its requests, bursts of 10).
+    pub retry_budget: Mutex<RetryBudget>,
+    /// Tool hints per logical server, learned from `tools/list` answers (bounded by `MAX_TOOLS`).
+    pub tool_hints: RwLock<HashMap<String, ToolCatalog>>,
+    /// Tool definitions pinned per server (bounded per server and by the server count).
+    pub pins: Mutex<Option<ToolPins>>,
+    /// The first server that listed each tool name, for shadowing (bounded).
+    pub tool_owners: Mutex<BTreeMap<String, String>>,
 }
 
 /// The process's shared state.
 pub fn process() -> &'static Process {
     static PROCESS: OnceLock<Process> = OnceLock::new();
     PROCESS.get_or_init(|| Process {
+        breakers: Mutex::new(HashMap::new()),
         store: MemoryStore::default(),
         trust: RwLock::new(TrustTable::default()),
         pending: Mutex::new(SignalAccumulator::default()),
-        retry_budget: Mutex::new(None),
+        retry_budget: Mutex::new(RetryBudget::new(0.2, 10.0)),
+        tool_hints: RwLock::new(HashMap::new()),
+        pins: Mutex::new(None),
+        tool_owners: Mutex::new(BTreeMap::new()),
     })
+}
+
+impl Process {
+    /// The breaker under `key`, kept across configurations unless shaped for another policy
+    /// (then a fresh closed one, as the wasm filter does with an incompatible stored state).
+    pub fn breaker(&self, key: &str, policy: &BreakerPolicy, now_ms: u64) -> Breaker {
+        let mut map = lock(&self.breakers);
+        if let Some(b) = map.get(key) {
+            if lock(b).window.fits(policy.window_kind, policy.window_size) {
+                return Arc::clone(b);
+            }
+        }
+        let b = Arc::new(Mutex::new(BreakerState::new(policy, now_ms)));
+        map.insert(key.to_string(), Arc::clone(&b));
+        b
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mcp_warden_core::breaker::{BreakerPolicy, BreakerStore, CallRecord};
+    use mcp_warden_core::breaker::{BreakerStore, CallRecord};
 
     #[test]
     fn versions_follow_envoys_shared_data_rules() {

@@ -7,7 +7,7 @@
 use crate::host::{CalloutAnswer, ConfigHost, ConfigScheduler};
 use crate::state::{self, lock};
 use mcp_warden_core::config::TrustConfig;
-use mcp_warden_core::trust::sidecar::{SignalAccumulator, TrustTable};
+use mcp_warden_core::trust::sidecar::TrustTable;
 use mcp_warden_core::trust::wire::{ScoresDocument, SignalBatch};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,7 +75,6 @@ impl TrustLoop {
                 (":method", "GET"),
                 (":path", "/v1/scores"),
                 (":authority", t.aggregator_authority.as_str()),
-                ("host", t.aggregator_authority.as_str()),
                 ("authorization", auth.as_str()),
                 ("if-none-match", etag.as_str()),
             ];
@@ -92,7 +91,6 @@ impl TrustLoop {
                     (":method", "POST"),
                     (":path", "/v1/signals"),
                     (":authority", t.aggregator_authority.as_str()),
-                    ("host", t.aggregator_authority.as_str()),
                     ("authorization", auth.as_str()),
                     ("content-type", "application/json"),
                 ];
@@ -199,9 +197,4 @@ fn new_batch(t: &TrustConfig, now: u64) -> Option<Vec<u8>> {
             None
         }
     }
-}
-
-/// Counts one outcome for the next report.
-pub fn pending() -> std::sync::MutexGuard<'static, SignalAccumulator> {
-    lock(&state::process().pending)
 }

@@ -13,6 +13,9 @@ from warden_testbed import wait_until
 
 P = "wasmcustom.mcp_warden.cluster."
 
+# Every test here runs on both hosts (the wasm filter and the native module).
+pytestmark = pytest.mark.both_hosts
+
 def failures(envoy, cluster: str) -> dict[str, int]:
     prefix = f"{P}{cluster}.failure."
     return {k[len(prefix):]: v for k, v in envoy.stats(prefix).items() if v}
@@ -60,7 +63,6 @@ def test_each_failure_kind_is_counted(servers, sidecar, fault, params, kind, ser
         assert int(a.header("retry-after")) >= 1
 
 
-@pytest.mark.both_hosts
 def test_trips_after_the_threshold_then_the_fallback_serves(servers, sidecar):
     envoy = sidecar()
     servers["json_primary"].fault("http_5xx", status=503)
@@ -84,7 +86,6 @@ def test_trips_after_the_threshold_then_the_fallback_serves(servers, sidecar):
     assert re.search(r'mcp_warden_cluster_failure_http_5xx\{mcp_cluster="json_primary"\} 5', prom)
 
 
-@pytest.mark.both_hosts
 def test_failure_rate_trips_with_interleaved_successes(servers, sidecar):
     envoy = sidecar(breaker={"consecutive_failures": 0, "window_size": 10, "minimum_calls": 10,
                              "failure_rate_threshold": 50})
@@ -122,7 +123,6 @@ def test_half_open_probes_bring_traffic_back_to_the_primary(servers, sidecar):
     assert envoy.stat(f"{P}json_primary.breaker.state") == 0
 
 
-@pytest.mark.both_hosts
 def test_degraded_answers_when_nothing_is_healthy(servers, sidecar):
     envoy = sidecar()
     servers["json_primary"].fault("down")
