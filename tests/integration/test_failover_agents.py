@@ -204,6 +204,7 @@ def test_python_default_mode_agents_through_a_primary_answering_5xx(servers, sid
     "(the server died while the tool ran) is neither retried on the fallback nor answered: the agent "
     "gets a truncated 200 (Python SDK: 'SSE stream ended without a response'; TypeScript SDK: no "
     "answer until its request timeout). judge(tolerate_cut=True) above allows exactly these calls."))
+@pytest.mark.both_hosts
 def test_a_read_only_call_cut_mid_sse_answer_is_retried(servers, sidecar):
     envoy = sidecar()
     sid = initialize(envoy.url)
