@@ -132,6 +132,8 @@ demo: run
 test: setup wasm lint test-unit test-wasm test-integration fuzz-short
 
 lint:
+	$(PYTHON) .ci/import_cycles.py filter/src
+	$(PYTHON) .ci/import_cycles.py native/src
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p mcp-warden-filter --target wasm32-wasip1 -- -D warnings
 
@@ -205,6 +207,7 @@ bench-quick: setup wasm bench-setup
 bench-failover: setup wasm
 	$(PY) testbed/bench_failover.py
 	$(PY) testbed/bench_session_failover.py
+	$(PY) testbed/bench_safe_calls.py
 
 # Only the cost breakdown: probe filters and a perf split of Envoy's CPU (about 1.5 minutes).
 bench-profile: setup wasm bench-setup

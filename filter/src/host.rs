@@ -372,3 +372,70 @@ pub const RESPONSE: MapType = MapType::HttpResponseHeaders;
 pub const REQUEST_BODY: BufferType = BufferType::HttpRequestBody;
 /// Response body.
 pub const RESPONSE_BODY: BufferType = BufferType::HttpResponseBody;
+
+/// What a request's stream asks of the proxy: the one host trait the HTTP context talks
+/// through, implemented once by [`Proxy`] over the fallible ABI calls above.
+pub trait Host {
+    fn now_ms(&self) -> u64;
+    /// Every header of a map (request, response, or a call's answer).
+    fn headers(&self, map: MapType) -> Vec<(String, String)>;
+    fn set_header(&self, map: MapType, name: &str, value: &str) -> HostResult<()>;
+    fn remove_header(&self, map: MapType, name: &str) -> HostResult<()>;
+    fn body(&self, kind: BufferType, size: usize) -> HostResult<Vec<u8>>;
+    fn replace_body(&self, kind: BufferType, size: usize, with: &[u8]) -> HostResult<()>;
+    /// Envoy's response flags and code details.
+    fn reply_details(&self) -> (u64, String);
+    fn response_flags(&self) -> u64;
+    fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> HostResult<()>;
+    fn resume_request(&self) -> HostResult<()>;
+    fn dispatch(&self, cluster: &str, headers: &[(String, String)], body: Option<&[u8]>, timeout_ms: u64) -> Result<u32, String>;
+    fn set_effective_context(&self, context_id: u32) -> HostResult<()>;
+    fn increment(&self, counter: u32);
+}
+
+/// The proxy itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Proxy;
+
+impl Host for Proxy {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+    fn headers(&self, map: MapType) -> Vec<(String, String)> {
+        headers(map)
+    }
+    fn set_header(&self, map: MapType, name: &str, value: &str) -> HostResult<()> {
+        set_header(map, name, value)
+    }
+    fn remove_header(&self, map: MapType, name: &str) -> HostResult<()> {
+        remove_header(map, name)
+    }
+    fn body(&self, kind: BufferType, size: usize) -> HostResult<Vec<u8>> {
+        get_buffer(kind, 0, size)
+    }
+    fn replace_body(&self, kind: BufferType, size: usize, with: &[u8]) -> HostResult<()> {
+        set_buffer(kind, 0, size, with)
+    }
+    fn reply_details(&self) -> (u64, String) {
+        (property_u64(&["response", "flags"]), property_string(&["response", "code_details"]))
+    }
+    fn response_flags(&self) -> u64 {
+        property_u64(&["response", "flags"])
+    }
+    fn send_response(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> HostResult<()> {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        send_response(u32::from(status), &headers, body)
+    }
+    fn resume_request(&self) -> HostResult<()> {
+        resume_request()
+    }
+    fn dispatch(&self, cluster: &str, headers: &[(String, String)], body: Option<&[u8]>, timeout_ms: u64) -> Result<u32, String> {
+        dispatch(cluster, headers, body, timeout_ms)
+    }
+    fn set_effective_context(&self, context_id: u32) -> HostResult<()> {
+        set_effective_context(context_id)
+    }
+    fn increment(&self, counter: u32) {
+        increment(counter, 1)
+    }
+}

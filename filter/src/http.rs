@@ -2,7 +2,7 @@
 //! flow ([`mcp_warden_core::flow`]), and its effects become host calls. Nothing is decided here.
 
 use crate::env::VmEnv;
-use crate::host::{self, REQUEST, REQUEST_BODY, RESPONSE, RESPONSE_BODY};
+use crate::host::{Host, Proxy, REQUEST, REQUEST_BODY, RESPONSE, RESPONSE_BODY};
 use crate::shared::Shared;
 use mcp_warden_core::flow::{self, CallAnswer, Effect, Event, Flow, Level, ResponseHead};
 use proxy_wasm::traits::{Context, HttpContext};
@@ -47,11 +47,11 @@ impl Waiters {
         }
         for cell in due.iter().filter_map(Weak::upgrade) {
             let id = cell.try_borrow().map_or(0, |s| s.context_id);
-            if host::set_effective_context(id).is_ok() {
+            if Proxy.set_effective_context(id).is_ok() {
                 run(shared, self, &cell, Event::Timer, true);
             }
         }
-        let _ = host::set_effective_context(root_context);
+        let _ = Proxy.set_effective_context(root_context);
     }
 
     /// A call's answer reached the root: true if it was made for a request.
@@ -59,10 +59,10 @@ impl Waiters {
         let Some(weak) = self.root_calls.borrow_mut().remove(&token) else { return false };
         if let Some(cell) = weak.upgrade() {
             let id = cell.try_borrow().map_or(0, |s| s.context_id);
-            if host::set_effective_context(id).is_ok() {
+            if Proxy.set_effective_context(id).is_ok() {
                 call_done(shared, self, &cell, token, num_headers, body_size, true);
             }
-            let _ = host::set_effective_context(root_context);
+            let _ = Proxy.set_effective_context(root_context);
         }
         true
     }
@@ -91,7 +91,7 @@ impl WardenHttp {
 fn run(shared: &Shared, waiters: &Waiters, cell: &Rc<RefCell<Stream>>, event: Event<'_>, from_root: bool) -> Action {
     let Ok(mut stream) = cell.try_borrow_mut() else { return Action::Continue };
     let env = VmEnv(shared);
-    let now = host::now_ms();
+    let now = Proxy.now_ms();
     let mut out = Vec::new();
     let action = stream.flow.on(&env, event, now, &mut out);
     let mut failed = Vec::new();
@@ -114,19 +114,17 @@ fn run(shared: &Shared, waiters: &Waiters, cell: &Rc<RefCell<Stream>>, event: Ev
 
 /// Carries out one effect; returns the id of a call that could not start.
 fn execute(shared: &Shared, waiters: &Waiters, cell: &Rc<RefCell<Stream>>, stream: &mut Stream, effect: Effect, from_root: bool) -> Option<u32> {
+    let host = Proxy;
     let result = match effect {
-        Effect::SetRequestHeader(k, v) => host::set_header(REQUEST, &k, &v),
-        Effect::RemoveRequestHeader(k) => host::remove_header(REQUEST, &k),
-        Effect::SetResponseHeader(k, v) => host::set_header(RESPONSE, &k, &v),
-        Effect::RemoveResponseHeader(k) => host::remove_header(RESPONSE, &k),
-        Effect::ReplaceResponseBody { replace, with } => host::set_buffer(RESPONSE_BODY, 0, replace, &with),
-        Effect::ResumeRequest => host::resume_request(),
-        Effect::SendResponse { status, headers, body } => {
-            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            host::send_response(u32::from(status), &headers, &body)
-        }
+        Effect::SetRequestHeader(k, v) => host.set_header(REQUEST, &k, &v),
+        Effect::RemoveRequestHeader(k) => host.remove_header(REQUEST, &k),
+        Effect::SetResponseHeader(k, v) => host.set_header(RESPONSE, &k, &v),
+        Effect::RemoveResponseHeader(k) => host.remove_header(RESPONSE, &k),
+        Effect::ReplaceResponseBody { replace, with } => host.replace_body(RESPONSE_BODY, replace, &with),
+        Effect::ResumeRequest => host.resume_request(),
+        Effect::SendResponse { status, headers, body } => host.send_response(status, &headers, &body),
         Effect::Dispatch(call) => {
-            return match host::dispatch(&call.cluster, &call.headers, call.body.as_deref(), call.timeout_ms) {
+            return match host.dispatch(&call.cluster, &call.headers, call.body.as_deref(), call.timeout_ms) {
                 Ok(token) if from_root => {
                     waiters.root_calls.borrow_mut().insert(token, Rc::downgrade(cell));
                     stream.calls.push((token, call.id));
@@ -176,9 +174,9 @@ fn call_done(shared: &Shared, waiters: &Waiters, cell: &Rc<RefCell<Stream>>, tok
         let Some(at) = s.calls.iter().position(|(t, _)| *t == token) else { return };
         s.calls.swap_remove(at).1
     };
-    let headers = if num_headers > 0 { host::headers(MapType::HttpCallResponseHeaders) } else { Vec::new() };
+    let headers = if num_headers > 0 { Proxy.headers(MapType::HttpCallResponseHeaders) } else { Vec::new() };
     let status = headers.iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-    let body = if status > 0 { host::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default() } else { Vec::new() };
+    let body = if status > 0 { Proxy.body(BufferType::HttpCallResponseBody, body_size).unwrap_or_default() } else { Vec::new() };
     let answer = (status > 0).then_some(CallAnswer { status, headers: &headers, body: &body });
     run(shared, waiters, cell, Event::CallDone { call, answer }, from_root);
 }
@@ -191,7 +189,7 @@ impl Context for WardenHttp {
 
 impl HttpContext for WardenHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let headers = host::headers(REQUEST);
+        let headers = Proxy.headers(REQUEST);
         #[cfg(feature = "fault-injection")]
         if headers.iter().any(|(k, _)| k == "x-mcp-warden-test-panic") {
             panic!("fault injection: a test asked this VM to panic");
@@ -201,7 +199,7 @@ impl HttpContext for WardenHttp {
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
         let wants = self.stream.try_borrow().is_ok_and(|s| s.flow.wants_request_body(&VmEnv(&self.shared), size, end_of_stream));
-        let body = if wants { host::get_buffer(REQUEST_BODY, 0, size).ok() } else { None };
+        let body = if wants { Proxy.body(REQUEST_BODY, size).ok() } else { None };
         self.run(Event::RequestBody { size, body: body.as_deref(), end_of_stream })
     }
 
@@ -209,12 +207,10 @@ impl HttpContext for WardenHttp {
         if !self.stream.try_borrow().is_ok_and(|s| s.flow.guarding()) {
             return Action::Continue;
         }
-        let headers = host::headers(RESPONSE);
+        let headers = Proxy.headers(RESPONSE);
         let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let status = get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        let details = self.stream.try_borrow().is_ok_and(|s| s.flow.needs_reply_details(status)).then(|| {
-            (host::property_u64(&["response", "flags"]), host::property_string(&["response", "code_details"]))
-        });
+        let details = self.stream.try_borrow().is_ok_and(|s| s.flow.needs_reply_details(status)).then(|| Proxy.reply_details());
         // Envoy's own replies carry details other than `via_upstream`.
         let local_reply = details.as_ref().filter(|(_, d)| d != "via_upstream" && !d.is_empty()).map(|(f, d)| (*f, d.as_str()));
         let head = ResponseHead { status, content_type: get("content-type"), session_id: get("mcp-session-id"), local_reply };
@@ -223,13 +219,13 @@ impl HttpContext for WardenHttp {
 
     fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
         let wants = self.stream.try_borrow().is_ok_and(|s| s.flow.wants_response_body(size, end_of_stream));
-        let body = if wants { host::get_buffer(RESPONSE_BODY, 0, size).ok() } else { None };
+        let body = if wants { Proxy.body(RESPONSE_BODY, size).ok() } else { None };
         self.run(Event::ResponseBody { size, body: body.as_deref(), end_of_stream })
     }
 
     fn on_log(&mut self) {
         if self.stream.try_borrow().is_ok_and(|s| s.flow.guarding()) {
-            let flags = host::property_u64(&["response", "flags"]);
+            let flags = Proxy.response_flags();
             self.run(Event::Done { flags });
         }
     }

@@ -176,19 +176,19 @@ impl Env for ProcessEnv<'_> {
     }
 
     fn inspect_list(&self, server: usize, cluster: usize, kind: ListKind, body: &[u8], sse: bool) -> Decision {
-        inspect::list_answer(self, self.server_name(server), cluster, kind, body, sse)
+        inspect::list_answer(self.shared, self.stream, self.server_name(server), cluster, kind, body, sse)
     }
 
     fn inspect_oversized(&self, server: usize, cluster: usize, size: usize) -> Decision {
-        inspect::oversized(self, self.server_name(server), cluster, size)
+        inspect::oversized(self.shared, self.stream, self.server_name(server), cluster, size)
     }
 
     fn inspect_result(&self, server: usize, cluster: usize, tool: Option<&str>, body: &[u8], sse: bool) {
-        inspect::tool_result(self, self.server_name(server), cluster, tool, body, sse)
+        inspect::tool_result(self.shared, self.stream, self.server_name(server), cluster, tool, body, sse)
     }
 
     fn violation(&self, server: usize, cluster: usize, violation: Violation) {
-        inspect::violation(self, self.server_name(server), cluster, violation)
+        inspect::violation(self.shared, self.stream, self.server_name(server), cluster, violation)
     }
 
     fn answer_template(&self, key: TemplateKey, build: &dyn Fn() -> Option<(String, String)>) -> Option<(String, String)> {

@@ -3,7 +3,8 @@
 //! tool pins and tool owners in process memory, and findings queued for the trust report.
 //! Same decisions and bounds as the wasm filter's `inspect.rs`, over locks instead of shared data.
 
-use crate::env::ProcessEnv;
+use crate::config::Shared;
+use crate::host::Stream;
 use crate::state::{self, lock};
 use mcp_warden_core::flow::Decision;
 use mcp_warden_core::inspect::{
@@ -44,8 +45,7 @@ fn messages(body: &[u8], sse: bool, limit: usize) -> Vec<Vec<u8>> {
 
 /// Inspects a complete list answer; an identical one (same results) gets the decision already
 /// taken for it without a second inspection (one cache entry per (server, kind)).
-pub fn list_answer(env: &ProcessEnv<'_>, server: &str, cluster: usize, kind: ListKind, body: &[u8], sse: bool) -> Decision {
-    let shared = env.shared;
+pub fn list_answer(shared: &Shared, stream: Stream, server: &str, cluster: usize, kind: ListKind, body: &[u8], sse: bool) -> Decision {
     let hash = results_hash(body, sse, shared.config.inspector.limits.max_list_bytes);
     let key = (server.to_string(), kind.key());
     if let (Some(hash), Some((h, decision))) = (hash, lock(&shared.list_verdicts).get(&key)) {
@@ -53,7 +53,7 @@ pub fn list_answer(env: &ProcessEnv<'_>, server: &str, cluster: usize, kind: Lis
             return decision.clone();
         }
     }
-    let decision = inspect_list_answer(env, server, cluster, kind, body, sse);
+    let decision = inspect_list_answer(shared, stream, server, cluster, kind, body, sse);
     // A rewritten answer carries its request's id: only decisions that do not are kept.
     match (hash, &decision) {
         (Some(hash), Decision::Forward | Decision::Block { .. }) => {
@@ -66,8 +66,8 @@ pub fn list_answer(env: &ProcessEnv<'_>, server: &str, cluster: usize, kind: Lis
     decision
 }
 
-fn inspect_list_answer(env: &ProcessEnv<'_>, server: &str, cluster: usize, kind: ListKind, body: &[u8], sse: bool) -> Decision {
-    let insp = &env.shared.config.inspector;
+fn inspect_list_answer(shared: &Shared, stream: Stream, server: &str, cluster: usize, kind: ListKind, body: &[u8], sse: bool) -> Decision {
+    let insp = &shared.config.inspector;
     let msgs = messages(body, sse, insp.limits.max_list_bytes);
     let mut worst = Action::Pass;
     let mut findings: Vec<Finding> = Vec::new();
@@ -78,7 +78,7 @@ fn inspect_list_answer(env: &ProcessEnv<'_>, server: &str, cluster: usize, kind:
                 let mut pins = lock(&state::process().pins);
                 // Bounded per server by the policy and by the configuration's server count.
                 let pins = pins.get_or_insert_with(|| {
-                    ToolPins::new(insp.limits.max_pins_per_server, env.shared.config.servers.len().max(1))
+                    ToolPins::new(insp.limits.max_pins_per_server, shared.config.servers.len().max(1))
                 });
                 inspect_tools_list_pinned(insp, server, msg, pins)
             };
@@ -91,7 +91,7 @@ fn inspect_list_answer(env: &ProcessEnv<'_>, server: &str, cluster: usize, kind:
         findings.extend(verdict.findings);
         rewritten.push(verdict.rewritten);
     }
-    report(env, cluster, &findings, worst);
+    report(shared, stream, cluster, &findings, worst);
     match worst {
         Action::Pass | Action::Record => Decision::Forward,
         Action::Strip => {
@@ -118,15 +118,15 @@ fn rule_ids(findings: &[Finding], insp: &Inspector, action: Action) -> String {
 }
 
 /// A list answer too large to hold: reported, and blocked if the policy says so.
-pub fn oversized(env: &ProcessEnv<'_>, server: &str, cluster: usize, size: usize) -> Decision {
-    let insp = &env.shared.config.inspector;
+pub fn oversized(shared: &Shared, stream: Stream, server: &str, cluster: usize, size: usize) -> Decision {
+    let insp = &shared.config.inspector;
     let detail = format!("answer of {size} bytes, past max_list_bytes {}", insp.limits.max_list_bytes);
     let Some(f) = insp.violation(server, Violation::Oversized, &detail) else {
         return Decision::Forward;
     };
     let action = insp.action_for(f.severity);
     let rules = f.rule.clone();
-    report(env, cluster, std::slice::from_ref(&f), action);
+    report(shared, stream, cluster, std::slice::from_ref(&f), action);
     match action {
         Action::Block | Action::Quarantine => Decision::Block { rules, quarantine: action == Action::Quarantine },
         _ => Decision::Forward,
@@ -134,32 +134,32 @@ pub fn oversized(env: &ProcessEnv<'_>, server: &str, cluster: usize, size: usize
 }
 
 /// Inspects a complete tool result (never held: findings are recorded only).
-pub fn tool_result(env: &ProcessEnv<'_>, server: &str, cluster: usize, tool: Option<&str>, body: &[u8], sse: bool) {
-    let insp = &env.shared.config.inspector;
+pub fn tool_result(shared: &Shared, stream: Stream, server: &str, cluster: usize, tool: Option<&str>, body: &[u8], sse: bool) {
+    let insp = &shared.config.inspector;
     let mut findings = Vec::new();
     for msg in messages(body, sse, insp.limits.max_result_bytes) {
         findings.extend(inspect_tool_result(insp, server, tool, &msg).findings);
     }
-    report(env, cluster, &findings, Action::Record);
+    report(shared, stream, cluster, &findings, Action::Record);
 }
 
 /// A protocol violation the breaker's classifier saw (malformed answer, wrong id).
-pub fn violation(env: &ProcessEnv<'_>, server: &str, cluster: usize, v: Violation) {
-    if let Some(f) = env.shared.config.inspector.violation(server, v, "seen by the response classifier") {
-        report(env, cluster, std::slice::from_ref(&f), Action::Record);
+pub fn violation(shared: &Shared, stream: Stream, server: &str, cluster: usize, v: Violation) {
+    if let Some(f) = shared.config.inspector.violation(server, v, "seen by the response classifier") {
+        report(shared, stream, cluster, std::slice::from_ref(&f), Action::Record);
     }
 }
 
 /// Counts findings and queues them for the trust report; `quarantine` asks the aggregator to
 /// quarantine.
-fn report(env: &ProcessEnv<'_>, cluster: usize, findings: &[Finding], action: Action) {
+fn report(shared: &Shared, stream: Stream, cluster: usize, findings: &[Finding], action: Action) {
     if findings.is_empty() {
         return;
     }
-    let insp = &env.shared.config.inspector;
-    let name = env.shared.config.cluster(cluster).map_or("", |c| c.name.as_str());
-    if let Some(m) = env.shared.metrics.cluster(cluster) {
-        env.stream.increment(m.security_findings, findings.len() as u64);
+    let insp = &shared.config.inspector;
+    let name = shared.config.cluster(cluster).map_or("", |c| c.name.as_str());
+    if let Some(m) = shared.metrics.cluster(cluster) {
+        stream.increment(m.security_findings, findings.len() as u64);
     }
     let mut pending = lock(&state::process().pending);
     for f in findings {

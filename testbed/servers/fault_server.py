@@ -349,7 +349,7 @@ class FaultMiddleware:
             await Response(text, status_code=status, media_type="text/plain")(scope, receive, send)
             return
         elif scope["method"] == "POST" and mode in ("jsonrpc_error", "wrong_id", "garbage"):
-            if await self._answer_post(mode, fault, body, headers, scope, receive, send):
+            if _fault_applies(fault, body) and await self._answer_post(mode, fault, body, headers, scope, receive, send):
                 return
         await self.app(scope, receive, send)
 
@@ -530,6 +530,14 @@ class FaultMiddleware:
             await Response("this is not json {{{ <garbage>", media_type="application/json")(scope, receive, send)
 
 
+def _fault_applies(fault: dict[str, Any], body: bytes) -> bool:
+    """A body-level fault limited to some JSON-RPC methods (`methods`) spares every other POST."""
+    methods = fault.get("methods")
+    if methods is None:
+        return True
+    return any(isinstance(m, dict) and m.get("method") in methods for m in _decode_messages(body))
+
+
 def _other_id(request_id: Any) -> Any:
     """An id of the same JSON type as `request_id` that is certainly different from it."""
     if isinstance(request_id, bool) or not isinstance(request_id, int | str):
@@ -567,7 +575,9 @@ def parse_fault(body: Any) -> dict[str, Any]:
     allowed: dict[str, tuple[str, ...]] = {
         "slow": ("delay_ms",),
         "http_5xx": ("status",),
-        "jsonrpc_error": ("code", "message"),
+        "jsonrpc_error": ("code", "message", "methods"),
+        "wrong_id": ("methods",),
+        "garbage": ("methods",),
         "slowloris": ("interval_ms", "chunk_bytes"),
         "reset": ("at",),
     }
@@ -577,6 +587,11 @@ def parse_fault(body: Any) -> dict[str, Any]:
         raise FaultError(f"unknown field(s) {', '.join(unknown)} for mode {mode!r} (accepted: {accepted})")
 
     fault: dict[str, Any] = {"mode": mode}
+    if "methods" in body:
+        methods = body["methods"]
+        if not isinstance(methods, list) or not methods or not all(isinstance(m, str) for m in methods):
+            raise FaultError(f'field "methods" must be a non-empty list of JSON-RPC method names, got {json.dumps(methods)}')
+        fault["methods"] = methods
     if mode == "slow":
         fault["delay_ms"] = _int_field(body, "delay_ms", None, 0, MAX_FAULT_DELAY_MS)
     elif mode == "http_5xx":

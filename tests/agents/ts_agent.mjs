@@ -9,7 +9,9 @@
 //   {"event":"reconnected","session":ID}         (only with --reconnect, after an exception)
 //   {"event":"done","calls":N}
 // Usage: node ts_agent.mjs URL [--calls N] [--seconds S] [--pause-ms MS] [--seed N] [--host H]
-//        [--reconnect] [--timeout-ms MS]
+//        [--reconnect] [--timeout-ms MS] [--tool NAME] [--wait-go]
+// --tool calls only that tool of the mix; --wait-go waits, once connected, for a line "go" on
+// stdin before the first call (a test changes the servers between the two).
 // The run ends after --calls calls or --seconds seconds, whichever comes first; a line on stdin
 // saying "stop" ends it early.
 import { createRequire } from 'node:module';
@@ -22,7 +24,7 @@ const { StreamableHTTPClientTransport } = require('@modelcontextprotocol/sdk/cli
 
 function parseArgs(argv) {
   const opts = { url: argv[0], calls: 100, seconds: 60, pauseMs: 20, seed: 1, host: undefined, reconnect: false,
-                 timeoutMs: 15000 };
+                 timeoutMs: 15000, tool: undefined, waitGo: false };
   for (let i = 1; i < argv.length; i++) {
     const flag = argv[i];
     const value = () => argv[++i];
@@ -33,6 +35,8 @@ function parseArgs(argv) {
     else if (flag === '--host') opts.host = value();
     else if (flag === '--reconnect') opts.reconnect = true;
     else if (flag === '--timeout-ms') opts.timeoutMs = Number(value());
+    else if (flag === '--tool') opts.tool = value();
+    else if (flag === '--wait-go') opts.waitGo = true;
     else throw new Error(`unknown argument ${flag}`);
   }
   if (!opts.url) throw new Error('usage: node ts_agent.mjs URL [options]');
@@ -66,6 +70,7 @@ const MIX = [
 const WEIGHT = MIX.reduce((n, [, w]) => n + w, 0);
 
 function pick(random) {
+  if (opts.tool) return MIX.find(([name]) => name === opts.tool) ?? [opts.tool, 1, () => ({})];
   let r = random() * WEIGHT;
   for (const entry of MIX) {
     r -= entry[1];
@@ -116,11 +121,15 @@ function textOf(result) {
 
 async function main() {
   let stopped = false;
+  let go;
+  const going = new Promise(resolve => { go = resolve; });
   createInterface({ input: process.stdin }).on('line', line => {
     if (line.trim() === 'stop') stopped = true;
+    if (line.trim() === 'go') go();
   });
   let { client, transport, tools } = await connect();
   emit({ event: 'connected', session: transport.sessionId ?? null, tools });
+  if (opts.waitGo) await going;
   const random = rng(opts.seed);
   const deadline = Date.now() + opts.seconds * 1000;
   let i = 0;

@@ -27,6 +27,8 @@ class TsAgent:
     host: str | None = None
     reconnect: bool = False
     timeout_ms: int = 15_000
+    tool: str | None = None
+    wait_go: bool = False
     proc: subprocess.Popen | None = None
     run: AgentRun = field(default_factory=lambda: AgentRun("ts"))
     transport_errors: list[str] = field(default_factory=list)
@@ -45,6 +47,10 @@ class TsAgent:
             cmd += ["--host", self.host]
         if self.reconnect:
             cmd.append("--reconnect")
+        if self.tool:
+            cmd += ["--tool", self.tool]
+        if self.wait_go:
+            cmd.append("--wait-go")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, start_new_session=True)
         threading.Thread(target=self._read, daemon=True).start()
@@ -83,6 +89,12 @@ class TsAgent:
         for raw in self.proc.stderr:
             if len(self.other) < 50:
                 self.other.append({"event": "stderr", "text": raw.rstrip()[:500]})
+
+    def go(self) -> None:
+        """Lets an agent started with `wait_go` make its calls."""
+        if self.proc and self.proc.stdin and self.proc.poll() is None:
+            self.proc.stdin.write("go\n")
+            self.proc.stdin.flush()
 
     def stop_early(self) -> None:
         """Asks the agent to end its run after the call in progress."""

@@ -830,7 +830,7 @@ impl Flow {
 
     fn on_timer<E: Env + ?Sized>(&mut self, env: &E, now: u64, out: &mut Vec<Effect>) {
         let due = self.hedge_at.is_some_and(|at| at <= now);
-        if !due || self.phase != Phase::Routed || self.answered_headers || self.extra.is_some() {
+        if !due || !self.main_open() || self.extra.is_some() {
             return;
         }
         self.hedge_at = None;
@@ -859,7 +859,7 @@ impl Flow {
         match role {
             Role::Abandoned => {}
             Role::Hedge => {
-                if good && self.phase == Phase::Routed && !self.answered_headers {
+                if good && self.main_open() {
                     // The hedge won: the slow main attempt is cut off (Envoy resets it) and counted.
                     if let Some(mut main) = self.main.take() {
                         main.record(env, Outcome::Failure(FailureKind::Timeout), now, out);
@@ -975,13 +975,6 @@ impl Flow {
         let Some(main) = self.main.clone() else { return Action::Continue };
         let cfg = env.config();
         self.answered_headers = true;
-        self.hedge_at = None;
-        if let Some((_, role)) = self.extra.as_mut() {
-            if *role == Role::Hedge && head.local_reply.is_none() && head.status < 500 {
-                // The main attempt answered first: it wins; the hedge is only recorded.
-                *role = Role::Abandoned;
-            }
-        }
         let cluster = main.cluster;
         if let Some(c) = cfg.cluster(cluster) {
             out.push(Effect::SetResponseHeader(Cow::Owned(cfg.served_by_header.clone()), c.name.clone()));
@@ -1045,9 +1038,27 @@ impl Flow {
                 }
             }
         } else if status == 200 && !end_of_stream && self.hold_answer(env, head.content_type, out) {
+            // A hedge may still race the held answer until its verdict.
             return Action::Pause;
         }
+        self.main_settled();
         Action::Continue
+    }
+
+    /// The main attempt's answer goes on to the agent: nothing races it any more.
+    fn main_settled(&mut self) {
+        self.hedge_at = None;
+        if let Some((_, role)) = self.extra.as_mut() {
+            if *role == Role::Hedge {
+                // The main attempt answered first: it wins; the hedge is only recorded.
+                *role = Role::Abandoned;
+            }
+        }
+    }
+
+    /// The main attempt's answer is not on its way to the agent yet (no headers, or held).
+    fn main_open(&self) -> bool {
+        self.phase == Phase::Routed && (!self.answered_headers || self.hold.is_some())
     }
 
     /// The main attempt failed with `kind`: the hedge already racing it becomes the retry, or
@@ -1176,10 +1187,14 @@ impl Flow {
         let Some(outcome) = verdict else { return Action::Continue };
         let open_for = self.record_main(env, outcome, now, out);
         if let (true, Outcome::Failure(kind)) = (whole, outcome) {
-            self.end_hold_if(true, out);
+            // The hold ends without settling: a racing hedge becomes the retry.
+            if self.hold.take().is_some() {
+                self.take_back_answer(out);
+            }
             if self.retry_main(env, kind, now, end_of_stream, out) {
                 return Action::Pause;
             }
+            self.main_settled();
             if kind == FailureKind::Malformed && env.config().degraded.rewrite_upstream_errors {
                 // Not JSON-RPC, or not the answer to this request (wrong id): the agent could
                 // not use it, and an SDK waiting for its id would wait until its own timeout.
@@ -1195,6 +1210,9 @@ impl Flow {
     fn end_hold_if(&mut self, ending: bool, out: &mut Vec<Effect>) {
         if ending && self.hold.take().is_some() {
             self.take_back_answer(out);
+            if self.phase == Phase::Routed {
+                self.main_settled();
+            }
         }
     }
 
