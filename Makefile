@@ -12,9 +12,12 @@ TOOLS       := .tools
 NODE_DIR    := testbed/node_modules
 WASM_BINDGEN_VERSION := 0.2.130
 WASM        := target/wasm32-wasip1/release/mcp_warden_filter.wasm
+NATIVE      := target/native/libmcp_warden.so
+# Which filter `make run` puts in Envoy: wasm (the .wasm, default) or native (the .so).
+HOST        ?= wasm
 CARGO_WASM_TEST := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(CURDIR)/$(TOOLS)/bin/wasm-bindgen-test-runner
 
-.PHONY: help setup wasm wasm-fault aggregator dist run demo test test-unit test-wasm test-integration lint bench clean fuzz fuzz-short chaos
+.PHONY: help setup wasm wasm-fault native native-fault aggregator dist run demo test test-unit test-wasm test-integration lint bench clean fuzz fuzz-short chaos
 
 help:
 	@echo "make run    set up, start the testbed (real Envoy + MCP servers) and run the live demo"
@@ -27,6 +30,8 @@ help:
 	@echo "make fuzz   fuzz every core parser for a bounded time"
 	@echo "make chaos  faults on the servers, the aggregator and Envoy under load (a few minutes)"
 	@echo "make wasm   build the filter (release, $(WASM))"
+	@echo "make native build the same filter as an Envoy dynamic module ($(NATIVE))"
+	@echo "make run HOST=native  the testbed with the native module instead of the .wasm"
 
 # ---------------------------------------------------------------------------------------------
 # Setup
@@ -84,6 +89,16 @@ wasm-fault: $(STAMPS)/rust-targets
 	cargo build --release --target wasm32-wasip1 -p mcp-warden-filter --features fault-injection \
 		--target-dir target/fault-injection
 
+# The same filter as an Envoy dynamic module (plain Envoy, Envoy Gateway): profile `native`
+# (release with panic=unwind, so that every hook can catch a panic instead of aborting Envoy).
+native:
+	cargo build --profile native -p mcp-warden-native
+
+# The native module with the test-only panic switch, in its own target dir (like wasm-fault).
+NATIVE_FAULT := target/fault-injection/native/libmcp_warden.so
+native-fault:
+	cargo build --profile native -p mcp-warden-native --features fault-injection --target-dir target/fault-injection
+
 # The trust aggregator and its operator CLI (debug profile: shares artifacts with `cargo test`).
 aggregator:
 	cargo build -p mcp-warden-aggregator --bins
@@ -97,7 +112,7 @@ WASM_OPT ?=
 WASM_OPT_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
 	--enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
 
-dist: wasm
+dist: wasm native
 	cargo build --profile server -p mcp-warden-aggregator --bins
 	@mkdir -p $(DIST)
 ifneq ($(strip $(WASM_OPT)),)
@@ -105,15 +120,18 @@ ifneq ($(strip $(WASM_OPT)),)
 else
 	cp $(WASM) $(DIST)/mcp_warden_filter.wasm
 endif
-	cd $(DIST) && sha256sum mcp_warden_filter.wasm > mcp_warden_filter.wasm.sha256
+	cp $(NATIVE) $(DIST)/libmcp_warden.so
+	cd $(DIST) && sha256sum mcp_warden_filter.wasm > mcp_warden_filter.wasm.sha256 \
+		&& sha256sum libmcp_warden.so > libmcp_warden.so.sha256
 	cp target/server/mcp-warden-aggregator target/server/mcp-warden-ctl $(DIST)/
-	@cat $(DIST)/mcp_warden_filter.wasm.sha256
+	@cat $(DIST)/mcp_warden_filter.wasm.sha256 $(DIST)/libmcp_warden.so.sha256
+	@ls -l $(DIST)/mcp_warden_filter.wasm $(DIST)/libmcp_warden.so
 
 # ---------------------------------------------------------------------------------------------
 # Run
 
-run: setup wasm aggregator
-	$(PY) testbed/run.py
+run: setup wasm native aggregator
+	$(PY) testbed/run.py --host $(HOST)
 
 demo: run
 
@@ -124,6 +142,7 @@ test: setup wasm lint test-unit test-wasm test-integration fuzz-short
 
 lint:
 	$(PYTHON) .ci/import_cycles.py filter/src
+	$(PYTHON) .ci/import_cycles.py native/src
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p mcp-warden-filter --target wasm32-wasip1 -- -D warnings
 
@@ -136,7 +155,7 @@ test-unit: $(STAMPS)/postgres $(STAMPS)/venv
 test-wasm: $(STAMPS)/wasm-bindgen
 	$(CARGO_WASM_TEST) cargo test -p mcp-warden-core --target wasm32-unknown-unknown
 
-test-integration: setup wasm wasm-fault aggregator
+test-integration: setup wasm wasm-fault native native-fault aggregator
 	$(PY) -m pytest tests -p no:cacheprovider
 
 # Issue 6: the proxy's cost against Envoy alone, the upstream alone and ContextForge (bench/README.md).

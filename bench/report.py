@@ -22,6 +22,7 @@ VARIANT_TEXT = {
     "direct": "the rmcp upstream called directly (the limit; CPU column = the upstream's own CPU)",
     "baseline": "Envoy 1.40, same listener, routes and timeouts, no wasm filter",
     "warden": "Envoy + mcp-warden, breakers closed (primary `upstream`, fallback `upstream_b`)",
+    "native": "Envoy + mcp-warden as a native dynamic module (`libmcp_warden.so`), same configuration as `warden`",
     "warden_open": "Envoy + mcp-warden, primary `dead` (closed port) tripped open, traffic on the fallback",
     "contextforge": "IBM ContextForge gateway with its CircuitBreaker plugin (see below)",
 }
@@ -167,7 +168,7 @@ def markdown(res: dict, png_name: str | None) -> str:
         if c["phase"] == "matrix" and c["workload"] not in workloads:
             workloads.append(c["workload"])
     conns = sorted({c["conns"] for c in cells if c["phase"] == "matrix"})
-    variants = [v for v in ("direct", "baseline", "warden", "warden_open", "contextforge") if any(k[0] == v for k in m)]
+    variants = [v for v in ("direct", "baseline", "warden", "native", "warden_open", "contextforge") if any(k[0] == v for k in m)]
     L: list[str] = []
     add = L.append
     add(f"# mcp-warden benchmark, {res['date']}")
@@ -200,6 +201,18 @@ def markdown(res: dict, png_name: str | None) -> str:
     for name, text, ok in verdicts:
         add(f"| {name} | {text} | {'met' if ok else '**not met**'} |")
     add("")
+    native = _native_targets(res, m, workloads, conns)
+    if native:
+        add("## Native module targets (issue 16)")
+        add("")
+        add("The same filter as an Envoy dynamic module (`native`), measured beside the wasm filter (`warden`), "
+            "Envoy alone (`baseline`) and the upstream (`direct`) in the same cells.")
+        add("")
+        add("| target | result | met? |")
+        add("|---|---|---|")
+        for name, text, ok in native:
+            add(f"| {name} | {text} | {'met' if ok else '**not met**'} |")
+        add("")
 
     # ---------------- throughput
     add("## Throughput at saturation (wrk, requests/s; ratio = variant / baseline)")
@@ -208,7 +221,7 @@ def markdown(res: dict, png_name: str | None) -> str:
         "cores to itself. It is steadier than the measured ratio, which moves with whatever else the 2 shared cores run.")
     add("")
     head = ("| workload | conns | baseline rps | " + " | ".join(f"{v} ×" for v in variants if v != "baseline")
-            + " | warden capacity × | warden_open capacity × |")
+            + "".join(f" | {v} capacity ×" for v in ("warden", "native", "warden_open") if v in variants) + " |")
     add(head)
     add("|" + "---|" * (head.count("|") - 1))
     for w in workloads:
@@ -220,8 +233,9 @@ def markdown(res: dict, png_name: str | None) -> str:
                     continue
                 x = m.get((v, w, c, "saturation", 0))
                 row.append(_r(_ratio(x and x["rps"], b and b["rps"])) + (f" ({_f(x['rps'], 1)} rps)" if v == "contextforge" and x else ""))
-            for v in ("warden", "warden_open"):
-                row.append(_r(_ratio(_cpu(b), _cpu(m.get((v, w, c, "saturation", 0))))))
+            for v in ("warden", "native", "warden_open"):
+                if v in variants:
+                    row.append(_r(_ratio(_cpu(b), _cpu(m.get((v, w, c, "saturation", 0))))))
             add("| " + " | ".join(row) + " |")
     add("")
 
@@ -234,8 +248,8 @@ def markdown(res: dict, png_name: str | None) -> str:
             f"{max((x['rounds'] for x in lt.values()), default=1)} rounds of {res['settings']['cell_seconds']:g} s; "
             "median over the rounds of each round's percentile (oha, latency-corrected).")
         add("")
-        add("| conns | rate/s | baseline p50 / p99 µs | warden p50 / p99 µs | added p50 / p99 µs | per-round added p50 µs | Envoy CPU µs/req baseline / warden |")
-        add("|---|---|---|---|---|---|---|")
+        add("| conns | rate/s | baseline p50 / p99 µs | warden p50 / p99 µs | added p50 / p99 µs | per-round added p50 µs | Envoy CPU µs/req baseline / warden | native p50 / p99 µs | native added p50 / p99 µs | native CPU µs/req |")
+        add("|---|---|---|---|---|---|---|---|---|---|")
         for conns_, rate in res.get("latency_conditions", []):
             b = lt.get(("baseline", "call_small", conns_, "fixed_rate", 0))
             x = lt.get(("warden", "call_small", conns_, "fixed_rate", 0))
@@ -244,8 +258,11 @@ def markdown(res: dict, png_name: str | None) -> str:
             per_round = ""
             if b.get("spread") and x.get("spread"):
                 per_round = ", ".join(_f(xx - bb) for xx, bb in zip(x["spread"]["p50_us"], b["spread"]["p50_us"]) if xx is not None and bb is not None)
+            n = lt.get(("native", "call_small", conns_, "fixed_rate", 0))
+            native_cols = (f"{_f(n['p50_us'])} / {_f(n['p99_us'])} | {_f(_diff(n, b, 'p50_us'))} / {_f(_diff(n, b, 'p99_us'))} | {_f(_cpu(n), 1)}"
+                           if n else "– | – | –")
             add(f"| {conns_} | {rate} | {_f(b['p50_us'])} / {_f(b['p99_us'])} | {_f(x['p50_us'])} / {_f(x['p99_us'])} | "
-                f"{_f(_diff(x, b, 'p50_us'))} / {_f(_diff(x, b, 'p99_us'))} | {per_round} | {_f(_cpu(b), 1)} / {_f(_cpu(x), 1)} |")
+                f"{_f(_diff(x, b, 'p50_us'))} / {_f(_diff(x, b, 'p99_us'))} | {per_round} | {_f(_cpu(b), 1)} / {_f(_cpu(x), 1)} | {native_cols} |")
         add("")
 
     # ---------------- latency at fixed rate
@@ -256,8 +273,8 @@ def markdown(res: dict, png_name: str | None) -> str:
         "Added = variant − baseline, in µs; × = variant / baseline.")
     add("")
     add("| workload | conns | rate/s | baseline p50 / p99 / p99.9 µs | warden added p50 / p99 / p99.9 µs | warden × p50 / p99 / p99.9 | "
-        "warden_open added p50 / p99 / p99.9 µs | direct p50 / p99 µs |")
-    add("|---|---|---|---|---|---|---|---|")
+        "native added p50 / p99 / p99.9 µs | warden_open added p50 / p99 / p99.9 µs | direct p50 / p99 µs |")
+    add("|---|---|---|---|---|---|---|---|---|")
     for w in workloads:
         for c in conns:
             b = m.get(("baseline", w, c, "fixed_rate", 0))
@@ -272,7 +289,8 @@ def markdown(res: dict, png_name: str | None) -> str:
                 return " / ".join(_f(None if z.get(k) is None or b.get(k) is None else z[k] - b[k]) for k in ("p50_us", "p99_us", "p999_us")) if z else "–"
             def times(z):
                 return " / ".join(_r(_ratio(z.get(k), b.get(k))) for k in ("p50_us", "p99_us", "p999_us")) if z else "–"
-            add(f"| {w} | {c} | {_f(b.get('offered_rps'))} | {trio(b)} | {added(x)} | {times(x)} | {added(o)} | "
+            nv = m.get(("native", w, c, "fixed_rate", 0))
+            add(f"| {w} | {c} | {_f(b.get('offered_rps'))} | {trio(b)} | {added(x)} | {times(x)} | {added(nv)} | {added(o)} | "
                 f"{' / '.join(_f(d.get(k)) for k in ('p50_us', 'p99_us')) if d else '–'} |")
     cfc = [c for c in cells if c["phase"] == "matrix" and c["variant"] == "contextforge"]
     if cfc:
@@ -290,13 +308,14 @@ def markdown(res: dict, png_name: str | None) -> str:
     # ---------------- CPU per request
     add("## Envoy CPU time per request (from /proc/<pid>/stat utime+stime, saturation cells)")
     add("")
-    add("| workload | conns | baseline µs | warden µs | warden added µs | warden_open µs | open added µs | upstream µs (direct) |")
-    add("|---|---|---|---|---|---|---|---|")
+    add("| workload | conns | baseline µs | warden µs | warden added µs | native µs | native added µs | warden_open µs | open added µs | upstream µs (direct) |")
+    add("|---|---|---|---|---|---|---|---|---|---|")
     for w in workloads:
         for c in conns:
-            b, x, o, d = (m.get((v, w, c, "saturation", 0)) for v in ("baseline", "warden", "warden_open", "direct"))
-            bc, xc, oc = _cpu(b), _cpu(x), _cpu(o)
+            b, x, n, o, d = (m.get((v, w, c, "saturation", 0)) for v in ("baseline", "warden", "native", "warden_open", "direct"))
+            bc, xc, nc, oc = _cpu(b), _cpu(x), _cpu(n), _cpu(o)
             add(f"| {w} | {c} | {_f(bc, 1)} | {_f(xc, 1)} | {_f(None if xc is None or bc is None else xc - bc, 1)} | "
+                f"{_f(nc, 1)} | {_f(None if nc is None or bc is None else nc - bc, 1)} | "
                 f"{_f(oc, 1)} | {_f(None if oc is None or bc is None else oc - bc, 1)} | {_f(_cpu(d), 1)} |")
     add("")
     add("Upstream is not the bottleneck: the `direct` column of the throughput table is the rmcp server alone "
@@ -491,6 +510,52 @@ def markdown(res: dict, png_name: str | None) -> str:
     add("")
     add("</details>")
     return "\n".join(L) + "\n"
+
+
+def _native_targets(res, m, workloads, conns):
+    """Issue 16: native >= 0.90x Envoy alone at saturation, <= 30 us added Envoy CPU per request,
+    <= 30 us added p50 at a fixed rate; wasm no worse than before (judged by reading the wasm rows)."""
+    rows = []
+    for w in workloads:
+        for c in conns:
+            b = m.get(("baseline", w, c, "saturation", 0))
+            n = m.get(("native", w, c, "saturation", 0))
+            x = m.get(("warden", w, c, "saturation", 0))
+            if b and n:
+                rows.append((w, c, _ratio(n["rps"], b["rps"]), _ratio(x and x["rps"], b["rps"]),
+                             None if _cpu(n) is None or _cpu(b) is None else _cpu(n) - _cpu(b),
+                             None if _cpu(x) is None or _cpu(b) is None else _cpu(x) - _cpu(b)))
+    if not rows:
+        return []
+    out = []
+    ratios = [r[2] for r in rows if r[2] is not None]
+    wratios = [r[3] for r in rows if r[3] is not None]
+    cpus = [r[4] for r in rows if r[4] is not None]
+    wcpus = [r[5] for r in rows if r[5] is not None]
+    if ratios:
+        worst = min((r for r in rows if r[2] is not None), key=lambda r: r[2])
+        out.append(("native throughput ≥ 90 % of Envoy alone at saturation",
+                    f"native/baseline: median {statistics.median(ratios):.2f}, worst {worst[2]:.2f} ({worst[0]}, {worst[1]} conns), "
+                    f"{sum(r >= TARGET_THROUGHPUT for r in ratios)} of {len(ratios)} cells ≥ 0.90"
+                    + (f" (wasm in the same cells: median {statistics.median(wratios):.2f})" if wratios else ""),
+                    all(r >= TARGET_THROUGHPUT for r in ratios)))
+    if cpus:
+        out.append(("native ≤ 30 µs added Envoy CPU per request",
+                    f"median {statistics.median(cpus):+.1f} µs, worst {max(cpus):+.1f} µs over {len(cpus)} cells"
+                    + (f" (wasm: median {statistics.median(wcpus):+.1f} µs)" if wcpus else ""),
+                    all(c <= TARGET_ADDED_P50_US for c in cpus)))
+    lt = _idx(res["cells"], "latency")
+    added = []
+    for conns_, rate in res.get("latency_conditions", []):
+        b = lt.get(("baseline", "call_small", conns_, "fixed_rate", 0))
+        n = lt.get(("native", "call_small", conns_, "fixed_rate", 0))
+        if b and n and _diff(n, b, "p50_us") is not None:
+            added.append((conns_, rate, _diff(n, b, "p50_us")))
+    if added:
+        out.append(("native ≤ 30 µs added p50 at a fixed rate",
+                    "; ".join(f"{c} conn at {r}/s: {a:+.0f} µs" for c, r, a in added) + " (median of rounds)",
+                    all(a <= TARGET_ADDED_P50_US for _, _, a in added)))
+    return out
 
 
 def _targets(res, m, workloads, conns):

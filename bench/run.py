@@ -5,8 +5,9 @@ same Envoy without the filter, the upstream called directly, and ContextForge.
 Phases, all in one run so every ratio compares numbers taken minutes apart on the same machine:
 
 1. the matrix: 4 workloads x 1/16/64 connections x {saturation (wrk), fixed rate (oha)} x
-   {direct, baseline, warden, warden_open, contextforge}, variants interleaved per cell;
-2. added latency: baseline and warden alternated, 3 rounds, at 1 and 16 connections;
+   {direct, baseline, warden, native, warden_open, contextforge}, variants interleaved per cell
+   (`native`: the same filter as an Envoy dynamic module, `make native`);
+2. added latency: baseline, warden and native alternated, 3 rounds, at 1 and 16 connections;
 3. scale: 1 / 100 / 10,000 configured servers; 1 / 10,000 / 100,000 distinct sessions;
 4. profile: probe filters that add one host mechanism at a time (bench/probe-filter), and a
    perf split of Envoy's CPU by shared object;
@@ -51,7 +52,7 @@ WORKLOADS = [
     Workload("list_100", "/mcp", '{"jsonrpc":"2.0","id":1,"method":"tools/list"}', "tools/list, 100 tools (21 KB)"),
 ]
 CONNS = [1, 16, 64]
-ENVOY_VARIANTS = ["baseline", "warden", "warden_open"]
+ENVOY_VARIANTS = ["baseline", "warden", "native", "warden_open"]
 PHASES = ["matrix", "latency", "servers", "sessions", "profile", "perf", "load"]
 RATE_FRACTION = 0.4  # the fixed offered rate: this share of the slowest Envoy variant's saturation
 # (0.4, not more: on a shared 2-core machine saturation moves by 10-20 % from one minute to the next)
@@ -276,6 +277,8 @@ def main() -> int:
         configs = {
             "baseline": baseline_bootstrap(upstream.port, dead_port),
             "warden": warden_bootstrap(upstream.port, dead_port, {"servers": warden_servers("upstream", ["upstream_b"])}),
+            "native": warden_bootstrap(upstream.port, dead_port, {"servers": warden_servers("upstream", ["upstream_b"])},
+                                       host="native"),
             "warden_open": warden_bootstrap(upstream.port, dead_port, {
                 "servers": warden_servers("dead", ["upstream"]),
                 "clusters": {"dead": {"breaker": {"open_duration_ms": LONG_OPEN_MS, "open_duration_max_ms": LONG_OPEN_MS}}},
@@ -316,7 +319,7 @@ def main() -> int:
             results["contextforge"] = {"left_out": cf_reason}
 
         variants = ["direct"] + ENVOY_VARIANTS + (["contextforge"] if cf else [])
-        served = {"warden": "upstream", "warden_open": "upstream"}
+        served = {"warden": "upstream", "native": "upstream", "warden_open": "upstream"}
         results["sanity"] = [check_answer(v, bench.targets[v], w, served.get(v)) for v in variants for w in WORKLOADS]
         log(f"sanity: {len(results['sanity'])} answers checked")
         for v in variants:  # warm-up: connections, V8 tier-up of the filter's hot code
@@ -359,17 +362,22 @@ def main() -> int:
                 "success": envoys["warden"].envoy.stat("wasmcustom.mcp_warden.cluster.upstream.success"),
                 "requests": envoys["warden"].envoy.stat("wasmcustom.mcp_warden.cluster.upstream.requests"),
             }
+            # The same counters of the native module (Envoy.stat reads them under the wasm names).
+            results["native_counters"] = {
+                "success": envoys["native"].envoy.stat("wasmcustom.mcp_warden.cluster.upstream.success"),
+                "requests": envoys["native"].envoy.stat("wasmcustom.mcp_warden.cluster.upstream.requests"),
+            }
             if cf:
                 cf.stop()  # its background work would disturb what follows
 
         # -- 2. added latency, repeated --------------------------------------------------------
         if "latency" in phases:
-            log("added latency: baseline and warden alternated, 3 rounds per condition")
+            log("added latency: baseline, warden and native alternated, 3 rounds per condition")
             conditions = [(1, 200), (16, results["rates"].get("call_small/16", 400))]
             results["latency_conditions"] = conditions
             for r_ in range(1 if args.quick else 3):
                 for conns, rate in conditions:
-                    for v in rotate(["baseline", "warden"], r_):
+                    for v in rotate(["baseline", "warden", "native"], r_):
                         bench.measure("latency", v, small, conns, "fixed_rate", args.seconds, rate=rate)
 
         # -- 3a. scale: configured servers -----------------------------------------------------

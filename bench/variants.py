@@ -87,7 +87,8 @@ def scale_servers(n: int, target_first: bool = False) -> list[dict]:
     return [target] + fillers if target_first else fillers + [target]
 
 
-def warden_bootstrap(upstream_port: int, dead_port: int, plugin: dict, wasm_path: Path = WASM) -> dict:
+def warden_bootstrap(upstream_port: int, dead_port: int, plugin: dict, wasm_path: Path = WASM, host: str = "wasm") -> dict:
+    """mcp-warden in Envoy, as the .wasm (`host="wasm"`) or the native dynamic module ("native")."""
     return bootstrap(
         listen_port=free_port(),
         admin_port=free_port(),
@@ -98,6 +99,7 @@ def warden_bootstrap(upstream_port: int, dead_port: int, plugin: dict, wasm_path
         },
         plugin=plugin,
         wasm_path=wasm_path,
+        host=host,
     )
 
 

@@ -175,6 +175,8 @@ def main() -> int:
     parser.add_argument("--exit-after-demo", action="store_true", help="stop everything when the demo ends")
     parser.add_argument("--no-demo", action="store_true", help="just start the testbed")
     parser.add_argument("--step", type=float, default=0.5, help="seconds between the demo agent's calls")
+    parser.add_argument("--host", choices=["wasm", "native"], default="wasm",
+                        help="the filter Envoy runs: the .wasm (V8) or the native dynamic module (.so)")
     args = parser.parse_args()
 
     def interrupt(*_):
@@ -183,7 +185,7 @@ def main() -> int:
     # SIGTERM stops the testbed as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, interrupt)
     # A short open interval so the demo shows recovery within a minute.
-    tb = Testbed(breaker={"open_duration_ms": 5000, "half_open_probes": 2}, trust=True)
+    tb = Testbed(breaker={"open_duration_ms": 5000, "half_open_probes": 2}, trust=True, host=args.host)
     say("Starting 4 MCP servers and Envoy with the mcp-warden filter...", DIM)
     tb.start()
     try:

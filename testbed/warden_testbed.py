@@ -33,6 +33,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "mcp_warden_filter.wasm"
+# The same filter as an Envoy dynamic module (`make native`): Envoy loads lib<name>.so from
+# $ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
+NATIVE = ROOT / "target" / "native" / "libmcp_warden.so"
+HOSTS = ("wasm", "native")
+# Envoy prefixes the filter's own stats by host: `wasmcustom.` (wasm) or `dynamicmodulescustom.`.
+STAT_PREFIX = {"wasm": "wasmcustom.", "native": "dynamicmodulescustom."}
 FAULT_SERVER = ROOT / "testbed" / "servers" / "fault_server.py"
 ROUTE_HEADER = "x-mcp-warden-cluster"
 AGGREGATOR_BIN = ROOT / "target" / "debug" / "mcp-warden-aggregator"
@@ -150,11 +156,12 @@ def bootstrap(
     route_timeout_s: float = 15.0,
     failure_policy: str = "FAIL_RELOAD",
     cluster_options: dict[str, dict] | None = None,
+    host: str = "wasm",
 ) -> dict:
-    """The Envoy bootstrap: one listener, the wasm filter, a route that follows the filter's
-    route header, and one cluster per upstream (name -> (host, port), or a list of them for a
-    cluster of several endpoints); `cluster_options` adds fields to a cluster by name (health
-    checks, outlier detection)."""
+    """The Envoy bootstrap: one listener, the filter (`host`: "wasm" or "native"), a route that
+    follows the filter's route header, and one cluster per upstream (name -> (host, port), or a
+    list of them for a cluster of several endpoints); `cluster_options` adds fields to a cluster by
+    name (health checks, outlier detection)."""
     if isinstance(plugin, dict) and "servers" in plugin:  # mcp-warden's own configuration
         plugin = with_upstream_timeout(plugin, route_timeout_s)
     plugin_json = plugin if isinstance(plugin, str) else json.dumps(plugin)
@@ -199,6 +206,7 @@ def bootstrap(
             ],
         },
         "http_filters": [
+            native_filter(plugin_json) if host == "native" else
             {
                 "name": "envoy.filters.http.wasm",
                 "typed_config": {
@@ -229,12 +237,13 @@ def bootstrap(
             },
         ],
     }
+    stat_re = STAT_PREFIX[host].replace(".", r"\.")
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "stats_config": {
             "stats_tags": [
-                {"tag_name": "mcp_cluster", "regex": r"^wasmcustom\.mcp_warden\.cluster\.((.+?)\.)"},
-                {"tag_name": "mcp_server", "regex": r"^wasmcustom\.mcp_warden\.server\.((.+?)\.)"},
+                {"tag_name": "mcp_cluster", "regex": rf"^{stat_re}mcp_warden\.cluster\.((.+?)\.)"},
+                {"tag_name": "mcp_server", "regex": rf"^{stat_re}mcp_warden\.server\.((.+?)\.)"},
             ]
         },
         "static_resources": {
@@ -278,6 +287,20 @@ def bootstrap(
     }
 
 
+def native_filter(plugin_json: str) -> dict:
+    """The HTTP filter entry of the native module (Envoy's `dynamic_modules` filter). Envoy loads
+    `libmcp_warden.so` from $ENVOY_DYNAMIC_MODULES_SEARCH_PATH (`Envoy.native_dir`)."""
+    return {
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": "mcp_warden"},
+            "filter_name": "mcp_warden",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": plugin_json},
+        },
+    }
+
+
 @dataclass
 class Envoy:
     """A real Envoy process with the filter."""
@@ -292,6 +315,8 @@ class Envoy:
     # (what a control plane such as Istio does all day). The default keeps it static.
     dynamic_listener: bool = False
     lds_version: int = 0
+    # Where Envoy looks for the native module (`libmcp_warden.so`), when the config uses it.
+    native_dir: Path = NATIVE.parent
 
     @property
     def admin_port(self) -> int:
@@ -378,8 +403,20 @@ class Envoy:
         """`envoy --mode validate` on this configuration."""
         path = self.write_config()
         return subprocess.run(
-            [envoy_bin(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=120
+            [envoy_bin(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=120,
+            env=self.env(),
         )
+
+    def env(self) -> dict:
+        """Envoy's environment: where it finds the native module."""
+        return {**os.environ, "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(self.native_dir)}
+
+    @property
+    def host(self) -> str:
+        """Which filter this Envoy runs: "wasm" or "native"."""
+        hcm = self.config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        names = {f["name"] for f in hcm["http_filters"]}
+        return "native" if "envoy.filters.http.dynamic_modules" in names else "wasm"
 
     def start(self, wait: bool = True, timeout: float = 60.0) -> "Envoy":
         path = self.write_config()
@@ -396,6 +433,7 @@ class Envoy:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=self.env(),
         )
         log.close()
         if wait:
@@ -429,14 +467,24 @@ class Envoy:
             return ""
 
     def stats(self, filter_: str = "mcp_warden") -> dict[str, int]:
-        """Counters and gauges whose name contains `filter_` (admin /stats, plain names)."""
+        """Counters and gauges whose name contains `filter_` (admin /stats, plain names).
+
+        The filter's own stats are named as the wasm host names them (`wasmcustom.mcp_warden...`)
+        whatever the host, so that one test reads both: the native host's
+        `dynamicmodulescustom.` prefix is translated both ways here."""
+        native = self.host == "native"
+        if native:
+            filter_ = filter_.replace(STAT_PREFIX["wasm"], STAT_PREFIX["native"])
         _, _, body = http_json("GET", f"http://127.0.0.1:{self.admin_port}/stats?filter={filter_}")
         text = body.decode() if isinstance(body, bytes) else str(body or "")
         out = {}
         for line in text.splitlines():
             name, _, value = line.partition(": ")
+            name = name.strip()
+            if native and name.startswith(STAT_PREFIX["native"]):
+                name = STAT_PREFIX["wasm"] + name.removeprefix(STAT_PREFIX["native"])
             with contextlib.suppress(ValueError):
-                out[name.strip()] = int(value.strip())
+                out[name] = int(value.strip())
         return out
 
     def stat(self, name: str) -> int:
@@ -691,6 +739,8 @@ class Testbed:
     # Start the trust aggregator too, and have the sidecar report to it and enforce its scores.
     trust: bool = False
     aggregator: Aggregator | None = None
+    # Which filter Envoy runs: "wasm" (the .wasm in V8) or "native" (the dynamic module .so).
+    host: str = "wasm"
 
     def plugin(self) -> dict:
         cfg = plugin_config(demo_servers(), **self.extra_plugin)
@@ -712,6 +762,7 @@ class Testbed:
                 admin_port=free_port(),
                 clusters=clusters,
                 plugin=self.plugin(),
+                host=self.host,
             )
             self.envoy = Envoy(cfg, concurrency=self.concurrency).start()
         except BaseException:

@@ -11,7 +11,42 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "testbed"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from warden_testbed import WASM, Envoy, bootstrap, demo_servers, free_port, spawn_demo_servers  # noqa: E402
+from warden_testbed import HOSTS, NATIVE, WASM, Envoy, bootstrap, demo_servers, free_port, spawn_demo_servers  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "both_hosts: run the test against the wasm filter and the native module (Envoy dynamic "
+        "module); unmarked tests run against the wasm filter only",
+    )
+
+
+def pytest_addoption(parser):
+    parser.addoption("--warden-host", choices=["default", *HOSTS], default="default",
+                     help="run every sidecar test on this host (default: tests marked both_hosts on both, "
+                          "the others on wasm)")
+
+
+def pytest_generate_tests(metafunc):
+    """One suite, two hosts: a test marked `both_hosts` that builds sidecars runs once per host."""
+    if "warden_host" not in metafunc.fixturenames:
+        return
+    forced = metafunc.config.getoption("--warden-host")
+    if forced != "default":
+        metafunc.parametrize("warden_host", [forced], indirect=True)
+    elif metafunc.definition.get_closest_marker("both_hosts"):
+        metafunc.parametrize("warden_host", HOSTS, indirect=True)
+
+
+@pytest.fixture
+def warden_host(request) -> str:
+    """The filter's host for this test: "wasm" (default) or "native"."""
+    host = getattr(request, "param", "wasm")
+    artifact = NATIVE if host == "native" else WASM
+    if not artifact.exists():
+        pytest.fail(f"{artifact} is missing: run `make {'native' if host == 'native' else 'wasm'}`")
+    return host
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +90,9 @@ def healthy_servers(request):
 
 
 @pytest.fixture
-def sidecar(servers):
-    """Factory: a fresh Envoy (fresh breakers) with the filter in front of the servers."""
+def sidecar(servers, warden_host):
+    """Factory: a fresh Envoy (fresh breakers) with the filter (on `warden_host`) in front of
+    the servers."""
     started: list[Envoy] = []
 
     def make(*, breaker: dict | None = None, concurrency: int = 2, route_timeout_s: float = 15.0,
@@ -71,6 +107,7 @@ def sidecar(servers):
                 clusters={n: ("127.0.0.1", s.port) for n, s in servers.items()},
                 plugin=cfg,
                 route_timeout_s=route_timeout_s,
+                host=warden_host,
             ),
             concurrency=concurrency,
         )

@@ -697,6 +697,10 @@ class Listener:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+            # The request's client must be its TCP peer (`connection_of` finds the connection by
+            # it): uvicorn would otherwise take it from an `X-Forwarded-For` that Envoy's HTTP
+            # callouts add (port 0), and `slowloris`/`reset` would not find their connection.
+            proxy_headers=False,
         )
         server = _Uvicorn(config)
         task = asyncio.create_task(server.serve(sockets=[sock]), name=f"{self.name}-listener")

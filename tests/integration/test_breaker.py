@@ -13,6 +13,8 @@ from warden_testbed import wait_until
 
 P = "wasmcustom.mcp_warden.cluster."
 
+# Every test here runs on both hosts (the wasm filter and the native module).
+pytestmark = pytest.mark.both_hosts
 
 def failures(envoy, cluster: str) -> dict[str, int]:
     prefix = f"{P}{cluster}.failure."

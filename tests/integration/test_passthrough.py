@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from mcp import Client
 from mcp_http import call_tool, initialize, request, rpc, stateless_call, tool_text
 
 
+@pytest.mark.both_hosts
 def test_sdk_client_as_agent_in_both_protocol_generations(servers, sidecar):
     envoy = sidecar()
 
@@ -51,6 +54,7 @@ def test_sse_session_and_protocol_headers_pass_untouched(servers, sidecar):
     assert stats["wasmcustom.mcp_warden.cluster.demo_primary.failure.malformed"] == 0
 
 
+@pytest.mark.both_hosts
 def test_json_answers_are_byte_for_byte_the_servers(servers, sidecar):
     envoy = sidecar()
     via = stateless_call(envoy.url, "add", {"a": 40, "b": 2}, id=7)

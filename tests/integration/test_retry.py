@@ -21,6 +21,7 @@ def learn_tools(envoy):
     assert a.status == 200 and a.message()["result"]["tools"]
 
 
+@pytest.mark.both_hosts
 def test_read_only_calls_are_retried_on_the_fallback(servers, sidecar):
     envoy = sidecar(breaker=LENIENT)
     learn_tools(envoy)
@@ -38,6 +39,7 @@ def test_read_only_calls_are_retried_on_the_fallback(servers, sidecar):
     assert envoy.stat(f"{P}json_primary.failure.http_5xx") == 6
 
 
+@pytest.mark.both_hosts
 def test_unsafe_calls_are_never_repeated(servers, sidecar):
     envoy = sidecar(breaker=LENIENT)
     learn_tools(envoy)
@@ -52,6 +54,7 @@ def test_unsafe_calls_are_never_repeated(servers, sidecar):
     assert envoy.stat(f"{P}json_fallback.retried") == 0
 
 
+@pytest.mark.both_hosts
 def test_calls_that_never_reached_the_server_are_retried_whatever_they_are(servers, sidecar):
     envoy = sidecar(breaker=LENIENT)
     servers["json_primary"].fault("down")
@@ -107,6 +110,7 @@ def call_tool_plain(envoy, i):
                headers={"Mcp-Method": "tools/call", "Mcp-Name": "whoami"})
 
 
+@pytest.mark.both_hosts
 def test_a_session_follows_the_agent_to_the_fallback(servers, sidecar):
     """Session continuity: the sidecar opens a session on the fallback itself (replaying the
     agent's initialize) and maps ids both ways, so the agent keeps its own session id."""
@@ -177,6 +181,7 @@ def test_a_call_in_a_session_is_retried_on_the_fallback_in_the_same_request(serv
     assert servers["demo_fallback"].stats()["by_method"].get("initialize") == 1
 
 
+@pytest.mark.both_hosts
 def test_an_expired_session_is_renewed_where_it_lives(servers, sidecar):
     """A server that lost its sessions (here: restarted) answers 404; the sidecar opens a new
     session there with the agent's own initialize and sends the request again, once."""
@@ -207,6 +212,7 @@ def test_an_expired_session_is_renewed_where_it_lives(servers, sidecar):
     assert call_tool(envoy.url, "whoami", session=sid, id=30).status == 404
 
 
+@pytest.mark.both_hosts
 @pytest.mark.parametrize("upstream_timeout_ms", [2000, 0], ids=["filter-owns-timeout", "route-timeout"])
 def test_a_renewal_cut_short_by_the_route_timeout_still_answers_well_formed(servers, sidecar, upstream_timeout_ms):
     """The server's 404 dribbles its body while the sidecar renews the session on that same slow
@@ -252,6 +258,7 @@ def test_a_held_notification_cut_by_a_reset_gets_a_well_formed_error(servers, si
     assert msg["id"] is None and msg["error"]["data"]["reason"] == "upstream_failed", msg
 
 
+@pytest.mark.both_hosts
 def test_a_held_answer_cut_by_a_reset_still_answers_well_formed(servers, sidecar):
     """The server resets the connection right after its 404 headers, while the sidecar holds them
     to renew the session: Envoy then answers by itself, past the filter, and the answer the filter

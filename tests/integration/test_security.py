@@ -163,7 +163,7 @@ def _leaves(group: BaseExceptionGroup):
 
 
 @pytest.fixture
-def warden(upstreams):
+def warden(upstreams, warden_host):
     """Factory: a fresh aggregator and sidecar in front of the `json` or `sse` malicious server
     (logical server `tools`, path /mcp, cluster `evil_primary`); `inspection` is the plugin's
     `inspection` block (left out by default: inspection is on unless configured off);
@@ -185,7 +185,7 @@ def warden(upstreams):
         clusters = {PRIMARY: ("127.0.0.1", server.port), CALC: ("127.0.0.1", upstreams["calc"].port),
                     AGGREGATOR_CLUSTER: ("127.0.0.1", agg.port)}
         envoy = Envoy(bootstrap(listen_port=free_port(), admin_port=free_port(), clusters=clusters, plugin=plugin,
-                                route_timeout_s=60), concurrency=2)
+                                route_timeout_s=60, host=warden_host), concurrency=2)
         with_access_log(envoy)
         started.append(envoy)
         envoy.start()
@@ -390,6 +390,7 @@ def test_poisoned_definition_under_the_default_policy(warden, payload):
 POLICY_CASES = ["record", "strip", "block", "quarantine"]
 
 
+@pytest.mark.both_hosts
 @pytest.mark.parametrize("action", POLICY_CASES)
 def test_policy_action_for_a_high_finding(warden, action):
     """The <IMPORTANT> block (high findings) under each action for `high`, on the SSE server
@@ -474,6 +475,7 @@ def test_the_same_list_again_is_not_inspected_twice(warden):
 # Rug pulls
 
 
+@pytest.mark.both_hosts
 def test_rug_pull_to_a_poisoned_definition(warden):
     rig = warden("json")
     rig.server.set_mode("rug_pull", after=2, to="poison")
@@ -539,6 +541,7 @@ def test_rug_pull_to_a_different_definition_is_reported_once_and_repinned(warden
 # Shadowing
 
 
+@pytest.mark.both_hosts
 def test_a_tool_named_like_another_servers_is_a_shadowing_event(warden, upstreams):
     rig = warden("json", shadow=True)
     # The honest server lists first (its names are its own), then the malicious one, benign: no overlap.
@@ -629,6 +632,7 @@ def test_a_garbage_list(warden, transport):
 # Tool results
 
 
+@pytest.mark.both_hosts
 def test_an_injected_tool_result_is_recorded_and_delivered_unchanged(warden):
     rig = warden("sse")
     rig.server.set_mode("inject_result")

@@ -18,28 +18,29 @@ FAST = {"trust": {"performance_half_life_ms": 30_000}}
 
 
 def start_sidecar(servers, aggregator: Aggregator, name: str, token: str, breaker: dict | None = None,
-                  **trust_extra) -> Envoy:
+                  host: str = "wasm", **trust_extra) -> Envoy:
     plugin = {"servers": demo_servers(),
               "trust": trust_plugin(name, token, poll_ms=POLL_MS, report_ms=POLL_MS, **trust_extra)}
     if breaker:
         plugin["breaker"] = breaker
     clusters = {n: ("127.0.0.1", s.port) for n, s in servers.items()}
     clusters[AGGREGATOR_CLUSTER] = ("127.0.0.1", aggregator.port)
-    return Envoy(bootstrap(listen_port=free_port(), admin_port=free_port(), clusters=clusters, plugin=plugin),
-                 concurrency=2).start()
+    return Envoy(bootstrap(listen_port=free_port(), admin_port=free_port(), clusters=clusters, plugin=plugin,
+                           host=host), concurrency=2).start()
 
 
 @pytest.fixture
-def mesh(servers):
+def mesh(servers, warden_host):
     """An aggregator and two sidecars; yields (aggregator, sidecar1, sidecar2, starter)."""
     started: list = []
 
     def make(config: dict | None = None, tokens: list | None = None, breaker1: dict | None = None, trust1=None):
         agg = Aggregator(config=config or dict(FAST), tokens=tokens or list(TESTBED_TOKENS)).start()
         started.append(agg)
-        s1 = start_sidecar(servers, agg, "sidecar-1", "sidecar-1-token-testbed", breaker1, **(trust1 or {}))
+        s1 = start_sidecar(servers, agg, "sidecar-1", "sidecar-1-token-testbed", breaker1, host=warden_host,
+                           **(trust1 or {}))
         started.append(s1)
-        s2 = start_sidecar(servers, agg, "sidecar-2", "sidecar-2-token-testbed")
+        s2 = start_sidecar(servers, agg, "sidecar-2", "sidecar-2-token-testbed", host=warden_host)
         started.append(s2)
         return agg, s1, s2
 
@@ -63,6 +64,7 @@ def served_by(envoy: Envoy) -> str:
     return stateless_call(envoy.url, "whoami").header("x-mcp-warden-served-by")
 
 
+@pytest.mark.both_hosts
 def test_operator_quarantine_reaches_every_sidecar_within_a_poll_interval(servers, mesh):
     agg, s1, s2 = mesh()
     for s in (s1, s2):
@@ -101,6 +103,7 @@ def test_operator_quarantine_reaches_every_sidecar_within_a_poll_interval(server
     assert len(entries) >= 4
 
 
+@pytest.mark.both_hosts
 def test_misbehaving_server_loses_trust_and_every_sidecar_avoids_it(servers, mesh):
     # Sidecar 1 only observes here (lenient breaker, trust not enforced) so that its calls keep
     # reaching the server and their failures reach the aggregator as evidence.
@@ -147,6 +150,7 @@ def test_a_dead_server_behind_default_breakers_loses_trust_mesh_wide(servers, me
     assert s2.stat(f"{P}json_primary.requests") == 0
 
 
+@pytest.mark.both_hosts
 def test_each_sidecar_reports_its_traffic_exactly_once(servers, mesh):
     agg, s1, _ = mesh(config={"trust": {"performance_half_life_ms": 3_600_000}})
     for i in range(40):
