@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "mcp_warden_filter.wasm"
+# MCP_WARDEN_WASM points the testbed (and `make bench`) at another build, e.g. to compare two commits.
+WASM = Path(os.environ.get("MCP_WARDEN_WASM") or ROOT / "target" / "wasm32-wasip1" / "release" / "mcp_warden_filter.wasm")
 # The same filter as an Envoy dynamic module (`make native`): Envoy loads lib<name>.so from
 # $ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
 NATIVE = ROOT / "target" / "native" / "libmcp_warden.so"
