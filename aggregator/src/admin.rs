@@ -2,7 +2,7 @@
 
 use crate::auth::Role;
 use crate::error::ApiError;
-use crate::http::{authorize, json};
+use crate::access::{authorize, json};
 use crate::service::Service;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};

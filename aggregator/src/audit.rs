@@ -4,8 +4,8 @@
 //! length-prefixed encoding of every field, the id included.
 //!
 //! What it does not catch alone: removing the newest entries together with the id sequence, or
-//! rewriting the whole chain from some entry on. Against both, keep the head (`GET
-//! /v1/audit/verify` reports it) somewhere the database's host cannot write, and compare.
+//! rewriting the whole chain from some entry on. Against both, the head is exported outside the
+//! database ([`crate::anchor`]) and verification checks the chain against it.
 
 use crate::views::{AuditVerification, BrokenLink, ChainHead};
 use rusqlite::{Connection, OptionalExtension};

@@ -270,9 +270,24 @@ fn flag_reason(f: &FlagRequest, by: &str) -> String {
 }
 
 /// Refuses a write that would make the aggregator track more than `max_servers`.
+/// Servers past `max_servers` that operators' and scanners' writes may still add (1%, at least
+/// 10): sidecars filling the table must not leave an operator unable to quarantine.
+fn reserve(settings: &Settings) -> usize {
+    (settings.max_servers / 100).max(10)
+}
+
 fn check_capacity<'n>(state: &State, settings: &Settings, names: impl IntoIterator<Item = &'n str>) -> Result<(), ApiError> {
+    check_capacity_with(state, settings, 0, names)
+}
+
+fn check_capacity_with<'n>(
+    state: &State,
+    settings: &Settings,
+    extra: usize,
+    names: impl IntoIterator<Item = &'n str>,
+) -> Result<(), ApiError> {
     let new: BTreeSet<&str> = names.into_iter().filter(|n| !state.servers.contains_key(*n)).collect();
-    if state.servers.len() + new.len() > settings.max_servers {
+    if state.servers.len() + new.len() > settings.max_servers + extra {
         return Err(ApiError::new(
             axum::http::StatusCode::INSUFFICIENT_STORAGE,
             format!(
@@ -687,13 +702,21 @@ impl Engine {
                     }
                 }
             }
-            Ok(Some(dropped))
+            Ok(Some((dropped, ctx.withheld)))
         })?;
-        let Some(dropped) = outcome else {
+        let Some((dropped, withheld)) = outcome else {
             self.metrics.signal_batch(true, 0, 0);
             return Ok(ack(true, self.published.version, Vec::new()));
         };
         self.metrics.signal_batch(false, batch.servers.len() - dropped.len(), dropped.len());
+        if withheld > 0 {
+            self.metrics.findings_withheld(withheld);
+            warn!(
+                sidecar = who.name,
+                "{withheld} findings recorded but not counted: this credential's uncorroborated findings reached sidecar.server_budget ({} servers per window)",
+                self.settings.sidecar.server_budget
+            );
+        }
         Ok(ack(false, self.published.version, dropped.into_iter().collect()))
     }
 
@@ -757,7 +780,7 @@ impl Engine {
     pub fn flag(&mut self, who: &Principal, req: &FlagRequest, now: u64) -> Result<FlagAck, ApiError> {
         let dedup = self.dedup_since(now);
         let (id, counted) = self.write(now, false, |ctx| {
-            check_capacity(ctx.state, ctx.settings, [req.server.as_str()])?;
+            check_capacity_with(ctx.state, ctx.settings, reserve(ctx.settings), [req.server.as_str()])?;
             let (id, counted) = ctx.tx.record_flag(&who.name, req, req.description.as_deref(), now, dedup)?;
             let settings = ctx.settings;
             let srv = ctx.server(&req.server);
@@ -784,7 +807,7 @@ impl Engine {
                     q.by, q.since_ms, q.reason
                 )));
             }
-            check_capacity(ctx.state, ctx.settings, [server])?;
+            check_capacity_with(ctx.state, ctx.settings, reserve(ctx.settings), [server])?;
             ctx.server(server);
             let score = ctx.score(server).map(|s| s.score).unwrap_or(0.0);
             let id = ctx.tx.insert_audit(now, &who.name, AuditAction::Quarantine, server, reason, score)?;

@@ -8,7 +8,7 @@
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::ratelimit::Buckets;
-use crate::service::Service;
+use crate::auth::Tokens;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -32,12 +32,16 @@ pub struct Guard {
     principals: Mutex<Buckets<String>>,
     addresses: Mutex<Buckets<IpAddr>>,
     in_flight: Arc<Semaphore>,
+    tokens: Tokens,
 }
 
 impl Guard {
-    /// `names`: how many token names exist (their buckets are never evicted).
-    pub fn new(limits: Limits, names: usize) -> Guard {
+    /// `tokens`: the callers it knows (their buckets are never evicted).
+    pub fn new(limits: Limits, tokens: Tokens) -> Guard {
+        use crate::auth::Role;
+        let names: usize = [Role::Sidecar, Role::Rater, Role::Scanner, Role::Operator, Role::Reader].map(|r| tokens.count(r)).iter().sum();
         Guard {
+            tokens,
             principals: Mutex::new(Buckets::new(names.max(1))),
             addresses: Mutex::new(Buckets::new(limits.tracked_addresses)),
             in_flight: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
@@ -80,10 +84,9 @@ fn retry_after(mut res: Response, ms: u64) -> Response {
 }
 
 /// Refuses a caller over its rate; `None` lets the request through.
-fn rate_limit(svc: &Service, req: &Request) -> Option<Response> {
-    let g = svc.guard();
+fn rate_limit(g: &Guard, req: &Request) -> Option<Response> {
     let now = g.now_ms();
-    let refused = match bearer(req.headers()).and_then(|t| svc.tokens().lookup(t)) {
+    let refused = match bearer(req.headers()).and_then(|t| g.tokens.lookup(t)) {
         Some(who) => {
             let rate = g.limits.rate(who.role);
             let r = g.principals.lock().unwrap_or_else(PoisonError::into_inner).take(&who.name, rate, now);
@@ -166,18 +169,18 @@ async fn receive(body: Body, limit: usize, limits: &Limits) -> Result<Bytes, Res
 
 /// The middleware: rate limit; then the body, read within the body deadline; then a slot among
 /// `max_concurrent_requests`; then the request deadline.
-pub async fn protect(State(svc): State<Service>, req: Request, next: Next) -> Response {
+pub async fn protect(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
     if req.uri().path() == PROBE_PATH {
         return next.run(req).await;
     }
-    if let Some(refused) = rate_limit(&svc, &req) {
+    if let Some(refused) = rate_limit(&g, &req) {
         return refused;
     }
-    let limits = &svc.guard().limits;
+    let limits = &g.limits;
     let (parts, body) = req.into_parts();
     // Only the bodies of known callers are read ahead (a handler refuses an unknown token
     // before it reads anything).
-    let known = bearer(&parts.headers).and_then(|t| svc.tokens().lookup(t)).is_some();
+    let known = bearer(&parts.headers).and_then(|t| g.tokens.lookup(t)).is_some();
     let body = if known && !http_body::Body::is_end_stream(&body) {
         let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         let limit = body_limit(parts.uri.path());
@@ -191,7 +194,7 @@ pub async fn protect(State(svc): State<Service>, req: Request, next: Next) -> Re
     } else {
         body
     };
-    let Ok(_permit) = svc.guard().in_flight.clone().try_acquire_owned() else {
+    let Ok(_permit) = g.in_flight.clone().try_acquire_owned() else {
         tracing::warn!("busy: {} requests in flight", limits.max_concurrent_requests);
         let e = ApiError::unavailable(format!(
             "the aggregator is busy ({} requests in flight, the most it takes at once); retry shortly",

@@ -12,6 +12,7 @@
 //! accept loop) protect the service; [`audit`] is the audit log's hash chain and [`backup`]
 //! checks and restores backups.
 
+pub mod access;
 pub mod admin;
 pub mod anchor;
 pub mod audit;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod ctl;
 pub mod dashboard;
 pub mod db;
+pub mod db_error;
 pub mod engine;
 pub mod error;
 pub mod guard;
@@ -30,6 +32,7 @@ pub mod metrics;
 pub mod policy;
 pub mod pg;
 pub mod ratelimit;
+pub mod scrape;
 pub mod serve;
 pub mod service;
 pub mod state;

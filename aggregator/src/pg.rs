@@ -17,7 +17,7 @@ use mcp_warden_core::trust::{Evidence, SecurityState};
 use postgres::{GenericClient, Row, Transaction};
 use tracing::info;
 
-use crate::db::Error;
+use crate::db_error::Error;
 
 /// Advisory lock keys (one 64-bit space per database; "mcpw" in the high bits).
 const KEY_BASE: i64 = 0x6d63_7077 << 16;

@@ -1,7 +1,7 @@
 //! The running service: the engine behind one mutex (one writer), the publication readers poll
 //! without waiting, the tokens, the clock, and the periodic re-evaluation.
 
-use crate::auth::{Role, Tokens};
+use crate::auth::Tokens;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Location;
@@ -64,8 +64,7 @@ impl Service {
         let location: Location = db.into();
         let evaluate_interval = Duration::from_millis(settings.evaluate_interval_ms);
         let follow_interval = Duration::from_millis(settings.follow_interval_ms);
-        let names = [Role::Sidecar, Role::Rater, Role::Scanner, Role::Operator, Role::Reader].map(|r| tokens.count(r)).iter().sum();
-        let guard = Arc::new(Guard::new(settings.limits.clone(), names));
+        let guard = Arc::new(Guard::new(settings.limits.clone(), tokens.clone()));
         let (operators, now) = (tokens.operators(), clock.now_ms());
         let settings_anchor = settings.audit_anchor_file.clone();
         // On a thread of its own: PostgreSQL's blocking client runs its own runtime, which must
@@ -111,6 +110,11 @@ impl Service {
     /// Rate limits, request cap and timeouts (the HTTP layer's protections).
     pub fn guard(&self) -> &Guard {
         &self.inner.guard
+    }
+
+    /// The guard, for the middleware that holds it.
+    pub fn guard_handle(&self) -> Arc<Guard> {
+        self.inner.guard.clone()
     }
 
     /// The scores document polled by sidecars.

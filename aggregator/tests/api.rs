@@ -516,11 +516,20 @@ async fn the_number_of_servers_is_bounded() {
     assert_eq!(ack["dropped_servers"], json!(["three"]));
     assert_eq!(h.detail("two").await["traffic"]["success"], 2);
     assert_eq!(h.get("/v1/servers/three", READER).await.status, StatusCode::NOT_FOUND);
-    // Writes that would add a server by themselves are refused.
+    // A rater's rating that would add a server is refused.
+    let r = h.post("/v1/ratings", RATER, json!({"subject": {"kind": "server", "name": "three"}, "value": 1})).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE);
+    assert!(r.error().contains("max_servers"), "{}", r.error());
+    // Operators and scanners still act on new servers, within a reserve (1% of max_servers, at
+    // least 10): sidecars filling the table must not leave them unable to quarantine.
+    h.post("/v1/servers/three/quarantine", OPERATOR, json!({"reason": "x"})).await.ok();
+    h.post("/v1/flags", SCANNER, json!({"server": "four", "severity": "low", "rule": "r"})).await.ok();
+    for i in 0..8 {
+        h.post(&format!("/v1/servers/extra-{i}/quarantine"), OPERATOR, json!({"reason": "x"})).await.ok();
+    }
     for (token, path, body) in [
-        (SCANNER, "/v1/flags", json!({"server": "three", "severity": "low", "rule": "r"})),
-        (RATER, "/v1/ratings", json!({"subject": {"kind": "server", "name": "three"}, "value": 1})),
-        (OPERATOR, "/v1/servers/three/quarantine", json!({"reason": "x"})),
+        (SCANNER, "/v1/flags", json!({"server": "five", "severity": "low", "rule": "r"})),
+        (OPERATOR, "/v1/servers/five/quarantine", json!({"reason": "x"})),
     ] {
         let r = h.post(path, token, body).await;
         assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{path}");
