@@ -29,8 +29,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = ROOT / "target" / "server" / "mcp-warden-aggregator"
-SIDECAR, ATTACKER, OPERATOR, READER, SETUP = "sidecar-good-token", "sidecar-evil-token", "operator-token-x", "reader-token-x", "sidecar-setup-token"
+SIDECAR, ATTACKER, OPERATOR, READER, SETUP = ("sidecar-good-token-0001", "sidecar-evil-token-0001", "operator-token-0000001",
+                                             "reader-token-00000001", "sidecar-setup-token-001")
 RATERS = 300  # rater tokens: 300 x 100 vouches = 30,000 names
+FLOOD_LIMIT_S = 180
 
 
 def tokens():
@@ -39,7 +41,7 @@ def tokens():
          {"token": SETUP, "name": "sidecar-setup", "role": "sidecar"},
          {"token": OPERATOR, "name": "ops", "role": "operator"},
          {"token": READER, "name": "dash", "role": "reader"}]
-    t += [{"token": f"rater-token-{i:04d}", "name": f"rater-{i}", "role": "rater"} for i in range(RATERS)]
+    t += [{"token": f"rater-token-{i:08d}", "name": f"rater-{i}", "role": "rater"} for i in range(RATERS)]
     return {"tokens": t}
 
 
@@ -58,8 +60,9 @@ class Aggregator:
         while time.monotonic() < deadline and not line.startswith(b"listening on "):
             line = self.proc.stdout.readline()
         if not line.startswith(b"listening on "):
+            log = Path(self.dir, "aggregator.log").read_text(errors="replace")[-2000:]
             self.stop()
-            sys.exit("the aggregator did not start")
+            sys.exit(f"the aggregator did not start:\n{log}")
         host, port = line.decode().split()[-1].rsplit(":", 1)
         self.host, self.port = host, int(port)
 
@@ -148,9 +151,14 @@ class Observer:
 
 
 def observe(agg, seconds, attack, *args):
+    """Observes while the attack runs (`seconds` for the slow-client attacks; a flood until its
+    last write, at most `FLOOD_LIMIT_S`)."""
     obs = Observer(agg)
-    ts = obs.run(seconds)
+    ts = obs.run(FLOOD_LIMIT_S + seconds)
+    t0 = time.monotonic()
     outcome = attack(agg, seconds, *args)
+    outcome["attack seconds"] = round(time.monotonic() - t0, 1)
+    obs.stop_at = time.monotonic()
     for t in ts:
         t.join()
     r = obs.report()
@@ -165,14 +173,14 @@ def observe(agg, seconds, attack, *args):
 def vouch_flood(agg, seconds, names_target):
     """Raters vouch for invented names until `names_target` names exist, then keep vouching and
     withdrawing at their rate for the rest of the window."""
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + FLOOD_LIMIT_S
     made, refused, acks = 0, 0, []
     per = 100
 
     def rater(i):
         nonlocal made, refused
         c = agg.conn()
-        tok = f"rater-token-{i:04d}"
+        tok = f"rater-token-{i:08d}"
         for j in range(per):
             if time.monotonic() > deadline:
                 break
@@ -333,7 +341,7 @@ def main():
 
     cost = subprocess.run(["cargo", "run", "-q", "--profile", "server", "-p", "mcp-warden-core", "--example",
                            "standing_cost", "--", "3000", "30000"], cwd=ROOT, capture_output=True, text=True, check=True)
-    results["standing computation (one evaluation, off the write path)"] = [json.loads(l) for l in cost.stdout.split()
+    results["standing computation (one evaluation, off the write path)"] = [json.loads(l) for l in cost.stdout.splitlines()
                                                                            if l.startswith("{")] or cost.stdout
 
     for names in (3000, 30000):

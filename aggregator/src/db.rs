@@ -522,3 +522,25 @@ impl Tx<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_postgres_and_anything_else_is_a_file() {
+        assert_eq!(Location::parse("postgres://u@h/db"), Location::Postgres("postgres://u@h/db".into()));
+        assert_eq!(Location::parse("postgresql://u@h/db"), Location::Postgres("postgresql://u@h/db".into()));
+        assert_eq!(Location::parse("/var/lib/trust.db"), Location::Sqlite(PathBuf::from("/var/lib/trust.db")));
+        assert_eq!(Location::parse("postgres.db"), Location::Sqlite(PathBuf::from("postgres.db")));
+    }
+
+    #[test]
+    fn a_password_is_never_shown() {
+        let shown = Location::parse("postgres://warden:s3cret@db.example:5432/warden").to_string();
+        assert_eq!(shown, "postgres://warden:***@db.example:5432/warden");
+        // An '@' inside the password: everything before the last '@' is the credentials.
+        assert_eq!(redact("postgres://warden:a@b@host/db"), "postgres://warden:***@host/db");
+        assert_eq!(redact("postgres://warden@host/db"), "postgres://warden@host/db");
+    }
+}
