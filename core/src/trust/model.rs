@@ -544,8 +544,8 @@ mod tests {
         let mut x: u64 = 7;
         for _ in 0..120 {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let from = if x % 7 == 0 { "ops".to_string() } else { format!("r{}", (x >> 8) % 30) };
-            let to = if x % 11 == 0 { "sec".to_string() } else { format!("r{}", (x >> 20) % 30) };
+            let from = if x.is_multiple_of(7) { "ops".to_string() } else { format!("r{}", (x >> 8) % 30) };
+            let to = if x.is_multiple_of(11) { "sec".to_string() } else { format!("r{}", (x >> 20) % 30) };
             let value = ((x >> 40) % 5) as f64 / 4.0;
             vouches.push(Vouch { from, to, value });
         }
