@@ -17,6 +17,7 @@ import argparse
 import datetime
 import http.client
 import json
+import os
 import statistics
 import sys
 import threading
@@ -145,7 +146,8 @@ def main() -> int:
     lines = [f"# Aggregator replicas: signal ingestion and `GET /v1/scores` under it ({day})", "",
              f"`bench/aggregator_replicas.py --seconds {args.seconds:g} --writers {args.writers} --servers "
              f"{args.servers}`; binary `{warden_testbed.AGGREGATOR_BIN.relative_to(ROOT)}`; PostgreSQL 15 (Debian) "
-             "on the same 2-core machine as the replicas and the load generator.", "",
+             "on the same 2-core machine as the replicas and the load generator; load average at the end "
+             f"{os.getloadavg()[0]:.1f} (other work shares the machine: compare rows of one run).", "",
              "| setup | signal batches/s | errors | `GET /v1/scores` p50 | p99 |", "|---|---:|---:|---:|---:|"]
     for r in results:
         lines.append(f"| {r['setup']} | {r['batches_per_s']:.0f} | {r['errors']} | {r['scores_p50_ms']:.1f} ms "

@@ -262,6 +262,16 @@ impl Db {
         }
     }
 
+    /// Does this process hold the leader lock (as far as it knows: its session is alive)?
+    pub fn is_leader(&self) -> bool {
+        match self {
+            Db::Sqlite { .. } => true,
+            Db::Postgres(pg) => {
+                pg.leader_session == Some(pg.session) && pg.client.as_ref().is_some_and(|c| !c.is_closed())
+            }
+        }
+    }
+
     /// Can the database be reached (health checks)?
     pub fn ping(&mut self) -> Result<(), Error> {
         match self {
@@ -510,5 +520,27 @@ impl Tx<'_> {
             Tx::Sqlite(tx) => Ok(store::prune(tx, history_before, batches_before)?),
             Tx::Postgres(tx) => pg::prune(tx, history_before, batches_before),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_postgres_and_anything_else_is_a_file() {
+        assert_eq!(Location::parse("postgres://u@h/db"), Location::Postgres("postgres://u@h/db".into()));
+        assert_eq!(Location::parse("postgresql://u@h/db"), Location::Postgres("postgresql://u@h/db".into()));
+        assert_eq!(Location::parse("/var/lib/trust.db"), Location::Sqlite(PathBuf::from("/var/lib/trust.db")));
+        assert_eq!(Location::parse("postgres.db"), Location::Sqlite(PathBuf::from("postgres.db")));
+    }
+
+    #[test]
+    fn a_password_is_never_shown() {
+        let shown = Location::parse("postgres://warden:s3cret@db.example:5432/warden").to_string();
+        assert_eq!(shown, "postgres://warden:***@db.example:5432/warden");
+        // An '@' inside the password: everything before the last '@' is the credentials.
+        assert_eq!(redact("postgres://warden:a@b@host/db"), "postgres://warden:***@host/db");
+        assert_eq!(redact("postgres://warden@host/db"), "postgres://warden@host/db");
     }
 }

@@ -20,7 +20,11 @@ impl fmt::Display for Error {
                     write!(f, "the database is unreachable (PostgreSQL: {})", db.message())
                 }
                 Some(db) => write!(f, "PostgreSQL: {}", db.message()),
-                None => write!(f, "the database is unreachable ({e})"),
+                // The cause says why (refused, timed out, TLS required by the server, ...).
+                None => match std::error::Error::source(e) {
+                    Some(cause) => write!(f, "the database is unreachable ({e}: {cause})"),
+                    None => write!(f, "the database is unreachable ({e})"),
+                },
             },
             Error::Invalid(m) => f.write_str(m),
         }

@@ -130,9 +130,28 @@ fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
     })
 }
 
+/// The highest version among the ETags of `If-None-Match` (ours are `"<version>"`).
+fn newest_known_version(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| t.trim().trim_start_matches("W/").trim_matches('"').parse::<u64>().ok())
+        .max()
+}
+
 async fn get_scores(State(svc): State<Service>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&svc, &headers, ANY, "read scores")?;
-    let published = svc.published();
+    let mut published = svc.published();
+    // Replicas: a sidecar that already got a newer version from another replica makes this one
+    // catch up first (one read of the database), rather than be handed an older document.
+    if svc.is_shared() && newest_known_version(&headers).is_some_and(|v| v > published.version) {
+        if let Err(e) = svc.follow().await {
+            tracing::warn!("could not catch up with the database for a newer poller: {e}");
+        }
+        published = svc.published();
+    }
     let etag = format!("\"{}\"", published.version);
     let etag_value = HeaderValue::from_str(&etag).map_err(|e| ApiError::internal(e.to_string()))?;
     let cache = (header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

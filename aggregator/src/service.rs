@@ -242,13 +242,18 @@ impl Service {
         led
     }
 
+    /// Does this process share its database with other replicas (PostgreSQL)?
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared
+    }
+
     /// Catches up with what other replicas wrote (PostgreSQL); `true` if it reloaded.
     pub async fn follow(&self) -> Result<bool, ApiError> {
         self.run(|e, _| e.follow()).await
     }
 
-    /// Re-evaluates every `evaluate_interval_ms` (on PostgreSQL: only the leader, the others
-    /// try to take the lead each round, and follow the database every `follow_interval_ms`)
+    /// Re-evaluates every `evaluate_interval_ms` (on PostgreSQL: only the leader; the others
+    /// follow the database every `follow_interval_ms`, and take the lead there if it is free)
     /// until the returned task is dropped or aborted.
     pub fn spawn_ticker(&self) -> tokio::task::JoinHandle<()> {
         let svc = self.clone();
@@ -265,7 +270,7 @@ impl Service {
                         }
                     }
                     _ = follow.tick(), if svc.inner.shared => {
-                        if let Err(e) = svc.follow().await {
+                        if let Err(e) = svc.run(|e, now| e.follow_round(now)).await {
                             error!("following the database failed: {e}");
                         }
                     }

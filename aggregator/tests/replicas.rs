@@ -94,6 +94,15 @@ async fn the_version_only_grows_and_decisions_reach_every_replica() {
             assert_eq!(doc["version"].as_u64().unwrap(), v, "every replica serves the newest version");
         }
     }
+    // A poller that got a newer version from one replica never gets an older document from
+    // another that has not followed yet: that one catches up first.
+    let newer = a.report(SIDECAR, "ahead", "srv-ahead", 5, 0).await.ok()["version"].as_u64().unwrap();
+    assert_eq!(b.scores().await["version"].as_u64().unwrap(), last, "b has not followed yet");
+    let etag = format!("\"{newer}\"");
+    let polled = b.request("GET", "/v1/scores", Some(READER), None, &[("if-none-match", etag.as_str())]).await;
+    assert_eq!(polled.status, 304, "{}", String::from_utf8_lossy(&polled.body));
+    assert_eq!(b.scores().await["version"].as_u64().unwrap(), newer);
+    last = newer;
     // An operator's quarantine on one replica is served by the other after it follows, as the
     // same document (same version, same bytes).
     a.post("/v1/servers/srv-3/quarantine", OPERATOR, json!({"reason": "incident"})).await.ok();

@@ -199,11 +199,12 @@ def test_killing_the_leader_and_another_replica_mid_burst_loses_nothing(servers,
                                   token=OPERATOR)
         assert status == 200, d
         before_kill = len(acked.batches) + len(acked.ratings) + len(acked.flags)
+        t_kill = time.monotonic()
         leader.kill()
         victim.kill()
-        t_kill = time.monotonic()
         assert all(w.is_alive() for w in writers), "a writer stopped before the kill"
-        # The survivor takes over the periodic evaluation (it tries the lock every round).
+        # The survivor takes over the periodic evaluation (it tries the free lock every follow
+        # interval, and evaluates at once).
         wait_until(lambda: LEADS in survivor.log_text(), 10, "the survivor to lead")
         took = time.monotonic() - t_kill
         # Both sidecars, whose aggregator cluster now has one live endpoint, enforce the
@@ -218,9 +219,12 @@ def test_killing_the_leader_and_another_replica_mid_burst_loses_nothing(servers,
         total = len(acked.batches) + len(acked.ratings) + len(acked.flags)
         assert total > before_kill, "nothing was acknowledged after the kill"
         check(survivor, acked, ["incident 42"])
-        # Sidecars' reports reach the survivor (their resends are counted once).
-        _, _, view = survivor.api("GET", "/v1/servers/json_fallback", token=READER)
-        assert view["traffic"]["success"] > 0
+        # The sidecars' reports of the calls they moved to the fallback reach the survivor (a
+        # report is resent, same batch id, until a replica acknowledges it).
+        def fallback_calls() -> int:
+            status, _, view = survivor.api("GET", "/v1/servers/json_fallback", token=READER)
+            return view["traffic"]["success"] if status == 200 else 0
+        wait_until(lambda: fallback_calls() > 0, 10, "the sidecars' reports at the survivor")
         # A killed replica restarts, catches up and serves the same document as the survivor.
         victim.proc = None
         victim.start()
@@ -230,7 +234,7 @@ def test_killing_the_leader_and_another_replica_mid_burst_loses_nothing(servers,
               f"({len(acked.batches)} batches, {len(acked.ratings)} ratings, {len(acked.flags)} flags, "
               f"{before_kill} before the kill); the survivor led after {took * 1000:.0f} ms "
               f"(evaluation interval {EVALUATE_MS} ms); quarantine enforced by both sidecars")
-        assert took < EVALUATE_MS / 1000 + 0.5, f"takeover after {took:.2f} s"
+        assert took < EVALUATE_MS / 1000, f"takeover after {took:.2f} s"
     finally:
         for p in reversed(started):
             p.stop()
