@@ -67,7 +67,11 @@ pub fn sse_frame(messages: &[&[u8]]) -> Vec<u8> {
 /// answers are inspected each time (the rewrite carries the request's id). One cache entry per
 /// (server, kind): bounded by the configuration.
 pub fn list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListKind, body: &[u8], sse: bool) -> Decision {
-    let hash = results_hash(body, sse, shared.config.inspector.limits.max_list_bytes);
+    // A tools list is judged against the server's pins, which other VMs change: the cached
+    // decision holds only while the pins are those it was made with (their shared-data version).
+    let pins = if kind == ListKind::Tools { HostStore.get(&pins_key(server)).ok().and_then(|(_, cas)| cas) } else { None };
+    let hash = results_hash(body, sse, shared.config.inspector.limits.max_list_bytes)
+        .map(|h| h ^ u64::from(pins.unwrap_or(0)).rotate_left(32));
     let key = (server.to_string(), kind.key());
     if let (Some(hash), Some((h, decision))) = (hash, shared.list_verdicts.borrow().get(&key)) {
         if *h == hash {
