@@ -36,7 +36,7 @@ help:
 # ---------------------------------------------------------------------------------------------
 # Setup
 
-setup: $(STAMPS)/rust-targets $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/wasm-bindgen $(STAMPS)/chromium
+setup: $(STAMPS)/rust-targets $(STAMPS)/venv $(STAMPS)/node $(STAMPS)/wasm-bindgen $(STAMPS)/chromium $(STAMPS)/postgres
 
 $(STAMPS):
 	@mkdir -p $(STAMPS)
@@ -60,6 +60,15 @@ $(STAMPS)/chromium: | $(STAMPS)
 	test -x /usr/bin/chromium || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 			chromium fonts-dejavu-core; }
+	@touch $@
+
+# The aggregator's PostgreSQL backend is tested on Debian's server (15 on bookworm), started by
+# the tests themselves (testbed/postgres.py: initdb in a temporary directory, a free loopback
+# port, a non-root account); the distribution's own cluster is never used.
+$(STAMPS)/postgres: | $(STAMPS)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			postgresql; }
 	@touch $@
 
 $(STAMPS)/wasm-bindgen: | $(STAMPS)
@@ -132,13 +141,15 @@ demo: run
 test: setup wasm lint test-unit test-wasm test-integration fuzz-short
 
 lint:
-	$(PYTHON) .ci/import_cycles.py filter/src
-	$(PYTHON) .ci/import_cycles.py native/src
+	$(PYTHON) .ci/import_cycles.py filter/src native/src aggregator/src
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p mcp-warden-filter --target wasm32-wasip1 -- -D warnings
 
-test-unit:
-	cargo test --workspace
+# One PostgreSQL server for the run: the replica tests use it, and the aggregator's API suite
+# runs a second time on it (one fresh database per test).
+test-unit: $(STAMPS)/postgres $(STAMPS)/venv
+	$(PY) testbed/postgres.py -- sh -c 'cargo test --workspace && \
+		MCP_WARDEN_TEST_BACKEND=postgres cargo test -p mcp-warden-aggregator --test api'
 
 test-wasm: $(STAMPS)/wasm-bindgen
 	$(CARGO_WASM_TEST) cargo test -p mcp-warden-core --target wasm32-unknown-unknown

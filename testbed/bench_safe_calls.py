@@ -46,7 +46,8 @@ def initialize_fault(fault: dict) -> dict:
 
 def slow_primary(tool: str, timeout_ms: int) -> dict:
     with Testbed() as tb:
-        agent = TsAgent(tb.url, calls=12, pause_ms=0, timeout_ms=timeout_ms, tool=tool, wait_go=True).start()
+        agent = TsAgent(tb.url, calls=12, seconds=600, pause_ms=0, timeout_ms=timeout_ms, tool=tool,
+                        wait_go=True).start()
         try:
             if not agent.connected.wait(30):
                 raise RuntimeError(f"the agent did not connect: {agent.other}")

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "mcp_warden_filter.wasm"
+# MCP_WARDEN_WASM points the testbed (and `make bench`) at another build, e.g. to compare two commits.
+WASM = Path(os.environ.get("MCP_WARDEN_WASM") or ROOT / "target" / "wasm32-wasip1" / "release" / "mcp_warden_filter.wasm")
 # The same filter as an Envoy dynamic module (`make native`): Envoy loads lib<name>.so from
 # $ENVOY_DYNAMIC_MODULES_SEARCH_PATH.
 NATIVE = ROOT / "target" / "native" / "libmcp_warden.so"
@@ -150,15 +151,18 @@ def bootstrap(
     *,
     listen_port: int,
     admin_port: int,
-    clusters: dict[str, tuple[str, int]],
+    clusters: dict[str, tuple[str, int] | list[tuple[str, int]]],
     plugin: dict | str,
     wasm_path: str | Path = WASM,
     route_timeout_s: float = 15.0,
     failure_policy: str = "FAIL_RELOAD",
+    cluster_options: dict[str, dict] | None = None,
     host: str = "wasm",
 ) -> dict:
     """The Envoy bootstrap: one listener, the filter (`host`: "wasm" or "native"), a route that
-    follows the filter's route header, and one cluster per upstream (name -> (host, port))."""
+    follows the filter's route header, and one cluster per upstream (name -> (host, port), or a
+    list of them for a cluster of several endpoints); `cluster_options` adds fields to a cluster by
+    name (health checks, outlier detection)."""
     if isinstance(plugin, dict) and "servers" in plugin:  # mcp-warden's own configuration
         plugin = with_upstream_timeout(plugin, route_timeout_s)
     plugin_json = plugin if isinstance(plugin, str) else json.dumps(plugin)
@@ -271,12 +275,14 @@ def bootstrap(
                             {
                                 "lb_endpoints": [
                                     {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+                                    for host, port in (endpoints if isinstance(endpoints, list) else [endpoints])
                                 ]
                             }
                         ],
                     },
+                    **(cluster_options or {}).get(name, {}),
                 }
-                for name, (host, port) in clusters.items()
+                for name, endpoints in clusters.items()
             ],
         },
     }
@@ -607,6 +613,8 @@ class Aggregator:
     port: int = 0
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mcp-warden-aggregator-")))
     proc: subprocess.Popen | None = None
+    # A PostgreSQL URL: this process is one replica on that database (else SQLite in workdir).
+    db_url: str | None = None
 
     @property
     def url(self) -> str:
@@ -621,7 +629,7 @@ class Aggregator:
             raise RuntimeError(f"{AGGREGATOR_BIN} is missing: run `cargo build -p mcp-warden-aggregator`")
         self.port = self.port or free_port()
         (self.workdir / "tokens.json").write_text(json.dumps({"tokens": self.tokens}))
-        cmd = [str(AGGREGATOR_BIN), "serve", "--listen", f"127.0.0.1:{self.port}", "--db", str(self.db),
+        cmd = [str(AGGREGATOR_BIN), "serve", "--listen", f"127.0.0.1:{self.port}", "--db", self.db_url or str(self.db),
                "--tokens", str(self.workdir / "tokens.json")]
         if self.config:
             (self.workdir / "config.json").write_text(json.dumps(self.config))
@@ -647,6 +655,12 @@ class Aggregator:
     def scores(self, token: str = "reader-token-testbed") -> dict[str, dict]:
         _, _, doc = self.api("GET", "/v1/scores", token=token)
         return {s["server"]: s for s in doc["servers"]}
+
+    def log_text(self) -> str:
+        try:
+            return (self.workdir / "aggregator.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def kill(self) -> None:
         """SIGKILL, like a crash."""

@@ -62,6 +62,18 @@ def servers():
             s.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL server for the session (testbed/postgres.py); tests create their
+    own databases on it."""
+    from postgres import Postgres
+    pg = Postgres().start()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
 @pytest.fixture(autouse=True)
 def healthy_servers(request):
     """Every test starts and ends with healthy servers and zeroed request counters."""

@@ -2,7 +2,7 @@
 
 use crate::auth::Role;
 use crate::error::ApiError;
-use crate::http::{authorize, json};
+use crate::access::{authorize, json};
 use crate::service::Service;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 /// `GET /v1/audit/verify`: 200 with `ok: false` and the first broken link when the chain breaks.
 pub async fn get_audit_verify(State(svc): State<Service>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&svc, &headers, &[Role::Operator, Role::Reader], "verify the audit log")?;
-    let v = svc.run(|e, _| e.verify_audit()).await?;
+    let v = svc.verify_audit().await?;
     if let Some(b) = &v.broken {
         tracing::error!(entry = b.id, "the audit log's hash chain is broken: {}", b.reason);
     }

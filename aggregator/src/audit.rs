@@ -4,8 +4,8 @@
 //! length-prefixed encoding of every field, the id included.
 //!
 //! What it does not catch alone: removing the newest entries together with the id sequence, or
-//! rewriting the whole chain from some entry on. Against both, keep the head (`GET
-//! /v1/audit/verify` reports it) somewhere the database's host cannot write, and compare.
+//! rewriting the whole chain from some entry on. Against both, the head is exported outside the
+//! database ([`crate::anchor`]) and verification checks the chain against it.
 
 use crate::views::{AuditVerification, BrokenLink, ChainHead};
 use rusqlite::{Connection, OptionalExtension};
@@ -85,56 +85,148 @@ pub fn head(conn: &Connection) -> rusqlite::Result<[u8; 32]> {
     Ok(last.and_then(|h| from_hex(&h)).unwrap_or(GENESIS))
 }
 
-/// Walks the log in id order and recomputes every link; reports the first broken one.
-pub fn verify(conn: &Connection) -> rusqlite::Result<AuditVerification> {
-    let mut stmt = conn.prepare("SELECT id, at_ms, actor, action, server, reason, score, hash FROM audit ORDER BY id")?;
-    let mut rows = stmt.query([])?;
-    let mut prev = GENESIS;
-    let mut expected_id = 1i64;
-    let mut entries = 0u64;
-    let mut head = None;
-    let broken = |id: i64, reason: String, entries: u64, head: Option<ChainHead>| AuditVerification {
-        ok: false,
-        entries,
-        head,
-        broken: Some(BrokenLink { id, reason }),
-    };
-    while let Some(r) = rows.next()? {
-        let (id, at_ms): (i64, i64) = (r.get(0)?, r.get(1)?);
-        let (actor, action, server, reason): (String, String, String, String) = (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
-        let score: f64 = r.get(6)?;
-        let stored: String = r.get(7)?;
-        if id != expected_id {
-            let why = if id > expected_id {
-                format!("entries #{expected_id}..#{} are missing (removed from the log)", id - 1)
+/// Recomputes the chain entry by entry (in id order) and stops at the first broken link; each
+/// backend feeds it its rows.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    prev: [u8; 32],
+    expected_id: i64,
+    entries: u64,
+    head: Option<ChainHead>,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Verifier {
+    pub fn new() -> Self {
+        Verifier { prev: GENESIS, expected_id: 1, entries: 0, head: None }
+    }
+
+    /// The verdict "broken at `id`" with what was verified so far.
+    pub fn broken_at(&self, id: i64, reason: String) -> AuditVerification {
+        self.broken(id, reason)
+    }
+
+    fn broken(&self, id: i64, reason: String) -> AuditVerification {
+        AuditVerification { ok: false, entries: self.entries, head: self.head.clone(), broken: Some(BrokenLink { id, reason }) }
+    }
+
+    /// The next entry and its stored hash; `Some` (the verdict) at the first broken link.
+    pub fn push(&mut self, f: &Fields<'_>, stored: &str) -> Option<AuditVerification> {
+        let id = f.id;
+        if id != self.expected_id {
+            let why = if id > self.expected_id {
+                format!("entries #{}..#{} are missing (removed from the log)", self.expected_id, id - 1)
             } else {
                 format!("entry #{id} is out of order")
             };
-            return Ok(broken(expected_id, why, entries, head));
+            return Some(self.broken(self.expected_id, why));
         }
-        let f = Fields { id, at_ms, actor: &actor, action: &action, server: &server, reason: &reason, score };
-        let want = link(&prev, &f);
-        if from_hex(&stored) != Some(want) {
+        let want = link(&self.prev, f);
+        if from_hex(stored) != Some(want) {
             let why = if stored.is_empty() {
                 format!("entry #{id} has no hash")
             } else {
                 format!("entry #{id} does not match its hash: it was changed, or an entry before it was changed or removed")
             };
-            return Ok(broken(id, why, entries, head));
+            return Some(self.broken(id, why));
         }
-        prev = want;
-        entries += 1;
-        expected_id = id + 1;
-        head = Some(ChainHead { id, hash: stored });
+        self.prev = want;
+        self.entries += 1;
+        self.expected_id = id + 1;
+        self.head = Some(ChainHead { id, hash: stored.to_string() });
+        None
+    }
+
+    /// The verdict once every entry was pushed; `issued` is the highest id ever issued (entries
+    /// past the last one were removed).
+    pub fn finish(self, issued: Option<i64>) -> AuditVerification {
+        if let Some(issued) = issued.filter(|s| *s >= self.expected_id) {
+            let why = format!("entries #{}..#{issued} are missing (removed from the end of the log)", self.expected_id);
+            return self.broken(self.expected_id, why);
+        }
+        AuditVerification { ok: true, entries: self.entries, head: self.head, broken: None }
+    }
+}
+
+/// One stored entry with its hash, owned (pages of these are verified away from the database).
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub server: String,
+    pub reason: String,
+    pub score: f64,
+    pub hash: String,
+}
+
+impl Row {
+    pub fn fields(&self) -> Fields<'_> {
+        Fields {
+            id: self.id,
+            at_ms: self.at_ms,
+            actor: &self.actor,
+            action: &self.action,
+            server: &self.server,
+            reason: &self.reason,
+            score: self.score,
+        }
+    }
+}
+
+/// Up to `limit` entries after id `after`, in id order; with the highest id ever issued when
+/// this is the last page (read in the same call, so no entry appended in between is missed).
+pub fn page(conn: &Connection, after: i64, limit: u32) -> rusqlite::Result<(Vec<Row>, Option<Option<i64>>)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at_ms, actor, action, server, reason, score, hash FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(rusqlite::params![after, limit], |r| {
+            Ok(Row {
+                id: r.get(0)?,
+                at_ms: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                server: r.get(4)?,
+                reason: r.get(5)?,
+                score: r.get(6)?,
+                hash: r.get(7)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<Row>>>()?;
+    let last = if rows.len() < limit as usize {
+        Some(conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'audit'", [], |r| r.get(0)).optional()?)
+    } else {
+        None
+    };
+    Ok((rows, last))
+}
+
+/// Walks the log in id order and recomputes every link; reports the first broken one.
+pub fn verify(conn: &Connection) -> rusqlite::Result<AuditVerification> {
+    let mut stmt = conn.prepare("SELECT id, at_ms, actor, action, server, reason, score, hash FROM audit ORDER BY id")?;
+    let mut rows = stmt.query([])?;
+    let mut v = Verifier::new();
+    while let Some(r) = rows.next()? {
+        let (id, at_ms): (i64, i64) = (r.get(0)?, r.get(1)?);
+        let (actor, action, server, reason): (String, String, String, String) = (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+        let score: f64 = r.get(6)?;
+        let stored: String = r.get(7)?;
+        let f = Fields { id, at_ms, actor: &actor, action: &action, server: &server, reason: &reason, score };
+        if let Some(done) = v.push(&f, &stored) {
+            return Ok(done);
+        }
     }
     // AUTOINCREMENT remembers the highest id ever issued: entries past the last one were removed.
     let issued: Option<i64> =
         conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'audit'", [], |r| r.get(0)).optional()?;
-    if let Some(issued) = issued.filter(|s| *s >= expected_id) {
-        let why = format!("entries #{expected_id}..#{issued} are missing (removed from the end of the log)");
-        return Ok(broken(expected_id, why, entries, head));
-    }
-    Ok(AuditVerification { ok: true, entries, head, broken: None })
+    Ok(v.finish(issued))
 }
 
 #[cfg(test)]

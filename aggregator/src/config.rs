@@ -1,6 +1,8 @@
 //! The aggregator's optional JSON configuration: trust-model overrides and service knobs,
 //! parsed with `deny_unknown_fields` and validated once; every error names its field.
 
+use crate::policy::SidecarPolicy;
+use mcp_warden_core::trust::wire::Severity;
 use mcp_warden_core::trust::TrustParams;
 use serde::Deserialize;
 use std::fmt;
@@ -34,6 +36,9 @@ pub struct Settings {
     pub trust: TrustParams,
     /// How often scores are re-evaluated for decay (and per-minute history samples taken).
     pub evaluate_interval_ms: u64,
+    /// Replicas on PostgreSQL: how often each one checks the database for what the others
+    /// wrote (decisions, the published document). Unused on SQLite.
+    pub follow_interval_ms: u64,
     /// A history sample per server at least this often (and on every state change).
     pub history_sample_interval_ms: u64,
     /// History older than this is deleted.
@@ -45,6 +50,13 @@ pub struct Settings {
     pub batch_retention_ms: u64,
     /// The most servers the aggregator tracks; writes naming more are refused (507).
     pub max_servers: usize,
+    /// A file the audit chain's head is appended to whenever it moves (for an operator to ship
+    /// elsewhere); verifications check the chain against it.
+    pub audit_anchor_file: Option<std::path::PathBuf>,
+    /// What one sidecar credential's findings may do (see [`crate::policy`]).
+    pub sidecar: SidecarPolicy,
+    /// The most raters one rater may vouch for at once (withdrawn vouches do not count).
+    pub max_vouches_per_rater: usize,
     /// `GET /metrics` needs a bearer token (any role); by default Prometheus scrapes without one.
     pub metrics_require_token: bool,
     /// Rate limits, timeouts and concurrency caps of the HTTP service.
@@ -58,11 +70,15 @@ impl Default for Settings {
         Settings {
             trust: TrustParams::default(),
             evaluate_interval_ms: 5_000,
+            follow_interval_ms: 1_000,
             history_sample_interval_ms: 60_000,
             history_retention_ms: 24 * HOUR_MS,
             security_dedup_window_ms: 24 * HOUR_MS,
             batch_retention_ms: 7 * 24 * HOUR_MS,
             max_servers: 10_000,
+            max_vouches_per_rater: 100,
+            sidecar: SidecarPolicy::default(),
+            audit_anchor_file: None,
             metrics_require_token: false,
             limits: Limits::default(),
         }
@@ -75,14 +91,29 @@ struct RawSettings {
     #[serde(default)]
     trust: RawTrust,
     evaluate_interval_ms: Option<u64>,
+    follow_interval_ms: Option<u64>,
     history_sample_interval_ms: Option<u64>,
     history_retention_ms: Option<u64>,
     security_dedup_window_ms: Option<u64>,
     batch_retention_ms: Option<u64>,
     max_servers: Option<usize>,
+    max_vouches_per_rater: Option<usize>,
+    #[serde(default)]
+    sidecar: RawSidecar,
+    audit_anchor_file: Option<std::path::PathBuf>,
     metrics_require_token: Option<bool>,
     #[serde(default)]
     limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSidecar {
+    quarantine_min_severity: Option<Severity>,
+    server_budget: Option<usize>,
+    new_servers_per_window: Option<usize>,
+    budget_window_ms: Option<u64>,
+    release_cooldown_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -181,11 +212,20 @@ impl Settings {
         set(&mut t.min_trust, r.min_trust);
         set(&mut t.quarantine_below, r.quarantine_below);
         set(&mut s.evaluate_interval_ms, raw.evaluate_interval_ms);
+        set(&mut s.follow_interval_ms, raw.follow_interval_ms);
         set(&mut s.history_sample_interval_ms, raw.history_sample_interval_ms);
         set(&mut s.history_retention_ms, raw.history_retention_ms);
         set(&mut s.security_dedup_window_ms, raw.security_dedup_window_ms);
         set(&mut s.batch_retention_ms, raw.batch_retention_ms);
         set(&mut s.max_servers, raw.max_servers);
+        set(&mut s.max_vouches_per_rater, raw.max_vouches_per_rater);
+        s.audit_anchor_file = raw.audit_anchor_file;
+        let (sc, rs) = (&mut s.sidecar, raw.sidecar);
+        set(&mut sc.quarantine_min_severity, rs.quarantine_min_severity);
+        set(&mut sc.server_budget, rs.server_budget);
+        set(&mut sc.new_servers_per_window, rs.new_servers_per_window);
+        set(&mut sc.budget_window_ms, rs.budget_window_ms);
+        set(&mut sc.release_cooldown_ms, rs.release_cooldown_ms);
         set(&mut s.metrics_require_token, raw.metrics_require_token);
         raw.limits.apply(&mut s.limits);
         s.validate()?;
@@ -232,12 +272,27 @@ impl Settings {
             ));
         }
         ms_range("evaluate_interval_ms", self.evaluate_interval_ms, 100, HOUR_MS)?;
+        ms_range("follow_interval_ms", self.follow_interval_ms, 50, 60_000)?;
         ms_range("history_sample_interval_ms", self.history_sample_interval_ms, 1_000, 24 * HOUR_MS)?;
         ms_range("history_retention_ms", self.history_retention_ms, 60_000, 90 * 24 * HOUR_MS)?;
         ms_range("security_dedup_window_ms", self.security_dedup_window_ms, 0, YEAR_MS)?;
         ms_range("batch_retention_ms", self.batch_retention_ms, 60_000, YEAR_MS)?;
         if !(1..=1_000_000).contains(&self.max_servers) {
             return Err(err("max_servers", format!("must be in 1..=1000000, got {}", self.max_servers)));
+        }
+        if self.sidecar.server_budget > 1_000_000 {
+            return Err(err("sidecar.server_budget", format!("must be in 0..=1000000, got {}", self.sidecar.server_budget)));
+        }
+        if !(1..=10_000_000).contains(&self.sidecar.new_servers_per_window) {
+            return Err(err(
+                "sidecar.new_servers_per_window",
+                format!("must be in 1..=10000000, got {}", self.sidecar.new_servers_per_window),
+            ));
+        }
+        ms_range("sidecar.budget_window_ms", self.sidecar.budget_window_ms, 1_000, YEAR_MS)?;
+        ms_range("sidecar.release_cooldown_ms", self.sidecar.release_cooldown_ms, 0, YEAR_MS)?;
+        if !(1..=10_000).contains(&self.max_vouches_per_rater) {
+            return Err(err("max_vouches_per_rater", format!("must be in 1..=10000, got {}", self.max_vouches_per_rater)));
         }
         self.limits.validate()?;
         Ok(())
@@ -284,6 +339,13 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// Open connections; past it the listener stops accepting until one closes.
     pub max_connections: usize,
+    /// Open connections from one peer address; past it that peer's new connections are closed
+    /// at once (others are still accepted).
+    pub max_connections_per_peer: usize,
+    /// A request's body must have arrived within this (408 otherwise). It is read before the
+    /// request takes one of the `max_concurrent_requests` slots, so a client that trickles its
+    /// body holds a connection, never a slot. (The request deadline still applies if shorter.)
+    pub body_timeout_ms: u64,
     /// A request (its body read and its work done) must finish within this, or gets 408/503.
     pub request_timeout_ms: u64,
     /// A client must send a request's headers within this after the connection opened or the
@@ -307,6 +369,8 @@ impl Default for Limits {
             tracked_addresses: 10_000,
             max_concurrent_requests: 256,
             max_connections: 1024,
+            max_connections_per_peer: 64,
+            body_timeout_ms: 2_000,
             request_timeout_ms: 15_000,
             header_read_timeout_ms: 10_000,
         }
@@ -347,7 +411,9 @@ impl Limits {
         count("limits.tracked_addresses", self.tracked_addresses, 16, 10_000_000)?;
         count("limits.max_concurrent_requests", self.max_concurrent_requests, 1, 100_000)?;
         count("limits.max_connections", self.max_connections, 1, 1_000_000)?;
+        count("limits.max_connections_per_peer", self.max_connections_per_peer, 1, 1_000_000)?;
         ms_range("limits.request_timeout_ms", self.request_timeout_ms, 100, 600_000)?;
+        ms_range("limits.body_timeout_ms", self.body_timeout_ms, 100, 600_000)?;
         ms_range("limits.header_read_timeout_ms", self.header_read_timeout_ms, 100, 600_000)?;
         Ok(())
     }
@@ -361,6 +427,8 @@ struct RawLimits {
     tracked_addresses: Option<usize>,
     max_concurrent_requests: Option<usize>,
     max_connections: Option<usize>,
+    max_connections_per_peer: Option<usize>,
+    body_timeout_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
     header_read_timeout_ms: Option<u64>,
 }
@@ -388,6 +456,8 @@ impl RawLimits {
         set(&mut l.tracked_addresses, self.tracked_addresses);
         set(&mut l.max_concurrent_requests, self.max_concurrent_requests);
         set(&mut l.max_connections, self.max_connections);
+        set(&mut l.max_connections_per_peer, self.max_connections_per_peer);
+        set(&mut l.body_timeout_ms, self.body_timeout_ms);
         set(&mut l.request_timeout_ms, self.request_timeout_ms);
         set(&mut l.header_read_timeout_ms, self.header_read_timeout_ms);
     }

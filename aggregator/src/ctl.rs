@@ -222,7 +222,7 @@ impl Client {
             Ok(text)
         } else {
             let msg = serde_json::from_str::<ErrorBody>(&text).map(|e| e.error).unwrap_or(text);
-            Err(format!("{method} {path}: HTTP {}: {msg}", status.as_u16()))
+            Err(format!("{method} {path}: HTTP {}: {}", status.as_u16(), crate::text::escape(&msg)))
         }
     }
 
@@ -248,7 +248,7 @@ impl Client {
         } else {
             let text = String::from_utf8_lossy(&bytes).into_owned();
             let msg = serde_json::from_str::<ErrorBody>(&text).map(|e| e.error).unwrap_or(text);
-            Err(format!("POST {path}: HTTP {}: {msg}", status.as_u16()))
+            Err(format!("POST {path}: HTTP {}: {}", status.as_u16(), crate::text::escape(&msg)))
         }
     }
 
@@ -263,8 +263,13 @@ impl Client {
     }
 }
 
+/// The answer as the CLI renders it: every string escaped ([`crate::text`]), since everything
+/// the CLI prints from an answer goes to a person's terminal.
 fn parse<T: DeserializeOwned>(text: &str) -> Result<T, String> {
-    serde_json::from_str(text).map_err(|e| format!("unexpected answer from the aggregator: {e}"))
+    let mut v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("unexpected answer from the aggregator: {e}"))?;
+    crate::text::escape_json(&mut v);
+    serde_json::from_value(v).map_err(|e| format!("unexpected answer from the aggregator: {e}"))
 }
 
 /// UTC `YYYY-MM-DD HH:MM:SS` from milliseconds since the epoch.

@@ -1,17 +1,22 @@
-//! The aggregator's logic: applies each write to the state inside one SQLite transaction,
+//! The aggregator's logic: applies each write to the state inside one database transaction,
 //! re-evaluates every score, takes automatic decisions, and publishes a new scores document
 //! when something a sidecar acts on changed. Synchronous; the HTTP layer runs it on a blocking
-//! thread behind one mutex (one writer).
+//! thread behind one mutex (one writer per process).
 //!
 //! A write mutates the in-memory state as it goes; if anything fails before the commit, the
 //! transaction rolls back and the state is reloaded from the database before the next call, so
 //! memory never holds what the disk does not.
+//!
+//! On PostgreSQL, replicas share the database and memory is a cache of it: every write first
+//! takes the replicas' write lock and, if another replica wrote since, reloads the state and the
+//! published document under it; between writes, [`Engine::follow`] does the same on a timer.
 
 use crate::auth::Principal;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::state::{published_score, ratings_of, score_of, ServerState, State};
+use crate::db::{Db, Location, Snapshot, Tx};
 use crate::store;
 use crate::validate;
 use crate::views::{
@@ -21,19 +26,20 @@ use crate::views::{
 use axum::body::Bytes;
 use mcp_warden_core::trust::model;
 use mcp_warden_core::trust::wire::{
-    FlagRequest, RatingRequest, SecurityEvent, ServerScore, Severity, SignalBatch, Subject, TrustState,
+    FlagRequest, RatingRequest, ScoresDocument, SecurityEvent, ServerScore, Severity, SignalBatch, Subject, TrustState,
 };
 use mcp_warden_core::trust::TrustScore;
-use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 use tracing::{info, warn};
 
 mod maintenance;
+
+use crate::policy::{self, Policy};
+use crate::text::escape;
 
 pub use maintenance::StorageFault;
 
@@ -106,7 +112,9 @@ impl fmt::Display for OpenError {
 impl std::error::Error for OpenError {}
 
 pub struct Engine {
-    conn: Connection,
+    db: Db,
+    /// The change counter this cache reflects (PostgreSQL; `None` on SQLite, the only writer).
+    seen_changes: Option<i64>,
     settings: Settings,
     pretrusted: BTreeSet<String>,
     state: State,
@@ -118,18 +126,20 @@ pub struct Engine {
     force_publish: bool,
     last_prune_ms: u64,
     metrics: Arc<Metrics>,
-    /// The database file (backups are made next to it).
-    path: PathBuf,
     /// Since when (ms) and why database writes fail; cleared by the next commit that succeeds.
     write_failure: Option<(u64, String)>,
+    /// Vouches changed since rater standing was last computed: the next tick recomputes it
+    /// (off the write path: a vouch acknowledges once it is on disk).
+    standing_stale: bool,
+    /// What one sidecar's findings may do (memory only).
+    policy: Policy,
 }
 
 /// What a write sees: its transaction and the state it changes.
-struct Ctx<'a> {
-    tx: &'a Connection,
+struct Ctx<'a, 't> {
+    tx: &'a mut Tx<'t>,
     state: &'a mut State,
     settings: &'a Settings,
-    pretrusted: &'a BTreeSet<String>,
     now: u64,
     /// Servers whose row must be written before the commit (and that are re-evaluated).
     dirty: BTreeSet<String>,
@@ -137,17 +147,20 @@ struct Ctx<'a> {
     full: bool,
     /// Automatic quarantines decided in this write (counted once it commits).
     auto_quarantines: u64,
+    /// Findings not counted because their credential spent its budget.
+    withheld: u64,
+    policy: &'a mut Policy,
 }
 
 /// Quarantines `srv` by the aggregator's own decision, with an audit entry.
-fn decide_quarantine(tx: &Connection, now: u64, name: &str, srv: &mut ServerState, reason: String, score: f64) -> Result<(), ApiError> {
-    store::insert_audit(tx, now, AGGREGATOR, AuditAction::AutoQuarantine, name, &reason, score)?;
-    warn!(server = name, score, "automatic quarantine: {reason}");
+fn decide_quarantine(tx: &mut Tx<'_>, now: u64, name: &str, srv: &mut ServerState, reason: String, score: f64) -> Result<(), ApiError> {
+    tx.insert_audit(now, AGGREGATOR, AuditAction::AutoQuarantine, name, &reason, score)?;
+    warn!(server = name, score, "automatic quarantine: {}", escape(&reason));
     srv.quarantine = Some(QuarantineInfo { reason, by: AGGREGATOR.to_string(), since_ms: now, automatic: true });
     Ok(())
 }
 
-impl Ctx<'_> {
+impl Ctx<'_, '_> {
     /// The server's state, created on first mention (capacity was checked before the write).
     fn server(&mut self, name: &str) -> &mut ServerState {
         self.dirty.insert(name.to_string());
@@ -162,17 +175,18 @@ impl Ctx<'_> {
     }
 
     /// Quarantines `name` for a critical finding, unless it already is.
-    fn quarantine_critical(&mut self, name: &str, reason: String) -> Result<(), ApiError> {
+    fn quarantine_critical(&mut self, name: &str, reason: String) -> Result<bool, ApiError> {
         let score = self.score(name).map(|s| s.score).unwrap_or(0.0);
-        let (tx, now) = (self.tx, self.now);
+        let now = self.now;
         if let Some(srv) = self.state.servers.get_mut(name) {
             if srv.quarantine.is_none() {
-                decide_quarantine(tx, now, name, srv, reason, score)?;
+                decide_quarantine(self.tx, now, name, srv, reason, score)?;
                 self.dirty.insert(name.to_string());
                 self.auto_quarantines += 1;
+                return Ok(true);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Scores the servers this write touched (every server when `full`), quarantines those under
@@ -206,7 +220,7 @@ impl Ctx<'_> {
                 Some((at, last)) => last != st || now.saturating_sub(at) >= self.settings.history_sample_interval_ms,
             };
             if due {
-                store::insert_sample(self.tx, &name, now, ts.score, st)?;
+                self.tx.insert_sample(&name, now, ts.score, st)?;
                 srv.last_sample = Some((now, st));
             }
             let score = published_score(&name, srv, ts, p);
@@ -221,16 +235,16 @@ impl Ctx<'_> {
             scores.insert(name, Arc::new(score));
         }
         let version = published.version + 1;
-        store::set_version(self.tx, version)?;
         let doc = DocumentRef { version, generated_at_ms: now, servers: scores.values().map(|s| s.as_ref()).collect() };
         let document = serde_json::to_vec(&doc).map_err(|e| ApiError::internal(format!("cannot serialize scores: {e}")))?;
+        self.tx.publish(version, &document)?;
         Ok(Some(Published { version, document: Bytes::from(document), scores }))
     }
 
-    fn persist_dirty(&self) -> Result<(), ApiError> {
+    fn persist_dirty(&mut self) -> Result<(), ApiError> {
         for name in &self.dirty {
             if let Some(srv) = self.state.servers.get(name) {
-                store::upsert_server(self.tx, name, srv)?;
+                self.tx.upsert_server(name, srv)?;
             }
         }
         Ok(())
@@ -255,32 +269,98 @@ fn flag_reason(f: &FlagRequest, by: &str) -> String {
     format!("critical flag `{}`{tool} from `{by}`{desc}", f.rule)
 }
 
+/// Refuses a write that would make the aggregator track more than `max_servers`.
+/// Servers past `max_servers` that operators' and scanners' writes may still add (1%, at least
+/// 10): sidecars filling the table must not leave an operator unable to quarantine.
+fn reserve(settings: &Settings) -> usize {
+    (settings.max_servers / 100).max(10)
+}
+
+fn check_capacity<'n>(state: &State, settings: &Settings, names: impl IntoIterator<Item = &'n str>) -> Result<(), ApiError> {
+    check_capacity_with(state, settings, 0, names)
+}
+
+fn check_capacity_with<'n>(
+    state: &State,
+    settings: &Settings,
+    extra: usize,
+    names: impl IntoIterator<Item = &'n str>,
+) -> Result<(), ApiError> {
+    let new: BTreeSet<&str> = names.into_iter().filter(|n| !state.servers.contains_key(*n)).collect();
+    if state.servers.len() + new.len() > settings.max_servers + extra {
+        return Err(ApiError::new(
+            axum::http::StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "the aggregator tracks at most {} servers (max_servers); this write would add {} new ones",
+                settings.max_servers,
+                new.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces the cache with `snap`: the state, and on PostgreSQL the published document as the
+/// replicas stored it (served byte for byte, so one version is one document whichever replica
+/// answers). `true` when the next evaluation must publish (SQLite: the document is rebuilt).
+fn install(
+    snap: Snapshot,
+    state: &mut State,
+    published: &mut Arc<Published>,
+    publication: &Publication,
+    seen_changes: &mut Option<i64>,
+    pretrusted: &BTreeSet<String>,
+    settings: &Settings,
+) -> Result<bool, ApiError> {
+    let mut fresh = snap.state;
+    fresh.recompute_standing(pretrusted, &settings.trust);
+    *state = fresh;
+    *seen_changes = snap.changes;
+    match snap.publication {
+        Some((version, doc)) => {
+            if version > published.version || published.document.is_empty() {
+                let parsed: ScoresDocument = serde_json::from_str(&doc)
+                    .map_err(|e| ApiError::internal(format!("the stored scores document is not valid: {e}")))?;
+                let scores = parsed.servers.into_iter().map(|s| (s.server.clone(), Arc::new(s))).collect();
+                let p = Arc::new(Published { version, document: Bytes::from(doc), scores });
+                *published = p.clone();
+                *publication.write().unwrap_or_else(PoisonError::into_inner) = p;
+            }
+            Ok(false)
+        }
+        None => {
+            if snap.version > published.version {
+                // A commit reported failure but reached the disk: never reuse its version number.
+                *published = Arc::new(Published { version: snap.version, ..(**published).clone() });
+            }
+            Ok(true)
+        }
+    }
+}
+
 impl Engine {
     /// Opens the database, rebuilds the state, and publishes a first document (a version above
-    /// any published before, so no poller's ETag matches across a restart).
-    pub fn open(path: &Path, settings: Settings, pretrusted: BTreeSet<String>, now: u64) -> Result<Engine, OpenError> {
+    /// any published before, so no poller's ETag matches across a restart). On PostgreSQL a
+    /// replica joining others serves the document they published.
+    pub fn open(location: &Location, settings: Settings, pretrusted: BTreeSet<String>, now: u64) -> Result<Engine, OpenError> {
         let metrics = Arc::new(Metrics::new(settings.metrics_require_token));
         let fail = |what: &str, e: &dyn fmt::Display| {
             let e = e.to_string();
             let hint = if e.contains("locked") { " (is another aggregator using this database?)" } else { "" };
-            OpenError(format!("{what} {}: {e}{hint}", path.display()))
+            OpenError(format!("{what} {location}: {e}{hint}"))
         };
-        let conn = store::open(path).map_err(|e| {
-            if store::is_corruption(&e) {
-                // Never replaced nor repaired here: the file may be all that is left of the log.
-                OpenError(format!(
-                    "database {} is damaged or not an mcp-warden database ({e}); refusing to start. Nothing was \
-                     changed: restore a backup (`mcp-warden-ctl restore`), or move the file away to start with an \
-                     empty database",
-                    path.display()
-                ))
-            } else {
-                fail("cannot open database", &e)
-            }
+        let mut db = Db::open(location).map_err(|e| match &e {
+            // Never replaced nor repaired here: the file may be all that is left of the log.
+            crate::db::Error::Sqlite(se) if store::is_corruption(se) => OpenError(format!(
+                "database {location} is damaged or not an mcp-warden database ({e}); refusing to start. Nothing was \
+                 changed: restore a backup (`mcp-warden-ctl restore`), or move the file away to start with an \
+                 empty database"
+            )),
+            _ => fail("cannot open database", &e),
         })?;
         // A broken chain is reported, not fatal: the log is evidence, and refusing to start would
         // hand whoever edited the file an outage too.
-        match crate::audit::verify(&conn) {
+        match db.verify_audit() {
             Ok(v) => {
                 if let Some(b) = v.broken {
                     tracing::error!(entry = b.id, "the audit log's hash chain is broken: {} (see GET /v1/audit/verify)", b.reason);
@@ -288,25 +368,40 @@ impl Engine {
             }
             Err(e) => return Err(fail("cannot read database", &e)),
         }
-        let mut state = store::load(&conn).map_err(|e| fail("cannot read database", &e))?;
-        state.recompute_standing(&pretrusted, &settings.trust);
-        let version = store::version(&conn).map_err(|e| fail("cannot read database", &e))?;
-        let published = Arc::new(Published::empty(version));
+        let snap = db.snapshot().map_err(|e| fail("cannot read database", &e))?;
+        let published = Arc::new(Published::empty(0));
+        let settings_policy = settings.sidecar.clone();
         let mut engine = Engine {
-            conn,
+            db,
+            seen_changes: None,
             settings,
             pretrusted,
-            state,
+            state: State::default(),
             publication: Arc::new(RwLock::new(published.clone())),
             published,
             stale: false,
             force_publish: true,
             last_prune_ms: 0,
             metrics,
-            path: path.to_path_buf(),
             write_failure: None,
+            standing_stale: false,
+            policy: Policy::new(settings_policy),
         };
-        engine.tick(now).map_err(|e| fail("cannot write database", &e.message))?;
+        let shared = snap.publication.is_some();
+        let force = install(
+            snap,
+            &mut engine.state,
+            &mut engine.published,
+            &engine.publication,
+            &mut engine.seen_changes,
+            &engine.pretrusted,
+            &engine.settings,
+        )
+        .map_err(|e| fail("cannot read database", &e.message))?;
+        engine.force_publish = force;
+        if !shared {
+            engine.tick(now).map_err(|e| fail("cannot write database", &e.message))?;
+        }
         Ok(engine)
     }
 
@@ -320,55 +415,141 @@ impl Engine {
         self.metrics.clone()
     }
 
+    /// Does this process share its database with other replicas (PostgreSQL)?
+    pub fn is_shared(&self) -> bool {
+        self.db.is_shared()
+    }
+
     fn ensure_fresh(&mut self) -> Result<(), ApiError> {
         if !self.stale {
             return Ok(());
         }
-        let mut state = store::load(&self.conn)?;
-        state.recompute_standing(&self.pretrusted, &self.settings.trust);
-        let db_version = store::version(&self.conn)?;
-        if db_version > self.published.version {
-            // A commit reported failure but reached the disk: never reuse its version number.
-            self.published = Arc::new(Published { version: db_version, ..(*self.published).clone() });
-        }
-        self.state = state;
+        let snap = self.db.snapshot()?;
+        let force = install(
+            snap,
+            &mut self.state,
+            &mut self.published,
+            &self.publication,
+            &mut self.seen_changes,
+            &self.pretrusted,
+            &self.settings,
+        )?;
         self.stale = false;
-        self.force_publish = true;
+        self.force_publish |= force;
         info!("state reloaded from the database after a failed write");
         Ok(())
     }
 
-    /// Runs `f` and the evaluation in one transaction; publishes after the commit.
-    fn write<R>(&mut self, now: u64, full: bool, f: impl FnOnce(&mut Ctx<'_>) -> Result<R, ApiError>) -> Result<R, ApiError> {
+    /// PostgreSQL: catches the cache up with what other replicas committed (the state and the
+    /// published document), so a decision taken on any replica is served by this one too.
+    /// Cheap when nothing changed: one read of the change counter. `true` if it reloaded.
+    pub fn follow(&mut self) -> Result<bool, ApiError> {
+        if !self.db.is_shared() {
+            return Ok(false);
+        }
+        // Unreachable: memory may be behind the database from now on (and health says so).
+        let changes = self.db.changes().inspect_err(|_| self.stale = true)?;
+        if !self.stale && changes == self.seen_changes {
+            return Ok(false);
+        }
+        let snap = self.db.snapshot().inspect_err(|_| self.stale = true)?;
+        install(
+            snap,
+            &mut self.state,
+            &mut self.published,
+            &self.publication,
+            &mut self.seen_changes,
+            &self.pretrusted,
+            &self.settings,
+        )?;
+        self.stale = false;
+        Ok(true)
+    }
+
+    /// The follow timer's round (PostgreSQL): catches up with the database, or, when the leader
+    /// is gone (its lock is free), takes over and evaluates at once, so a dead leader is
+    /// replaced within one follow interval, well inside one evaluation interval.
+    pub fn follow_round(&mut self, now: u64) -> Result<(), ApiError> {
+        if !self.db.is_shared() {
+            return Ok(());
+        }
+        if !self.db.is_leader() && self.db.lead().inspect_err(|_| self.stale = true)? {
+            return self.tick(now);
+        }
+        self.follow().map(|_| ())
+    }
+
+    /// One round of the evaluation timer: the leader (the only process on SQLite; the holder of
+    /// the leader lock on PostgreSQL) re-evaluates, the other replicas follow. `true` if this
+    /// process led.
+    pub fn round(&mut self, now: u64) -> Result<bool, ApiError> {
+        if self.db.lead().inspect_err(|_| self.stale = true)? {
+            self.tick(now)?;
+            Ok(true)
+        } else {
+            self.follow()?;
+            Ok(false)
+        }
+    }
+
+    /// Runs `f` and the evaluation in one transaction; publishes after the commit. `f` checks
+    /// its preconditions before it changes anything: a 4xx error from it leaves the state as
+    /// it was.
+    fn write<R>(
+        &mut self,
+        now: u64,
+        full: bool,
+        f: impl FnOnce(&mut Ctx<'_, '_>) -> Result<R, ApiError>,
+    ) -> Result<R, ApiError> {
         self.ensure_fresh()?;
-        let full = full || self.force_publish;
         let started = Instant::now();
-        let changes_before = self.conn.total_changes();
-        let tx = self.conn.transaction()?;
-        let mut ctx = Ctx {
-            tx: &tx,
-            state: &mut self.state,
-            settings: &self.settings,
-            pretrusted: &self.pretrusted,
-            now,
-            dirty: BTreeSet::new(),
-            full,
-            auto_quarantines: 0,
-        };
-        let run = || -> Result<(R, Option<Published>), ApiError> {
-            let r = f(&mut ctx)?;
+        let changes_before = self.db.total_changes();
+        let mut precondition = false;
+        let result = (|| -> Result<(R, Option<Published>, u64, Option<i64>), ApiError> {
+            let mut tx = self.db.transaction()?;
+            // PostgreSQL: one writer across replicas; catch up with the others' writes first.
+            if let Some(changes) = tx.lock_for_write()? {
+                if Some(changes) != self.seen_changes {
+                    let snap = tx.snapshot()?;
+                    self.force_publish |= install(
+                        snap,
+                        &mut self.state,
+                        &mut self.published,
+                        &self.publication,
+                        &mut self.seen_changes,
+                        &self.pretrusted,
+                        &self.settings,
+                    )?;
+                }
+            }
+            let full = full || self.force_publish;
+            let mut ctx = Ctx {
+                tx: &mut tx,
+                state: &mut self.state,
+                settings: &self.settings,
+                now,
+                dirty: BTreeSet::new(),
+                full,
+                auto_quarantines: 0,
+                withheld: 0,
+                policy: &mut self.policy,
+            };
+            let r = f(&mut ctx).inspect_err(|e| precondition = e.status.is_client_error())?;
             let next = ctx.evaluate(&self.published, self.force_publish)?;
             ctx.persist_dirty()?;
-            Ok((r, next))
-        };
-        let result = run();
-        let auto_quarantines = ctx.auto_quarantines;
-        let result = result.and_then(|v| tx.commit().map(|()| v).map_err(ApiError::from));
+            let auto_quarantines = ctx.auto_quarantines;
+            let changes = tx.bump_changes()?;
+            tx.commit()?;
+            Ok((r, next, auto_quarantines, changes))
+        })();
         self.metrics.store_write(result.is_ok(), started.elapsed());
         match result {
-            Ok((r, next)) => {
+            Ok((r, next, auto_quarantines, changes)) => {
+                if changes.is_some() {
+                    self.seen_changes = changes;
+                }
                 // Only a commit that wrote something shows the disk takes writes again.
-                if self.conn.total_changes() > changes_before {
+                if self.db.wrote_since(changes_before) {
                     if let Some((since, _)) = self.write_failure.take() {
                         info!("database writes succeed again (failing since {since} ms)");
                     }
@@ -383,7 +564,9 @@ impl Engine {
                 Ok(r)
             }
             Err(e) => {
-                self.stale = true;
+                if !precondition {
+                    self.stale = true;
+                }
                 if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
                     let since = self.write_failure.as_ref().map_or(now, |(since, _)| *since);
                     self.write_failure = Some((since, e.message.clone()));
@@ -391,22 +574,6 @@ impl Engine {
                 Err(e)
             }
         }
-    }
-
-    /// Refuses a write that would make the aggregator track more than `max_servers`.
-    fn check_capacity<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> Result<(), ApiError> {
-        let new: BTreeSet<&str> = names.into_iter().filter(|n| !self.state.servers.contains_key(*n)).collect();
-        if self.state.servers.len() + new.len() > self.settings.max_servers {
-            return Err(ApiError::new(
-                axum::http::StatusCode::INSUFFICIENT_STORAGE,
-                format!(
-                    "the aggregator tracks at most {} servers (max_servers); this write would add {} new ones",
-                    self.settings.max_servers,
-                    new.len()
-                ),
-            ));
-        }
-        Ok(())
     }
 
     fn dedup_since(&self, now: u64) -> Option<u64> {
@@ -438,42 +605,71 @@ impl Engine {
             dropped_servers: dropped,
             version,
         };
-        if store::batch_seen(&self.conn, &who.name, &batch.batch_id)? {
-            self.metrics.signal_batch(true, 0, 0);
-            return Ok(ack(true, self.published.version, Vec::new()));
-        }
-        // Past max_servers, reports of servers not yet known are dropped (not the whole batch:
-        // one stray cluster must not stop a sidecar's reporting).
-        let room = self.settings.max_servers.saturating_sub(self.state.servers.len());
-        let mut new: BTreeSet<&str> = BTreeSet::new();
-        let mut dropped: BTreeSet<String> = BTreeSet::new();
-        for r in &batch.servers {
-            if !self.state.servers.contains_key(&r.server) && !new.contains(r.server.as_str()) {
-                if new.len() < room {
-                    new.insert(&r.server);
-                } else {
-                    dropped.insert(r.server.clone());
+        let dedup = self.dedup_since(now);
+        // Seen (the batch id is taken) inside the write: on PostgreSQL a resend may reach
+        // another replica while the first is still being written; the write lock orders them.
+        let outcome = self.write(now, false, |ctx| {
+            if ctx.tx.batch_seen(&who.name, &batch.batch_id)? {
+                return Ok(None);
+            }
+            // Past max_servers, or past what one credential may introduce, reports of servers
+            // not yet known are dropped (not the whole batch: one stray cluster must not stop a
+            // sidecar's reporting); the ack, the log and a metric say so.
+            let room = ctx.settings.max_servers.saturating_sub(ctx.state.servers.len());
+            let mut new: BTreeSet<&str> = BTreeSet::new();
+            let mut dropped: BTreeSet<String> = BTreeSet::new();
+            let mut unadmitted = 0usize;
+            for r in &batch.servers {
+                if !ctx.state.servers.contains_key(&r.server) && !new.contains(r.server.as_str()) && !dropped.contains(&r.server) {
+                    if new.len() >= room {
+                        dropped.insert(r.server.clone());
+                    } else if !ctx.policy.admit_new_server(&who.name, now) {
+                        unadmitted += 1;
+                        dropped.insert(r.server.clone());
+                    } else {
+                        new.insert(&r.server);
+                    }
                 }
             }
-        }
-        if !dropped.is_empty() {
-            warn!(sidecar = who.name, "max_servers ({}) reached: reports of {dropped:?} dropped", self.settings.max_servers);
-        }
-        let dedup = self.dedup_since(now);
-        self.write(now, false, |ctx| {
-            store::insert_batch(ctx.tx, &who.name, &batch.batch_id, &batch.sidecar, now)?;
+            if !dropped.is_empty() {
+                let n = dropped.len();
+                if unadmitted > 0 {
+                    warn!(sidecar = who.name, "{unadmitted} new servers past new_servers_per_window ({}): their reports dropped", ctx.settings.sidecar.new_servers_per_window);
+                }
+                if n > unadmitted {
+                    warn!(sidecar = who.name, "max_servers ({}) reached: reports of {} new servers dropped", ctx.settings.max_servers, n - unadmitted);
+                }
+            }
+            ctx.tx.insert_batch(&who.name, &batch.batch_id, &batch.sidecar, now)?;
             let settings = ctx.settings;
             for r in batch.servers.iter().filter(|r| !dropped.contains(&r.server)) {
-                let mut counted: Vec<&SecurityEvent> = Vec::new();
+                let released_ms = ctx.state.servers.get(&r.server).and_then(|s| s.released_ms);
+                // (event, the severity it counts at, whether it may quarantine)
+                let mut counted: Vec<(&SecurityEvent, Severity, bool)> = Vec::new();
                 for e in &r.security {
-                    let (_, c) =
-                        store::record_security_event(ctx.tx, &r.server, &who.name, &batch.batch_id, e, now, dedup)?;
-                    if c {
-                        counted.push(e);
+                    // Stored (a repeat of the same rule adds a report); whether it counts is the
+                    // policy's call (its de-duplication is by kind, not by rule name).
+                    ctx.tx.record_security_event(&r.server, &who.name, &batch.batch_id, e, now, dedup)?;
+                    let v = ctx.policy.finding(
+                        &who.name,
+                        &r.server,
+                        e.tool.as_deref(),
+                        &e.rule,
+                        e.severity,
+                        e.quarantine,
+                        now,
+                        dedup,
+                        released_ms,
+                    );
+                    if v.over_budget {
+                        ctx.withheld += 1;
+                    }
+                    if v.counts {
+                        counted.push((e, v.severity, v.quarantines));
                     }
                 }
                 if !r.security.is_empty() {
-                    store::trim_security_events(ctx.tx, &r.server)?;
+                    ctx.tx.trim_security_events(&r.server)?;
                 }
                 let srv = ctx.server(&r.server);
                 srv.evidence.add(&r.outcomes, now, &settings.trust);
@@ -491,36 +687,62 @@ impl Engine {
                 // One penalty per tool per report, at its most severe finding: a poisoned tool
                 // often matches several rules, which is one offence, not several.
                 let mut worst: BTreeMap<Option<&str>, Severity> = BTreeMap::new();
-                for e in &counted {
-                    let w = worst.entry(e.tool.as_deref()).or_insert(e.severity);
-                    if e.severity > *w {
-                        *w = e.severity;
+                for (e, severity, _) in &counted {
+                    let w = worst.entry(e.tool.as_deref()).or_insert(*severity);
+                    if *severity > *w {
+                        *w = *severity;
                     }
                 }
                 for severity in worst.into_values() {
                     srv.security.add(severity, now, &settings.trust);
                 }
-                if let Some(e) = counted.iter().find(|e| e.severity == Severity::Critical || e.quarantine) {
-                    ctx.quarantine_critical(&r.server, event_reason(e, &who.name))?;
+                if let Some((e, _, _)) = counted.iter().find(|(_, _, q)| *q) {
+                    if ctx.quarantine_critical(&r.server, event_reason(e, &who.name))? {
+                        ctx.policy.quarantined(&r.server, policy::kind(&e.rule));
+                    }
                 }
             }
-            Ok(())
+            Ok(Some((dropped, ctx.withheld)))
         })?;
+        let Some((dropped, withheld)) = outcome else {
+            self.metrics.signal_batch(true, 0, 0);
+            return Ok(ack(true, self.published.version, Vec::new()));
+        };
         self.metrics.signal_batch(false, batch.servers.len() - dropped.len(), dropped.len());
+        if withheld > 0 {
+            self.metrics.findings_withheld(withheld);
+            warn!(
+                sidecar = who.name,
+                "{withheld} findings recorded but not counted: this credential's uncorroborated findings reached sidecar.server_budget ({} servers per window)",
+                self.settings.sidecar.server_budget
+            );
+        }
         Ok(ack(false, self.published.version, dropped.into_iter().collect()))
     }
 
-    /// `POST /v1/ratings`.
+    /// `POST /v1/ratings`. A vouch (a rating of a rater) is stored and acknowledged; standing
+    /// follows at the next periodic evaluation. A withdrawn vouch (value 0) is deleted, and a
+    /// rater holds at most `max_vouches_per_rater` vouches.
     pub fn rate(&mut self, who: &Principal, req: &RatingRequest, now: u64) -> Result<RatingAck, ApiError> {
-        self.ensure_fresh()?;
-        if let Subject::Server(s) = &req.subject {
-            self.check_capacity([s.as_str()])?;
-        }
         let vouch = matches!(req.subject, Subject::Rater(_));
-        self.write(now, vouch, |ctx| {
-            store::upsert_rating(ctx.tx, &who.name, &req.subject, req.value, req.comment.as_deref(), now)?;
+        self.write(now, false, |ctx| {
+            match &req.subject {
+                Subject::Server(s) => check_capacity(ctx.state, ctx.settings, [s.as_str()])?,
+                Subject::Rater(r) => {
+                    let key = (who.name.clone(), r.clone());
+                    let held = ctx.state.vouches_from(&who.name);
+                    if req.value > 0.0 && !ctx.state.vouches.contains_key(&key) && held >= ctx.settings.max_vouches_per_rater {
+                        return Err(ApiError::conflict(format!(
+                            "`{}` already vouches for {held} raters, the most one rater may (max_vouches_per_rater); \
+                             withdraw one (a vouch of value 0) first",
+                            who.name
+                        )));
+                    }
+                }
+            }
             match &req.subject {
                 Subject::Server(s) => {
+                    ctx.tx.upsert_rating(&who.name, &req.subject, req.value, req.comment.as_deref(), now)?;
                     ctx.state.ratings.entry(s.clone()).or_default().insert(who.name.clone(), req.value);
                     let prior = ctx.settings.trust.reputation_prior;
                     let srv = ctx.server(s);
@@ -529,12 +751,21 @@ impl Engine {
                     }
                 }
                 Subject::Rater(r) => {
-                    ctx.state.vouches.insert((who.name.clone(), r.clone()), req.value);
-                    ctx.state.recompute_standing(ctx.pretrusted, &ctx.settings.trust);
+                    let key = (who.name.clone(), r.clone());
+                    if req.value > 0.0 {
+                        ctx.tx.upsert_rating(&who.name, &req.subject, req.value, req.comment.as_deref(), now)?;
+                        ctx.state.vouches.insert(key, req.value);
+                    } else {
+                        ctx.tx.delete_rating(&who.name, &req.subject)?;
+                        ctx.state.vouches.remove(&key);
+                    }
                 }
             }
             Ok(())
         })?;
+        if vouch {
+            self.standing_stale = true;
+        }
         self.metrics.rating(if vouch { "rater" } else { "server" });
         Ok(RatingAck {
             rater: who.name.clone(),
@@ -547,11 +778,10 @@ impl Engine {
 
     /// `POST /v1/flags`.
     pub fn flag(&mut self, who: &Principal, req: &FlagRequest, now: u64) -> Result<FlagAck, ApiError> {
-        self.ensure_fresh()?;
-        self.check_capacity([req.server.as_str()])?;
         let dedup = self.dedup_since(now);
         let (id, counted) = self.write(now, false, |ctx| {
-            let (id, counted) = store::record_flag(ctx.tx, &who.name, req, req.description.as_deref(), now, dedup)?;
+            check_capacity_with(ctx.state, ctx.settings, reserve(ctx.settings), [req.server.as_str()])?;
+            let (id, counted) = ctx.tx.record_flag(&who.name, req, req.description.as_deref(), now, dedup)?;
             let settings = ctx.settings;
             let srv = ctx.server(&req.server);
             if counted {
@@ -570,25 +800,24 @@ impl Engine {
 
     /// `POST /v1/servers/{server}/quarantine`.
     pub fn quarantine(&mut self, who: &Principal, server: &str, reason: &str, now: u64) -> Result<DecisionAck, ApiError> {
-        self.ensure_fresh()?;
-        if let Some(q) = self.state.servers.get(server).and_then(|s| s.quarantine.as_ref()) {
-            return Err(ApiError::conflict(format!(
-                "server `{server}` is already quarantined (by `{}` at {} ms: {})",
-                q.by, q.since_ms, q.reason
-            )));
-        }
-        self.check_capacity([server])?;
         let audit_id = self.write(now, false, |ctx| {
+            if let Some(q) = ctx.state.servers.get(server).and_then(|s| s.quarantine.as_ref()) {
+                return Err(ApiError::conflict(format!(
+                    "server `{server}` is already quarantined (by `{}` at {} ms: {})",
+                    q.by, q.since_ms, q.reason
+                )));
+            }
+            check_capacity_with(ctx.state, ctx.settings, reserve(ctx.settings), [server])?;
             ctx.server(server);
             let score = ctx.score(server).map(|s| s.score).unwrap_or(0.0);
-            let id = store::insert_audit(ctx.tx, now, &who.name, AuditAction::Quarantine, server, reason, score)?;
+            let id = ctx.tx.insert_audit(now, &who.name, AuditAction::Quarantine, server, reason, score)?;
             let srv = ctx.server(server);
             srv.quarantine =
                 Some(QuarantineInfo { reason: reason.to_string(), by: who.name.clone(), since_ms: now, automatic: false });
             Ok(id)
         })?;
         self.metrics.decision(AuditAction::Quarantine.as_str(), 1);
-        warn!(server, operator = who.name, "quarantined by an operator: {reason}");
+        warn!(server, operator = who.name, "quarantined by an operator: {}", escape(reason));
         let (score, state) = self.current(server, now);
         Ok(DecisionAck { server: server.to_string(), state, score, audit_id, version: self.published.version })
     }
@@ -597,25 +826,25 @@ impl Engine {
     /// new adverse evidence (failures, slow calls, a counted security event or flag, a rating
     /// below the prior) arrives; a critical finding quarantines again at once.
     pub fn release(&mut self, who: &Principal, server: &str, reason: &str, now: u64) -> Result<DecisionAck, ApiError> {
-        self.ensure_fresh()?;
-        match self.state.servers.get(server) {
-            None => return Err(ApiError::not_found(format!("unknown server `{server}`"))),
-            Some(s) if s.quarantine.is_none() => {
-                return Err(ApiError::conflict(format!("server `{server}` is not quarantined")));
-            }
-            Some(_) => {}
-        }
         let audit_id = self.write(now, false, |ctx| {
+            match ctx.state.servers.get(server) {
+                None => return Err(ApiError::not_found(format!("unknown server `{server}`"))),
+                Some(s) if s.quarantine.is_none() => {
+                    return Err(ApiError::conflict(format!("server `{server}` is not quarantined")));
+                }
+                Some(_) => {}
+            }
             let score = ctx.score(server).map(|s| s.score).unwrap_or(0.0);
-            let id = store::insert_audit(ctx.tx, now, &who.name, AuditAction::Release, server, reason, score)?;
+            let id = ctx.tx.insert_audit(now, &who.name, AuditAction::Release, server, reason, score)?;
             let srv = ctx.server(server);
             srv.quarantine = None;
             srv.auto_armed = false;
             srv.released_ms = Some(now);
+            ctx.policy.released(server, now);
             Ok(id)
         })?;
         self.metrics.decision(AuditAction::Release.as_str(), 1);
-        warn!(server, operator = who.name, "released by an operator: {reason}");
+        warn!(server, operator = who.name, "released by an operator: {}", escape(reason));
         let (score, state) = self.current(server, now);
         Ok(DecisionAck { server: server.to_string(), state, score, audit_id, version: self.published.version })
     }
@@ -623,9 +852,8 @@ impl Engine {
     /// The periodic re-evaluation (scores decay with time), and pruning once an hour.
     pub fn tick(&mut self, now: u64) -> Result<(), ApiError> {
         if now.saturating_sub(self.last_prune_ms) >= PRUNE_EVERY_MS {
-            let tx = self.conn.transaction()?;
-            let (h, b) = store::prune(
-                &tx,
+            let mut tx = self.db.transaction()?;
+            let (h, b) = tx.prune(
                 now.saturating_sub(self.settings.history_retention_ms),
                 now.saturating_sub(self.settings.batch_retention_ms),
             )?;
@@ -634,6 +862,10 @@ impl Engine {
             if h + b > 0 {
                 info!(history_samples = h, batch_ids = b, "pruned past retention");
             }
+        }
+        if self.standing_stale {
+            self.state.recompute_standing(&self.pretrusted, &self.settings.trust);
+            self.standing_stale = false;
         }
         self.write(now, true, |_| Ok(()))
     }
@@ -646,7 +878,7 @@ impl Engine {
         let rs = ratings_of(&self.state.ratings, name);
         let ts = score_of(srv, &rs, &self.state.standing, now, p);
         let state = model::state(ts.score, srv.quarantine.is_some(), p);
-        let mut raters = store::server_ratings(&self.conn, name)?;
+        let mut raters = self.db.server_ratings(name)?;
         for r in &mut raters {
             r.standing = self.state.standing.get(&r.rater).copied().unwrap_or(0.0);
         }
@@ -671,9 +903,9 @@ impl Engine {
                 latency_mean_ms: (t.latency_count > 0).then(|| t.latency_sum_ms as f64 / t.latency_count as f64),
                 last_report_ms: t.last_report_ms,
             },
-            history: store::history(&self.conn, name, now.saturating_sub(self.settings.history_retention_ms))?,
-            security_events: store::security_events(&self.conn, name, DETAIL_EVENTS)?,
-            flags: store::flags(&self.conn, name, DETAIL_EVENTS)?,
+            history: self.db.history(name, now.saturating_sub(self.settings.history_retention_ms))?,
+            security_events: self.db.security_events(name, DETAIL_EVENTS)?,
+            flags: self.db.flags(name, DETAIL_EVENTS)?,
             ratings: RatingSummary {
                 count,
                 mean,
@@ -690,15 +922,29 @@ impl Engine {
 
     /// `GET /v1/audit`.
     pub fn audit(&mut self, server: Option<&str>, before_id: Option<i64>, limit: u32) -> Result<AuditPage, ApiError> {
-        let entries = store::audit(&self.conn, server, before_id, limit)?;
+        let entries = self.db.audit(server, before_id, limit)?;
         let next_before_id = if entries.len() == limit as usize { entries.last().map(|e| e.id) } else { None };
         Ok(AuditPage { entries, next_before_id })
     }
 
+    /// The health as of now, from memory (the database is read only to reload after a failed
+    /// write): `Err` while it cannot be read back, `degraded` while writes fail.
+    pub fn health_view(&mut self) -> Result<Health, String> {
+        self.ensure_fresh().map_err(|e| e.message)?;
+        let (status, reason) = match &self.write_failure {
+            None => ("ok", None),
+            Some((since, e)) => ("degraded", Some(format!("database writes failing since {since} ms: {e}"))),
+        };
+        Ok(Health { status: status.into(), version: self.published.version, servers: self.state.servers.len(), reason })
+    }
+
     /// `GET /healthz`: fails while the database cannot be read back after a failed write;
     /// `degraded` while writes fail (reads are still served).
+    /// On PostgreSQL it also fails while the database cannot be reached, so load balancers
+    /// (Envoy's health checks) send sidecars to a replica that can write.
     pub fn health(&mut self) -> Result<Health, ApiError> {
         self.ensure_fresh()?;
+        self.db.ping()?;
         let (status, reason) = match &self.write_failure {
             None => ("ok", None),
             Some((since, e)) => ("degraded", Some(format!("database writes failing since {since} ms: {e}"))),

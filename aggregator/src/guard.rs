@@ -1,19 +1,21 @@
 //! The HTTP service's protections, as one middleware in front of every route: a token bucket per
 //! caller (per token name, sized by role; per peer address for requests without a known token),
-//! a cap on requests in flight (503 past it, at once), and a deadline per request (408 when the
-//! body did not arrive in time, 503 when the work did not finish). Refusals are JSON errors with
+//! the body read within a short deadline before the request takes a slot (408 past it), a cap on
+//! requests in flight (503 past it, at once), and a deadline per request (503 when the work did
+//! not finish). `/healthz` passes outside all of them. Refusals are JSON errors with
 //! `Retry-After`. The header read timeout and the connection cap live in [`crate::serve`].
 
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::ratelimit::Buckets;
-use crate::service::Service;
+use crate::auth::Tokens;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,12 +32,16 @@ pub struct Guard {
     principals: Mutex<Buckets<String>>,
     addresses: Mutex<Buckets<IpAddr>>,
     in_flight: Arc<Semaphore>,
+    tokens: Tokens,
 }
 
 impl Guard {
-    /// `names`: how many token names exist (their buckets are never evicted).
-    pub fn new(limits: Limits, names: usize) -> Guard {
+    /// `tokens`: the callers it knows (their buckets are never evicted).
+    pub fn new(limits: Limits, tokens: Tokens) -> Guard {
+        use crate::auth::Role;
+        let names: usize = [Role::Sidecar, Role::Rater, Role::Scanner, Role::Operator, Role::Reader].map(|r| tokens.count(r)).iter().sum();
         Guard {
+            tokens,
             principals: Mutex::new(Buckets::new(names.max(1))),
             addresses: Mutex::new(Buckets::new(limits.tracked_addresses)),
             in_flight: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
@@ -78,10 +84,9 @@ fn retry_after(mut res: Response, ms: u64) -> Response {
 }
 
 /// Refuses a caller over its rate; `None` lets the request through.
-fn rate_limit(svc: &Service, req: &Request) -> Option<Response> {
-    let g = svc.guard();
+fn rate_limit(g: &Guard, req: &Request) -> Option<Response> {
     let now = g.now_ms();
-    let refused = match bearer(req.headers()).and_then(|t| svc.tokens().lookup(t)) {
+    let refused = match bearer(req.headers()).and_then(|t| g.tokens.lookup(t)) {
         Some(who) => {
             let rate = g.limits.rate(who.role);
             let r = g.principals.lock().unwrap_or_else(PoisonError::into_inner).take(&who.name, rate, now);
@@ -121,19 +126,75 @@ fn rate_limit(svc: &Service, req: &Request) -> Option<Response> {
     refused.map(|(wait, msg)| retry_after(ApiError::new(StatusCode::TOO_MANY_REQUESTS, msg).into_response(), wait))
 }
 
-/// Probes are not rate limited: behind a proxy every client shares one address, and a flood
-/// of bad tokens must not fail the readiness probe and take the aggregator out of rotation.
-const UNLIMITED_PATH: &str = "/healthz";
+/// Probes are not rate limited nor counted against the request cap: behind a proxy every client
+/// shares one address, and neither a flood of bad tokens nor a crowd of slow requests may fail
+/// the readiness probe and take the aggregator out of rotation. (`/healthz` never waits for the
+/// engine either: it reads the health the engine last recorded.)
+const PROBE_PATH: &str = "/healthz";
 
-/// The middleware: rate limit, then a slot among `max_concurrent_requests`, then the deadline.
-pub async fn protect(State(svc): State<Service>, req: Request, next: Next) -> Response {
-    if req.uri().path() != UNLIMITED_PATH {
-        if let Some(refused) = rate_limit(&svc, &req) {
-            return refused;
+/// Body limits: signal batches may be large (many servers), everything else is small.
+pub const SIGNALS_MAX_BYTES: usize = 1 << 20;
+pub const BODY_MAX_BYTES: usize = 16 << 10;
+
+/// The most a request to `path` may send.
+fn body_limit(path: &str) -> usize {
+    if path == "/v1/signals" {
+        SIGNALS_MAX_BYTES
+    } else {
+        BODY_MAX_BYTES
+    }
+}
+
+fn body_timeout(limits: &Limits) -> u64 {
+    limits.body_timeout_ms.min(limits.request_timeout_ms)
+}
+
+/// Reads the whole body (at most `limit` bytes) within the body deadline, before the request
+/// takes a slot: a client trickling its body holds its connection, never a slot.
+async fn receive(body: Body, limit: usize, limits: &Limits) -> Result<Bytes, Response> {
+    let ms = body_timeout(limits);
+    match tokio::time::timeout(Duration::from_millis(ms), Limited::new(body, limit).collect()).await {
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => {
+            Err(ApiError::too_large(format!("request body is larger than {limit} bytes")).into_response())
+        }
+        Ok(Err(e)) => Err(ApiError::bad_request(format!("could not read the request body: {e}")).into_response()),
+        Err(_) => {
+            tracing::warn!("request body not received within {ms} ms");
+            Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, format!("the request body was not received within {ms} ms"))
+                .into_response())
         }
     }
-    let limits = &svc.guard().limits;
-    let Ok(_permit) = svc.guard().in_flight.clone().try_acquire_owned() else {
+}
+
+/// The middleware: rate limit; then the body, read within the body deadline; then a slot among
+/// `max_concurrent_requests`; then the request deadline.
+pub async fn protect(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    if req.uri().path() == PROBE_PATH {
+        return next.run(req).await;
+    }
+    if let Some(refused) = rate_limit(&g, &req) {
+        return refused;
+    }
+    let limits = &g.limits;
+    let (parts, body) = req.into_parts();
+    // Only the bodies of known callers are read ahead (a handler refuses an unknown token
+    // before it reads anything).
+    let known = bearer(&parts.headers).and_then(|t| g.tokens.lookup(t)).is_some();
+    let body = if known && !http_body::Body::is_end_stream(&body) {
+        let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let limit = body_limit(parts.uri.path());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return ApiError::too_large(format!("request body is larger than {limit} bytes")).into_response();
+        }
+        match receive(body, limit, limits).await {
+            Ok(bytes) => Body::from(bytes),
+            Err(refused) => return refused,
+        }
+    } else {
+        body
+    };
+    let Ok(_permit) = g.in_flight.clone().try_acquire_owned() else {
         tracing::warn!("busy: {} requests in flight", limits.max_concurrent_requests);
         let e = ApiError::unavailable(format!(
             "the aggregator is busy ({} requests in flight, the most it takes at once); retry shortly",
@@ -142,7 +203,6 @@ pub async fn protect(State(svc): State<Service>, req: Request, next: Next) -> Re
         return retry_after(e.into_response(), 1000);
     };
     let timeout = Duration::from_millis(limits.request_timeout_ms);
-    let (parts, body) = req.into_parts();
     let received = Arc::new(AtomicBool::new(http_body::Body::is_end_stream(&body)));
     let body = Body::new(Tracked { inner: body, received: received.clone() });
     match tokio::time::timeout(timeout, next.run(Request::from_parts(parts, body))).await {

@@ -1,11 +1,12 @@
 //! The HTTP API (see `openapi.yaml`): routes, bearer-token checks, bounded JSON bodies. Every
 //! handler authorizes first, then reads and validates its body, then hands the engine one call.
 
-use crate::auth::{Principal, Role};
+use crate::auth::Role;
 use crate::error::ApiError;
 use crate::service::Service;
 use crate::validate;
-use crate::{admin, dashboard, guard, metrics};
+use crate::access::{authorize, json, ANY};
+use crate::{admin, dashboard, guard, scrape};
 use crate::views::Health;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -18,15 +19,11 @@ use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mcp_warden_core::trust::wire::{FlagRequest, QuarantineRequest, RatingRequest, SignalBatch};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-/// Body limits: signal batches may be large (many servers), everything else is small.
-pub const SIGNALS_MAX_BYTES: usize = 1 << 20;
-pub const BODY_MAX_BYTES: usize = 16 << 10;
+pub use crate::guard::{BODY_MAX_BYTES, SIGNALS_MAX_BYTES};
 const AUDIT_DEFAULT_LIMIT: u32 = 100;
 const AUDIT_MAX_LIMIT: u32 = 1000;
-
-pub(crate) const ANY: &[Role] = &[Role::Sidecar, Role::Rater, Role::Scanner, Role::Operator, Role::Reader];
 
 /// Every route the router serves, as (method, path); `openapi.yaml` describes exactly these.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -61,53 +58,17 @@ pub fn router(service: Service) -> Router {
         .route("/v1/audit", get(get_audit))
         .route("/v1/audit/verify", get(admin::get_audit_verify))
         .route("/v1/admin/backup", post(admin::post_backup))
-        .route("/metrics", get(metrics::get_metrics))
+        .route("/metrics", get(scrape::get_metrics))
         .route("/", get(dashboard::root))
         .route(dashboard::PATH, get(dashboard::page))
         .route("/dashboard/app.js", get(dashboard::script))
         .route("/dashboard/app.css", get(dashboard::style))
         .fallback(|| async { ApiError::not_found("no such endpoint (see openapi.yaml)") })
         // Rate limits, the cap on requests in flight, and the request deadline.
-        .layer(middleware::from_fn_with_state(service.clone(), guard::protect))
+        .layer(middleware::from_fn_with_state(service.guard_handle(), guard::protect))
         // Outermost: counts every answer, the other layers' refusals included.
-        .layer(middleware::from_fn_with_state(service.clone(), metrics::track))
+        .layer(middleware::from_fn_with_state(service.clone(), scrape::track))
         .with_state(service)
-}
-
-pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
-        Err(e) => ApiError::internal(format!("cannot serialize the answer: {e}")).into_response(),
-    }
-}
-
-/// The caller, if its bearer token is known and its role is one of `allowed`.
-pub(crate) fn authorize(svc: &Service, headers: &HeaderMap, allowed: &[Role], action: &str) -> Result<Principal, ApiError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing bearer token (send `Authorization: Bearer <token>`)"))?;
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
-    let who = svc.tokens().lookup(token).ok_or_else(|| {
-        tracing::debug!("unknown token refused for {action}");
-        ApiError::unauthorized("unknown token")
-    })?;
-    if !allowed.contains(&who.role) {
-        let needs: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
-        tracing::warn!(name = who.name, role = %who.role, "refused: {action}");
-        return Err(ApiError::forbidden(format!(
-            "token `{}` has role `{}`, which may not {action} (needs {})",
-            who.name,
-            who.role,
-            needs.join(" or ")
-        )));
-    }
-    Ok(who.clone())
 }
 
 /// Reads at most `limit` bytes and parses them as `T`; errors name the field at fault.
@@ -145,11 +106,11 @@ fn server_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiE
 }
 
 async fn healthz(State(svc): State<Service>) -> Response {
-    match svc.run(|e, _| e.health()).await {
+    match svc.health() {
         Ok(h) => json(StatusCode::OK, &h),
         Err(e) => json(
             StatusCode::SERVICE_UNAVAILABLE,
-            &Health { status: format!("unavailable: {}", e.message), version: svc.published().version, servers: 0, reason: None },
+            &Health { status: format!("unavailable: {e}"), version: svc.published().version, servers: 0, reason: None },
         ),
     }
 }
@@ -169,9 +130,28 @@ fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
     })
 }
 
+/// The highest version among the ETags of `If-None-Match` (ours are `"<version>"`).
+fn newest_known_version(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| t.trim().trim_start_matches("W/").trim_matches('"').parse::<u64>().ok())
+        .max()
+}
+
 async fn get_scores(State(svc): State<Service>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&svc, &headers, ANY, "read scores")?;
-    let published = svc.published();
+    let mut published = svc.published();
+    // Replicas: a sidecar that already got a newer version from another replica makes this one
+    // catch up first (one read of the database), rather than be handed an older document.
+    if svc.is_shared() && newest_known_version(&headers).is_some_and(|v| v > published.version) {
+        if let Err(e) = svc.follow().await {
+            tracing::warn!("could not catch up with the database for a newer poller: {e}");
+        }
+        published = svc.published();
+    }
     let etag = format!("\"{}\"", published.version);
     let etag_value = HeaderValue::from_str(&etag).map_err(|e| ApiError::internal(e.to_string()))?;
     let cache = (header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

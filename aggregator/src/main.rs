@@ -2,7 +2,7 @@
 //! API, and re-evaluates scores on a timer until SIGINT or SIGTERM.
 
 use clap::{Parser, Subcommand};
-use mcp_warden_aggregator::{http, serve, Service, Settings, SystemClock, Tokens};
+use mcp_warden_aggregator::{http, serve, Location, Service, Settings, SystemClock, Tokens};
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,9 +27,11 @@ enum Command {
         /// is printed on stdout as `listening on ADDR`).
         #[arg(long)]
         listen: SocketAddr,
-        /// SQLite database file (created if missing).
-        #[arg(long)]
-        db: PathBuf,
+        /// The database: a SQLite file (created if missing; one aggregator process), or a
+        /// PostgreSQL URL `postgres://user:password@host:port/dbname` (any number of replicas on
+        /// one database; the schema is created and migrated at start).
+        #[arg(long, env = "MCP_WARDEN_DB")]
+        db: String,
         /// Tokens file: {"tokens":[{"token":"...","name":"...","role":"sidecar|rater|scanner|operator|reader"}]}.
         #[arg(long)]
         tokens: PathBuf,
@@ -63,7 +65,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(listen: SocketAddr, db: &Path, tokens: &Path, config: Option<&Path>) -> Result<(), String> {
+fn serve(listen: SocketAddr, db: &str, tokens: &Path, config: Option<&Path>) -> Result<(), String> {
     let tokens = Tokens::from_json(&read(tokens, "tokens file")?).map_err(|e| e.to_string())?;
     let settings = match config {
         Some(p) => Settings::from_json(&read(p, "configuration")?).map_err(|e| e.to_string())?,
@@ -84,11 +86,12 @@ fn serve(listen: SocketAddr, db: &Path, tokens: &Path, config: Option<&Path>) ->
         .map(|r| format!("{r}={}", tokens.count(r)))
         .join(" ");
         let params = format!("{:?}", settings.trust);
-        let service = Service::open(db, tokens, settings, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
+        let db = Location::parse(db);
+        let service = Service::open(&db, tokens, settings, Arc::new(SystemClock)).map_err(|e| e.to_string())?;
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        info!(%addr, db = %db.display(), tokens = roles, "mcp-warden-aggregator serving; version {}", service.published().version);
+        info!(%addr, db = %db, tokens = roles, "mcp-warden-aggregator serving; version {}", service.published().version);
         info!("trust parameters: {params}");
         // The line tests and scripts wait for: the database is open and the port bound.
         println!("listening on {addr}");

@@ -1,4 +1,4 @@
-//! Prometheus metrics (`GET /metrics`): HTTP requests by route and status, what the writes did,
+//! The Prometheus registry (served by [`crate::scrape`]): HTTP requests by route and status, what the writes did,
 //! store commit latency, and each server's score and state, read from the current publication
 //! at scrape time (so they are never older than what sidecars poll).
 //!
@@ -6,15 +6,8 @@
 //! the body ends with `# EOF`), which Prometheus reads. Scraping needs no token unless the
 //! configuration says `metrics_require_token` (then any role's token).
 
-use crate::engine::Published;
-use crate::error::ApiError;
-use crate::http;
-use crate::service::Service;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use mcp_warden_core::trust::wire::TrustState;
+use axum::http::{Method, StatusCode};
+use mcp_warden_core::trust::wire::{ServerScore, TrustState};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What `GET /metrics` answers with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -117,6 +110,8 @@ pub struct Metrics {
     store_writes: Family<ResultLabels, Counter>,
     store_write_duration: Histogram,
     version: Gauge,
+    audit_head: Gauge,
+    findings_withheld: Counter,
     servers: Family<StateLabels, Gauge>,
     server_score: Family<ServerLabels, F64Gauge>,
     server_state: Family<ServerStateLabels, Gauge>,
@@ -144,6 +139,8 @@ impl Metrics {
             store_writes: Family::default(),
             store_write_duration: Histogram::new(STORE_BUCKETS),
             version: Gauge::default(),
+            audit_head: Gauge::default(),
+            findings_withheld: Counter::default(),
             servers: Family::default(),
             server_score: Family::default(),
             server_state: Family::default(),
@@ -180,6 +177,16 @@ impl Metrics {
             "Time of one database write transaction, from its start to its commit (fsync included)",
             Unit::Seconds,
             m.store_write_duration.clone(),
+        );
+        r.register(
+            "sidecar_findings_withheld",
+            "Sidecar findings recorded but not counted: their credential's uncorroborated findings reached sidecar.server_budget",
+            m.findings_withheld.clone(),
+        );
+        r.register(
+            "audit_head_id",
+            "Id of the newest audit entry, as last exported (its hash is in the log and the anchor file)",
+            m.audit_head.clone(),
         );
         r.register("scores_version", "Version of the published scores document (its ETag)", m.version.clone());
         r.register("servers", "Servers tracked, by published state", m.servers.clone());
@@ -262,6 +269,15 @@ impl Metrics {
         }
     }
 
+    pub fn findings_withheld(&self, n: u64) {
+        self.findings_withheld.inc_by(n);
+    }
+
+    /// The audit chain's head as exported.
+    pub fn audit_head(&self, id: i64) {
+        self.audit_head.set(id);
+    }
+
     /// One write transaction, committed or not, and how long it took.
     pub fn store_write(&self, committed: bool, elapsed: Duration) {
         let result = if committed { "committed" } else { "failed" };
@@ -269,11 +285,12 @@ impl Metrics {
         self.store_write_duration.observe(elapsed.as_secs_f64());
     }
 
-    /// The exposition: first the per-server gauges are set from `published`.
-    pub fn render(&self, published: &Published) -> Result<String, std::fmt::Error> {
-        self.version.set(i64::try_from(published.version).unwrap_or(i64::MAX));
+    /// The exposition: first the per-server gauges are set from the published `servers` of
+    /// document `version`.
+    pub fn render<'a>(&self, version: u64, servers: impl Iterator<Item = &'a ServerScore>) -> Result<String, std::fmt::Error> {
+        self.version.set(i64::try_from(version).unwrap_or(i64::MAX));
         let mut counts = [0i64; 3];
-        for s in published.servers() {
+        for s in servers {
             let server = s.server.clone();
             self.server_score.get_or_create(&ServerLabels { server: server.clone() }).set(s.score);
             for (i, st) in STATES.iter().enumerate() {
@@ -297,35 +314,6 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
     }
-}
-
-/// Middleware: counts and times every request by its route's pattern (`unmatched` for paths no
-/// route serves, so a scanner probing random paths cannot grow the label set).
-pub async fn track(State(svc): State<Service>, req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
-    let method = req.method().clone();
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    let route = route.as_deref().unwrap_or("unmatched");
-    svc.metrics().observe_http(&method, route, resp.status(), started.elapsed());
-    resp
-}
-
-/// `GET /metrics`.
-pub async fn get_metrics(State(svc): State<Service>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let metrics = svc.metrics();
-    if metrics.require_token() {
-        http::authorize(&svc, &headers, http::ANY, "read metrics")?;
-    }
-    let body = metrics.render(&svc.published()).map_err(|e| ApiError::internal(format!("cannot render metrics: {e}")))?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE)),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-        body,
-    )
-        .into_response())
 }
 
 #[cfg(test)]

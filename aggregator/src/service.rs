@@ -1,14 +1,17 @@
 //! The running service: the engine behind one mutex (one writer), the publication readers poll
 //! without waiting, the tokens, the clock, and the periodic re-evaluation.
 
-use crate::auth::{Role, Tokens};
+use crate::auth::Tokens;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::db::Location;
 use crate::engine::{self, Engine, OpenError, Publication, Published};
 use crate::error::ApiError;
 use crate::guard::Guard;
 use crate::metrics::Metrics;
-use std::path::Path;
+use crate::audit::Verifier;
+use crate::anchor::{self, Anchor};
+use crate::views::{AuditVerification, BrokenLink, Health};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -27,10 +30,23 @@ struct Inner {
     tokens: Tokens,
     clock: Arc<dyn Clock>,
     evaluate_interval: Duration,
+    follow_interval: Duration,
+    /// Shares its database with other replicas (PostgreSQL).
+    shared: bool,
     guard: Arc<Guard>,
     /// Engine calls queued or running (bounded: a timed-out request's call still runs).
     queued: AtomicUsize,
+    /// The health the engine showed after its last call (`GET /healthz` reads it without
+    /// waiting for the engine): `Err` while the database cannot be read.
+    health: Mutex<Result<Health, String>>,
+    /// One audit verification at a time.
+    verifying: tokio::sync::Semaphore,
+    /// Where the audit head is exported (see [`crate::anchor`]).
+    anchor: Mutex<Anchor>,
 }
+
+/// Audit entries read per engine call of a verification.
+const AUDIT_PAGE: u32 = 500;
 
 /// Counts an engine call until it is done (or its thread unwinds).
 struct Queued<'a>(&'a AtomicUsize);
@@ -42,12 +58,26 @@ impl Drop for Queued<'_> {
 }
 
 impl Service {
-    /// Opens the database at `db` and publishes a first scores document.
-    pub fn open(db: &Path, tokens: Tokens, settings: Settings, clock: Arc<dyn Clock>) -> Result<Service, OpenError> {
+    /// Opens the database at `db` (a SQLite file, or a PostgreSQL URL) and publishes a first
+    /// scores document.
+    pub fn open(db: impl Into<Location>, tokens: Tokens, settings: Settings, clock: Arc<dyn Clock>) -> Result<Service, OpenError> {
+        let location: Location = db.into();
         let evaluate_interval = Duration::from_millis(settings.evaluate_interval_ms);
-        let names = [Role::Sidecar, Role::Rater, Role::Scanner, Role::Operator, Role::Reader].map(|r| tokens.count(r)).iter().sum();
-        let guard = Arc::new(Guard::new(settings.limits.clone(), names));
-        let engine = Engine::open(db, settings, tokens.operators(), clock.now_ms())?;
+        let follow_interval = Duration::from_millis(settings.follow_interval_ms);
+        let guard = Arc::new(Guard::new(settings.limits.clone(), tokens.clone()));
+        let (operators, now) = (tokens.operators(), clock.now_ms());
+        let settings_anchor = settings.audit_anchor_file.clone();
+        // On a thread of its own: PostgreSQL's blocking client runs its own runtime, which must
+        // not start inside the caller's (this is called from async code).
+        let engine = std::thread::scope(|s| {
+            s.spawn(|| Engine::open(&location, settings, operators, now))
+                .join()
+                .unwrap_or_else(|_| Err(OpenError("the database could not be opened: its thread failed".into())))
+        })?;
+        let shared = engine.is_shared();
+        let mut engine = engine;
+        let health = Mutex::new(engine.health_view());
+        let anchor = Mutex::new(Anchor::new(settings_anchor));
         let publication = engine.publication();
         let metrics = engine.metrics();
         Ok(Service {
@@ -58,8 +88,13 @@ impl Service {
                 tokens,
                 clock,
                 evaluate_interval,
+                follow_interval,
+                shared,
                 guard,
                 queued: AtomicUsize::new(0),
+                health,
+                verifying: tokio::sync::Semaphore::new(1),
+                anchor,
             }),
         })
     }
@@ -77,6 +112,11 @@ impl Service {
         &self.inner.guard
     }
 
+    /// The guard, for the middleware that holds it.
+    pub fn guard_handle(&self) -> Arc<Guard> {
+        self.inner.guard.clone()
+    }
+
     /// The scores document polled by sidecars.
     pub fn published(&self) -> Arc<Published> {
         engine::current(&self.inner.publication)
@@ -88,7 +128,9 @@ impl Service {
         T: Send + 'static,
         F: FnOnce(&mut Engine, u64) -> Result<T, ApiError> + Send + 'static,
     {
-        let cap = self.inner.guard.limits().max_concurrent_requests;
+        // Requests in flight are capped by the guard's slots; this bound is for calls whose
+        // request timed out (they still run) and the timer's: twice the slots.
+        let cap = 2 * self.inner.guard.limits().max_concurrent_requests;
         let waiting = self.inner.queued.fetch_add(1, Ordering::AcqRel);
         if waiting >= cap {
             self.inner.queued.fetch_sub(1, Ordering::AcqRel);
@@ -101,10 +143,82 @@ impl Service {
             let _queued = Queued(&inner.queued);
             let mut engine = inner.engine.lock().unwrap_or_else(PoisonError::into_inner);
             let now = inner.clock.now_ms();
-            f(&mut engine, now)
+            let r = f(&mut engine, now);
+            *inner.health.lock().unwrap_or_else(PoisonError::into_inner) = engine.health_view();
+            r
         })
         .await
         .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+    }
+
+    /// `GET /v1/audit/verify`: the chain read in pages of `AUDIT_PAGE` entries (the engine is
+    /// held only while a page is read) and hashed away from the engine, one verification at a
+    /// time (others wait their turn, never the engine).
+    pub async fn verify_audit(&self) -> Result<AuditVerification, ApiError> {
+        let _turn = self.inner.verifying.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
+        let path = self.inner.anchor.lock().unwrap_or_else(PoisonError::into_inner).path().map(|p| p.to_path_buf());
+        let anchors = match path {
+            Some(p) => anchor::read(&p).map_err(ApiError::internal)?,
+            None => Default::default(),
+        };
+        let anchors = Arc::new(anchors);
+        let mut v = Verifier::new();
+        let mut after = 0i64;
+        loop {
+            let (rows, last) = self.run(move |e, _| e.audit_page(after, AUDIT_PAGE)).await?;
+            let anchored = anchors.clone();
+            let hashed = tokio::task::spawn_blocking(move || {
+                for r in &rows {
+                    if let Some(why) = anchor::check(&anchored, r.id, &r.hash) {
+                        return (v.clone(), Some(v.broken_at(r.id, why)), after);
+                    }
+                    if let Some(done) = v.push(&r.fields(), &r.hash) {
+                        return (v, Some(done), after);
+                    }
+                }
+                let next = rows.last().map_or(after, |r| r.id);
+                (v, None, next)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?;
+            let (verifier, done, next) = hashed;
+            if let Some(done) = done {
+                return Ok(done);
+            }
+            v = verifier;
+            after = next;
+            if let Some(issued) = last {
+                let done = v.finish(issued);
+                if done.ok {
+                    let last_id = done.head.as_ref().map_or(0, |h| h.id);
+                    if let Some((id, why)) = anchor::check_end(&anchors, last_id) {
+                        return Ok(AuditVerification { ok: false, broken: Some(BrokenLink { id, reason: why }), ..done });
+                    }
+                }
+                return Ok(done);
+            }
+        }
+    }
+
+    /// Exports the audit chain's head if it moved (log, metrics, anchor file).
+    pub async fn export_audit_head(&self) -> Result<bool, ApiError> {
+        let head = self.run(|e, _| e.audit_head()).await?;
+        if let Some((id, _)) = &head {
+            self.inner.metrics.audit_head(*id);
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let now = inner.clock.now_ms();
+            inner.anchor.lock().unwrap_or_else(PoisonError::into_inner).record(now, head).map_err(ApiError::unavailable)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+    }
+
+    /// What `GET /healthz` answers: the health recorded after the engine's last call (the
+    /// timer's rounds also check that the database answers), never waiting for the engine.
+    pub fn health(&self) -> Result<Health, String> {
+        self.inner.health.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// One periodic re-evaluation (what the timer runs; tests call it directly).
@@ -112,16 +226,54 @@ impl Service {
         self.run(|e, now| e.tick(now)).await
     }
 
-    /// Re-evaluates every `evaluate_interval_ms` until the returned task is dropped or aborted.
+    /// One round of the timer: re-evaluates if this process leads (always on SQLite), else
+    /// follows the database. `true` if it led.
+    pub async fn round(&self) -> Result<bool, ApiError> {
+        let led = self.run(|e, now| e.round(now)).await;
+        if let Err(e) = self.export_audit_head().await {
+            error!("exporting the audit head failed: {e}");
+        }
+        // Whether the database answers at all (PostgreSQL may be unreachable between writes).
+        let inner = self.inner.clone();
+        let checked = self.run(|e, _| e.health()).await;
+        if let Err(e) = checked {
+            *inner.health.lock().unwrap_or_else(PoisonError::into_inner) = Err(e.message);
+        }
+        led
+    }
+
+    /// Does this process share its database with other replicas (PostgreSQL)?
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared
+    }
+
+    /// Catches up with what other replicas wrote (PostgreSQL); `true` if it reloaded.
+    pub async fn follow(&self) -> Result<bool, ApiError> {
+        self.run(|e, _| e.follow()).await
+    }
+
+    /// Re-evaluates every `evaluate_interval_ms` (on PostgreSQL: only the leader; the others
+    /// follow the database every `follow_interval_ms`, and take the lead there if it is free)
+    /// until the returned task is dropped or aborted.
     pub fn spawn_ticker(&self) -> tokio::task::JoinHandle<()> {
         let svc = self.clone();
         tokio::spawn(async move {
-            let mut interval = tokio::time::interval(svc.inner.evaluate_interval);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut evaluate = tokio::time::interval(svc.inner.evaluate_interval);
+            evaluate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut follow = tokio::time::interval(svc.inner.follow_interval);
+            follow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                interval.tick().await;
-                if let Err(e) = svc.tick().await {
-                    error!("periodic evaluation failed: {e}");
+                tokio::select! {
+                    _ = evaluate.tick() => {
+                        if let Err(e) = svc.round().await {
+                            error!("periodic evaluation failed: {e}");
+                        }
+                    }
+                    _ = follow.tick(), if svc.inner.shared => {
+                        if let Err(e) = svc.run(|e, now| e.follow_round(now)).await {
+                            error!("following the database failed: {e}");
+                        }
+                    }
                 }
             }
         })

@@ -62,6 +62,11 @@ pub struct State {
 }
 
 impl State {
+    /// How many raters `from` vouches for.
+    pub fn vouches_from(&self, from: &str) -> usize {
+        self.vouches.range((from.to_string(), String::new())..).take_while(|((f, _), _)| f == from).count()
+    }
+
     /// Recomputes every rater's standing from the operators and the vouches.
     pub fn recompute_standing(&mut self, pretrusted: &BTreeSet<String>, p: &TrustParams) {
         let vouches: Vec<Vouch> =

@@ -637,6 +637,17 @@ pub fn prune(conn: &Connection, history_before: u64, batches_before: u64) -> rus
     Ok((h, b))
 }
 
+/// Deletes a rater's rating of `subject` (a withdrawn vouch leaves nothing behind).
+pub fn delete_rating(conn: &Connection, rater: &str, subject: &Subject) -> rusqlite::Result<()> {
+    let (kind, name) = match subject {
+        Subject::Server(n) => ("server", n),
+        Subject::Rater(n) => ("rater", n),
+    };
+    conn.prepare_cached("DELETE FROM ratings WHERE rater = ?1 AND subject_kind = ?2 AND subject = ?3")?
+        .execute(params![rater, kind, name])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -670,3 +681,4 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+

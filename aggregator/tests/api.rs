@@ -6,7 +6,7 @@ mod common;
 
 use axum::http::StatusCode;
 use common::*;
-use mcp_warden_aggregator::Settings;
+use mcp_warden_aggregator::{Location, Settings};
 use mcp_warden_core::trust::wire::ScoresDocument;
 use serde_json::{json, Value};
 
@@ -192,6 +192,10 @@ async fn ratings_count_by_the_raters_standing_and_the_latest_wins() {
     // An operator vouches for her: now her rating weighs.
     let vouch = h.post("/v1/ratings", OPERATOR, json!({"subject": {"kind": "rater", "name": "alice"}, "value": 1.0})).await.ok();
     assert_eq!(vouch["rater_standing"], 1.0);
+    // Standing follows at the next periodic evaluation (off the write path).
+    let ack = h.post("/v1/ratings", RATER, json!({"subject": {"kind": "server", "name": "w"}, "value": 0.0})).await.ok();
+    assert!(ack["rater_standing"].as_f64().unwrap() < 0.01);
+    h.tick().await;
     let ack = h.post("/v1/ratings", RATER, json!({"subject": {"kind": "server", "name": "w"}, "value": 0.0})).await.ok();
     let alice = ack["rater_standing"].as_f64().unwrap();
     assert!(alice > 0.5, "{alice}");
@@ -207,6 +211,7 @@ async fn ratings_count_by_the_raters_standing_and_the_latest_wins() {
     assert_eq!(d["ratings"]["raters"][0]["comment"], "fixed");
     // Withdrawing the vouch (value 0) takes her standing away again.
     h.post("/v1/ratings", OPERATOR, json!({"subject": {"kind": "rater", "name": "alice"}, "value": 0.0})).await.ok();
+    h.tick().await;
     let d = h.detail("w").await;
     assert!(d["ratings"]["raters"][0]["standing"].as_f64().unwrap() < 0.01);
 }
@@ -221,14 +226,15 @@ async fn a_hundred_rater_sybil_burst_barely_moves_a_score() {
         h.post("/v1/ratings", &sybil_token(i), json!({"subject": {"kind": "rater", "name": next}, "value": 1.0})).await.ok();
         h.post("/v1/ratings", &sybil_token(i), json!({"subject": {"kind": "server", "name": "target"}, "value": 0.0})).await.ok();
     }
+    h.tick().await;
     let d = h.detail("target").await;
     let after = d["score"].as_f64().unwrap();
     let moved = base - after;
     eprintln!("100 unknown raters rating 0 (vouching for each other in a ring): score {base:.4} -> {after:.4} (moved {moved:.4})");
-    assert!(moved > 0.0 && moved < 0.05, "moved {moved}");
+    assert!(moved > 0.0 && moved <= 0.02, "moved {moved}");
     assert_eq!(d["ratings"]["count"], 100);
     assert_eq!(d["ratings"]["unknown_raters"], 100);
-    assert!((d["ratings"]["rating_weight"].as_f64().unwrap() - 0.25).abs() < 1e-9, "the crowd weighs at most the cap");
+    assert!((d["ratings"]["rating_weight"].as_f64().unwrap() - 0.05).abs() < 1e-9, "the crowd weighs at most the cap");
     // The published state did not change: still trusted.
     assert_eq!(h.published("target").await.1, "trusted");
     // One operator's 0 moves it further than the whole crowd.
@@ -375,15 +381,16 @@ async fn a_critical_flag_or_security_event_quarantines_at_once() {
     let other = json!({"server": "files", "severity": "critical", "rule": "rug-pull", "tool": "read_file"});
     assert_eq!(h.post("/v1/flags", SCANNER, other).await.ok()["state"], "quarantined");
 
-    // A critical security event from a sidecar does the same; evidence is stored bounded.
-    let event = json!({"rule": "tool-poisoning/ignore-instructions", "severity": "critical", "tool": "forecast",
+    // A critical security event from a sidecar, of a kind sidecars verify in the traffic they
+    // proxy (a built-in rule family), does the same; evidence is stored bounded.
+    let event = json!({"rule": "poison/ignore-instructions", "severity": "critical", "tool": "forecast",
                        "evidence": "ignore previous instructions ".repeat(200)});
     let batch = |id: &str| json!({"sidecar": "pod", "batch_id": id, "servers": [{"server": "weather", "outcomes": {"success": 5}, "security": [event.clone()]}]});
     h.post("/v1/signals", SIDECAR, batch("e1")).await.ok();
     let d = h.detail("weather").await;
     assert_eq!(d["state"], "quarantined");
     let reason = d["quarantine"]["reason"].as_str().unwrap();
-    assert!(reason.contains("critical security event `tool-poisoning/ignore-instructions` on tool `forecast` reported by sidecar `sidecar-1`"), "{reason}");
+    assert!(reason.contains("critical security event `poison/ignore-instructions` on tool `forecast` reported by sidecar `sidecar-1`"), "{reason}");
     assert!(d["security_events"][0]["evidence"].as_str().unwrap().len() <= 1024);
     let penalty = d["breakdown"]["security_penalty"].as_f64().unwrap();
     // Another sidecar seeing the same finding adds a report, not a second penalty.
@@ -401,6 +408,7 @@ async fn a_restart_keeps_everything() {
     h.clock.advance(61_000);
     h.report(SIDECAR, "b2", "weather", 60, 0).await.ok();
     h.post("/v1/ratings", OPERATOR, json!({"subject": {"kind": "rater", "name": "alice"}, "value": 1.0})).await.ok();
+    h.tick().await;
     h.post("/v1/ratings", RATER, json!({"subject": {"kind": "server", "name": "weather"}, "value": 0.2, "comment": "slow"})).await.ok();
     h.post("/v1/flags", SCANNER, json!({"server": "weather", "severity": "medium", "rule": "secrets-in-description"})).await.ok();
     h.post("/v1/flags", SCANNER, json!({"server": "files", "severity": "critical", "rule": "exfil"})).await.ok();
@@ -420,14 +428,23 @@ async fn a_restart_keeps_everything() {
     for (s, b) in ["weather", "files", "maps"].iter().zip(&before) {
         let mut a = h.detail(s).await;
         let mut b = b.clone();
-        assert!(a["version"].as_u64() > b["version"].as_u64());
+        if on_postgres() {
+            assert_eq!(a["version"], b["version"], "the stored document is served again");
+        } else {
+            assert!(a["version"].as_u64() > b["version"].as_u64());
+        }
         a["version"] = Value::Null;
         b["version"] = Value::Null;
         assert_eq!(a, b, "{s} after restart");
     }
     assert_eq!(h.get("/v1/audit", OPERATOR).await.ok(), audit);
     let doc2 = h.scores().await;
-    assert!(doc2["version"].as_u64() > doc["version"].as_u64(), "a restart publishes a new version");
+    if on_postgres() {
+        // Replicas serve the document as stored: the same version is the same document.
+        assert_eq!(doc2, doc, "a restart serves the stored document");
+    } else {
+        assert!(doc2["version"].as_u64() > doc["version"].as_u64(), "a restart publishes a new version");
+    }
     assert_eq!(doc2["servers"], doc["servers"]);
     assert_eq!(h.report(SIDECAR, "b1", "weather", 120, 3).await.ok()["duplicate"], true);
     // Standing from the vouch was rebuilt.
@@ -435,10 +452,20 @@ async fn a_restart_keeps_everything() {
     // The audit log cannot be rewritten, even directly in the database.
     drop(h.svc);
     drop(h.app);
-    let conn = rusqlite::Connection::open(h.dir.path().join("trust.db")).unwrap();
-    let e = conn.execute("UPDATE audit SET reason = 'nothing happened'", []).unwrap_err();
-    assert!(e.to_string().contains("append-only"), "{e}");
-    assert!(conn.execute("DELETE FROM audit", []).unwrap_err().to_string().contains("append-only"));
+    match &h.location {
+        Location::Postgres(url) => {
+            let e = pg_execute(url, "UPDATE audit SET reason = 'nothing happened'").unwrap_err();
+            assert!(e.contains("append-only"), "{e}");
+            assert!(pg_execute(url, "DELETE FROM audit").unwrap_err().contains("append-only"));
+            assert!(pg_execute(url, "TRUNCATE audit").unwrap_err().contains("append-only"));
+        }
+        Location::Sqlite(path) => {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            let e = conn.execute("UPDATE audit SET reason = 'nothing happened'", []).unwrap_err();
+            assert!(e.to_string().contains("append-only"), "{e}");
+            assert!(conn.execute("DELETE FROM audit", []).unwrap_err().to_string().contains("append-only"));
+        }
+    }
 }
 
 #[tokio::test]
@@ -489,11 +516,20 @@ async fn the_number_of_servers_is_bounded() {
     assert_eq!(ack["dropped_servers"], json!(["three"]));
     assert_eq!(h.detail("two").await["traffic"]["success"], 2);
     assert_eq!(h.get("/v1/servers/three", READER).await.status, StatusCode::NOT_FOUND);
-    // Writes that would add a server by themselves are refused.
+    // A rater's rating that would add a server is refused.
+    let r = h.post("/v1/ratings", RATER, json!({"subject": {"kind": "server", "name": "three"}, "value": 1})).await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE);
+    assert!(r.error().contains("max_servers"), "{}", r.error());
+    // Operators and scanners still act on new servers, within a reserve (1% of max_servers, at
+    // least 10): sidecars filling the table must not leave them unable to quarantine.
+    h.post("/v1/servers/three/quarantine", OPERATOR, json!({"reason": "x"})).await.ok();
+    h.post("/v1/flags", SCANNER, json!({"server": "four", "severity": "low", "rule": "r"})).await.ok();
+    for i in 0..8 {
+        h.post(&format!("/v1/servers/extra-{i}/quarantine"), OPERATOR, json!({"reason": "x"})).await.ok();
+    }
     for (token, path, body) in [
-        (SCANNER, "/v1/flags", json!({"server": "three", "severity": "low", "rule": "r"})),
-        (RATER, "/v1/ratings", json!({"subject": {"kind": "server", "name": "three"}, "value": 1})),
-        (OPERATOR, "/v1/servers/three/quarantine", json!({"reason": "x"})),
+        (SCANNER, "/v1/flags", json!({"server": "five", "severity": "low", "rule": "r"})),
+        (OPERATOR, "/v1/servers/five/quarantine", json!({"reason": "x"})),
     ] {
         let r = h.post(path, token, body).await;
         assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{path}");
@@ -613,6 +649,11 @@ async fn openapi_yaml_describes_every_route_and_field() {
     let verified = h.get("/v1/audit/verify", READER).await.ok();
     documented(spec, "AuditVerification", &verified);
     documented(spec, "ChainHead", &verified["head"]);
+    if on_postgres() {
+        // Storage faults are injected into SQLite (the replicas' database outage has its own
+        // test: tests/integration/test_replicas.py).
+        return;
+    }
     h.svc.run(|e, _| e.inject_storage_fault(mcp_warden_aggregator::engine::StorageFault::ReadOnly)).await.unwrap();
     assert_eq!(h.report(SIDECAR, "b3", "w", 1, 0).await.status, StatusCode::SERVICE_UNAVAILABLE);
     let degraded = h.request("GET", "/healthz", None, None, &[]).await.ok();

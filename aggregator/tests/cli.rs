@@ -68,3 +68,31 @@ fn operator_cli_drives_the_api() {
     fails(ctl(b, Some(RATER), &["rate", srv, "1.5"]), "field `value`: must be in [0, 1]");
     fails(ctl("http://127.0.0.1:1", Some(READER), &["scores"]), "cannot reach");
 }
+
+#[test]
+fn control_characters_reach_no_terminal_and_no_log_line() {
+    let dir = TempDir::new("cli-escape");
+    let agg = Process::start(dir.path());
+    let b = &agg.base;
+    let hostile = "title\u{1b}]0;pwned\u{7}\u{1b}[2J cleared\nINFO released by an operator: all clear";
+    let flag = serde_json::json!({"server": "w", "severity": "critical", "rule": "exfil", "tool": "t",
+                                  "description": hostile});
+    let (status, _) = post(&agent(), &format!("{b}/v1/flags"), SCANNER, &flag).unwrap();
+    assert_eq!(status, 200);
+    // The API keeps what was sent.
+    let (_, detail) = get(&agent(), &format!("{b}/v1/servers/w"), READER);
+    assert_eq!(detail["flags"][0]["description"], hostile);
+    for (token, args) in [(READER, vec!["server", "w"]), (OPERATOR, vec!["audit"])] {
+        let o = ctl(b, Some(token), &args);
+        assert!(o.ok, "{}{}", o.stdout, o.stderr);
+        // Only the CLI's own line breaks; no escape, bell or other control character.
+        assert!(!o.stdout.chars().any(|c| c.is_control() && c != '\n'), "{:?}", o.stdout);
+        assert!(!o.stdout.lines().any(|l| l.starts_with("INFO released")), "{}", o.stdout);
+        assert!(o.stdout.contains("\\x1b]0;pwned\\x07\\x1b[2J cleared\\nINFO released"), "{}", o.stdout);
+        println!("mcp-warden-ctl {}:\n{}", args.join(" "), o.stdout);
+    }
+    // The log shows the quarantine reason on one line, escaped.
+    let log = std::fs::read_to_string(dir.path().join("aggregator.log")).unwrap();
+    assert!(!log.contains('\u{1b}'), "{log}");
+    assert!(!log.lines().any(|l| l.starts_with("INFO released")), "{log}");
+}

@@ -5,7 +5,7 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
-use mcp_warden_aggregator::{http, ManualClock, Service, Settings, Tokens};
+use mcp_warden_aggregator::{http, Location, ManualClock, Service, Settings, Tokens};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -92,9 +92,49 @@ impl Resp {
     }
 }
 
+/// The PostgreSQL server the tests may use (`testbed/postgres.py` starts one and sets it).
+pub fn postgres_server() -> Option<String> {
+    std::env::var("MCP_WARDEN_TEST_PG").ok().filter(|s| !s.is_empty())
+}
+
+/// The suite runs on PostgreSQL (a fresh database per harness on that server) when
+/// `MCP_WARDEN_TEST_BACKEND=postgres`, else on SQLite.
+pub fn on_postgres() -> bool {
+    std::env::var("MCP_WARDEN_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// Runs `f` on a thread of its own: the blocking PostgreSQL client runs its own runtime, which
+/// must not start inside the test's.
+pub fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f).join().unwrap()
+}
+
+/// A fresh, empty database on the test server; its URL.
+pub fn fresh_pg_database() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let server = postgres_server().expect("MCP_WARDEN_TEST_PG is not set: run the suite through testbed/postgres.py");
+    let name = format!("t_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    let url = format!("{}/{name}", server.rsplit_once('/').unwrap().0);
+    blocking(move || {
+        let mut c = postgres::Client::connect(&server, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    });
+    url
+}
+
+/// Runs `sql` on the database at `url` (as someone with access to the database would).
+pub fn pg_execute(url: &str, sql: &str) -> Result<u64, String> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+        c.execute(sql.as_str(), &[]).map_err(|e| e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string()))
+    })
+}
+
 /// The service in-process: the real Router and database, a clock the test moves.
 pub struct Harness {
     pub dir: TempDir,
+    pub location: Location,
     pub clock: Arc<ManualClock>,
     pub settings: Settings,
     pub svc: Service,
@@ -110,45 +150,50 @@ impl Harness {
 
     pub fn with_settings(settings: Settings) -> Harness {
         let dir = TempDir::new("api");
-        let clock = Arc::new(ManualClock::new(T0));
-        let (svc, app) = Self::open(dir.path(), &settings, &clock);
-        Harness { dir, clock, settings, svc, app }
+        let location =
+            if on_postgres() { Location::Postgres(fresh_pg_database()) } else { Location::Sqlite(dir.path().join("trust.db")) };
+        Self::on(dir, location, settings, Arc::new(ManualClock::new(T0)))
     }
 
-    fn open(dir: &Path, settings: &Settings, clock: &Arc<ManualClock>) -> (Service, Router) {
+    /// A harness on `location` (another replica, when it is a PostgreSQL database in use).
+    pub fn on(dir: TempDir, location: Location, settings: Settings, clock: Arc<ManualClock>) -> Harness {
+        let (svc, app) = Self::open(&location, &settings, &clock);
+        Harness { dir, location, clock, settings, svc, app }
+    }
+
+    fn open(location: &Location, settings: &Settings, clock: &Arc<ManualClock>) -> (Service, Router) {
         let tokens = Tokens::from_json(tokens_json().as_bytes()).unwrap();
-        let svc = Service::open(&dir.join("trust.db"), tokens, settings.clone(), clock.clone()).unwrap();
+        let svc = Service::open(location, tokens, settings.clone(), clock.clone()).unwrap();
         let app = http::router(svc.clone());
         (svc, app)
     }
 
     /// Closes the database and opens it again (a restart, same clock).
     pub fn reopen(self) -> Harness {
-        let Harness { dir, clock, settings, svc, app } = self;
+        let Harness { dir, location, clock, settings, svc, app } = self;
         drop(app);
         drop(svc);
-        let (svc, app) = Self::open(dir.path(), &settings, &clock);
-        Harness { dir, clock, settings, svc, app }
+        let (svc, app) = Self::open(&location, &settings, &clock);
+        Harness { dir, location, clock, settings, svc, app }
     }
 
     /// Closes the database, runs `f` on its file (as someone with access to the disk would), and
     /// opens it again.
     pub fn reopen_after(self, f: impl FnOnce(&Path)) -> Harness {
-        let Harness { dir, clock, settings, svc, app } = self;
+        let Harness { dir, location, clock, settings, svc, app } = self;
         drop(app);
         drop(svc);
         f(&dir.path().join("trust.db"));
-        let (svc, app) = Self::open(dir.path(), &settings, &clock);
-        Harness { dir, clock, settings, svc, app }
+        let (svc, app) = Self::open(&location, &settings, &clock);
+        Harness { dir, location, clock, settings, svc, app }
     }
 
     /// A harness on the database `db` (copied into a fresh directory), with this clock.
     pub fn on_database(db: &Path, clock: Arc<ManualClock>) -> Harness {
         let dir = TempDir::new("api");
         std::fs::copy(db, dir.path().join("trust.db")).unwrap();
-        let settings = relaxed();
-        let (svc, app) = Self::open(dir.path(), &settings, &clock);
-        Harness { dir, clock, settings, svc, app }
+        let location = Location::Sqlite(dir.path().join("trust.db"));
+        Self::on(dir, location, relaxed(), clock)
     }
 
     pub async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Vec<u8>>, headers: &[(&str, &str)]) -> Resp {

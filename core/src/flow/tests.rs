@@ -580,14 +580,25 @@ fn a_notification_refused_gets_503_without_an_id() {
 // ---------------------------------------------------------------------------------------------
 // Breaker: trip, fallback, refusal, half-open.
 
-/// Trips the primary with three connect failures of unsafe calls (retry off).
-fn trip_primary(h: &mut Host) {
+/// Trips the cluster requests go to with three connect failures of unsafe calls (retry off).
+fn trip_next(h: &mut Host) {
     for i in 0..3 {
         h.next();
         h.post(&tool_call(i, "send"));
         h.envoy_reply(503, FLAG_UF, "upstream_reset_before_response_started{remote_connection_failure}");
     }
+}
+
+fn trip_primary(h: &mut Host) {
+    trip_next(h);
     assert!(h.phase_open(PRIMARY));
+}
+
+/// Trips the primary, then the fallback: nothing admits.
+fn trip_both(h: &mut Host) {
+    trip_primary(h);
+    trip_next(h);
+    assert!(h.phase_open(FALLBACK));
 }
 
 #[wasm_bindgen_test(unsupported = test)]
@@ -604,12 +615,7 @@ fn a_tripped_primary_sends_traffic_to_the_fallback() {
 #[wasm_bindgen_test(unsupported = test)]
 fn nothing_admitting_answers_each_request_by_its_id() {
     let mut h = Host::new(r#","failover":{"retry":false}"#);
-    trip_primary(&mut h);
-    for i in 0..3 {
-        h.next();
-        h.post(&tool_call(i, "send"));
-        h.envoy_reply(503, FLAG_UF, "upstream_reset_before_response_started{remote_connection_failure}");
-    }
+    trip_both(&mut h);
     assert!(h.phase_open(FALLBACK));
     h.next();
     h.post(r#"[{"jsonrpc":"2.0","id":"a","method":"ping"},{"jsonrpc":"2.0","id":"b","method":"tools/list"}]"#);
@@ -959,12 +965,7 @@ fn an_oversized_request_streams_on_unjudged() {
 #[wasm_bindgen_test(unsupported = test)]
 fn the_modern_protocol_gets_degraded_results_it_can_read() {
     let mut h = Host::new(r#","failover":{"retry":false}"#);
-    trip_primary(&mut h);
-    for i in 0..3 {
-        h.next();
-        h.post(&tool_call(i, "send"));
-        h.envoy_reply(503, FLAG_UF, "upstream_reset_before_response_started{remote_connection_failure}");
-    }
+    trip_both(&mut h);
     h.next();
     h.post_with(&tool_call(4, "send"), &[("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", "send")]);
     let body = json(&h.sent().unwrap().2);

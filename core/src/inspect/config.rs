@@ -4,6 +4,7 @@
 
 use super::rules::{compile_pattern, compile_substring, default_rule_set, FieldClass, RuleDef, RuleKind};
 use super::text::Matcher;
+use super::detect::{Detector, Thresholds};
 use super::{Action, Inspector, Limits, Rule};
 use crate::config::ConfigError;
 use serde::Deserialize;
@@ -32,6 +33,52 @@ pub struct InspectionConfig {
     pub evidence_max_chars: Option<u64>,
     #[serde(default)]
     pub inspect_results: Option<bool>,
+    /// The per-tool evidence score (docs/SECURITY.md, "Detection").
+    #[serde(default)]
+    pub detector: DetectorConfig,
+    /// What a changed tool definition (a rug pull) gets, by default and per server.
+    #[serde(default)]
+    pub rug_pull: RugPullConfig,
+}
+
+/// The `detector` block: on by default, with the trained thresholds.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Scores (log-odds) from which a tool is recorded, stripped, quarantined.
+    #[serde(default)]
+    pub record: Option<f32>,
+    #[serde(default)]
+    pub strip: Option<f32>,
+    #[serde(default)]
+    pub quarantine: Option<f32>,
+}
+
+/// What happens to a tool whose definition changed since it was pinned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinPolicy {
+    /// Report the change, forward the new definition (and pin it).
+    Record,
+    /// Keep the tool out of `tools/list` until its new fingerprint is cleared: scanned clean with
+    /// no new capability, or approved by an operator.
+    #[default]
+    Hold,
+    /// Keep the tool out until an operator approves the new fingerprint, whatever the scan says.
+    Block,
+}
+
+/// The `rug_pull` block.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RugPullConfig {
+    #[serde(default)]
+    pub default: Option<PinPolicy>,
+    /// Per server name.
+    #[serde(default)]
+    pub servers: std::collections::BTreeMap<String, PinPolicy>,
 }
 
 /// The action per severity.
@@ -225,7 +272,32 @@ impl InspectionConfig {
             inspect_results: self.inspect_results.unwrap_or(true),
         };
         let version = if changed { format!("{}+local", builtin.version) } else { builtin.version };
-        Ok(Inspector { enabled: self.enabled.unwrap_or(true), limits, version, rules, matcher, policy })
+        let detector = if self.detector.enabled.unwrap_or(true) {
+            let d = Detector::builtin();
+            let t = Thresholds {
+                record: self.detector.record.unwrap_or(d.thresholds.record),
+                strip: self.detector.strip.unwrap_or(d.thresholds.strip),
+                quarantine: self.detector.quarantine.unwrap_or(d.thresholds.quarantine),
+            };
+            for (name, v) in [("record", t.record), ("strip", t.strip), ("quarantine", t.quarantine)] {
+                if !v.is_finite() || !(-50.0..=50.0).contains(&v) {
+                    return Err(err(at, format!("detector.{name}"), format!("must be a number between -50 and 50, got {v}")));
+                }
+            }
+            if !(t.record <= t.strip && t.strip <= t.quarantine) {
+                return Err(err(at, "detector", "thresholds must satisfy record <= strip <= quarantine"));
+            }
+            Some(std::sync::Arc::new(d.with_thresholds(t)))
+        } else {
+            None
+        };
+        for (name, _) in &self.rug_pull.servers {
+            if name.is_empty() || name.len() > 256 {
+                return Err(err(at, "rug_pull.servers", "a server name is 1 to 256 characters"));
+            }
+        }
+        let rug_pull = (self.rug_pull.default.unwrap_or_default(), self.rug_pull.servers.clone());
+        Ok(Inspector { enabled: self.enabled.unwrap_or(true), limits, version, rules, matcher, policy, detector, rug_pull })
     }
 }
 
@@ -260,6 +332,8 @@ impl Inspector {
                 rules: Vec::new(),
                 matcher: Matcher::default(),
                 policy: DEFAULT_POLICY,
+                detector: None,
+                rug_pull: (PinPolicy::Record, Default::default()),
             },
         }
     }

@@ -227,9 +227,10 @@ fn message(
         ListKind::ResourceTemplates => r.resource_templates,
     }?;
     let mut items = Vec::with_capacity(list.len());
+    let names: Vec<&str> = list.iter().filter_map(|v| kind.names().iter().find_map(|k| v.get(*k).and_then(Value::as_str))).collect();
     for value in &list {
         let mut span = Span { start: 0, end: 0, name: String::new(), max: None };
-        entry(cx, kind, value, &mut span, verdict, pins);
+        entry(cx, kind, value, &names, &mut span, verdict, pins);
         items.push(span);
     }
     Some(Located { start: 0, end: 0, items, placed: false })
@@ -317,14 +318,22 @@ fn message_in_pieces(
                 continue;
             }
         };
-        entry(cx, kind, &value, &mut span, verdict, pins);
+        entry(cx, kind, &value, &[], &mut span, verdict, pins);
         items.push(span);
     }
     start.map(|s| Located { start: s, end: s + list.get().len(), items, placed: true })
 }
 
 /// Inspects one listed entry.
-fn entry(cx: &mut Cx<'_>, kind: ListKind, value: &Value, span: &mut Span, verdict: &mut ListVerdict, pins: &mut Option<&mut ToolPins>) {
+fn entry(
+    cx: &mut Cx<'_>,
+    kind: ListKind,
+    value: &Value,
+    others: &[&str],
+    span: &mut Span,
+    verdict: &mut ListVerdict,
+    pins: &mut Option<&mut ToolPins>,
+) {
     let Value::Object(map) = value else {
         cx.hit_other("protocol/malformed", &format!("a {} entry is not an object", kind.key()));
         return;
@@ -332,6 +341,7 @@ fn entry(cx: &mut Cx<'_>, kind: ListKind, value: &Value, span: &mut Span, verdic
     let name = kind.names().iter().find_map(|k| map.get(*k).and_then(Value::as_str)).unwrap_or("");
     let fp = Fingerprint::of(value);
     cx.begin_item(Some(name), Some(fp));
+    cx.defer = cx.insp.detector().is_some();
     for (k, v) in map {
         let class = match k.as_str() {
             "name" | "uri" | "uriTemplate" => FieldClass::Name,
@@ -343,6 +353,8 @@ fn entry(cx: &mut Cx<'_>, kind: ListKind, value: &Value, span: &mut Span, verdic
         };
         cx.walk(v, class, &Path::root(k), 0);
     }
+    cx.assess(value, others);
+    cx.defer = false;
     if kind == ListKind::Tools && !name.is_empty() {
         if let Some(change) = pins.as_deref_mut().and_then(|p| p.observe(cx.server, name, fp)) {
             cx.hit_pin(change);
@@ -425,4 +437,33 @@ fn finish(insp: &Inspector, cx: Cx<'_>, mut verdict: ListVerdict, located: Optio
         }
     }
     verdict
+}
+
+/// The verdict on one tool definition read on its own (offline scans, the corpus evaluation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolVerdict {
+    pub name: String,
+    pub action: Action,
+    pub findings: Vec<Finding>,
+    pub fingerprint: Fingerprint,
+    /// The detector's assessment (`None` when the detector is off).
+    pub assessment: Option<super::detect::Assessment>,
+}
+
+/// Inspects one tool definition as if listed with tools named `others`: the same rules, detector
+/// and policy as a `tools/list` answer.
+pub fn inspect_tool(insp: &Inspector, server: &str, tool: &Value, others: &[&str]) -> ToolVerdict {
+    let mut cx = Cx::new(insp, server, false);
+    let mut verdict = ListVerdict::pass(ListKind::Tools);
+    let mut span = Span { start: 0, end: 0, name: String::new(), max: None };
+    let mut pins: Option<&mut ToolPins> = None;
+    entry(&mut cx, ListKind::Tools, tool, others, &mut span, &mut verdict, &mut pins);
+    let assessment = insp.detector().map(|d| d.assess(tool, others, cx.legacy));
+    let mut action = span.max.map_or(Action::Pass, |s| insp.action_for(s));
+    action = action.max(cx.other_max.map_or(Action::Pass, |s| insp.action_for(s)));
+    if !cx.findings.is_empty() {
+        action = action.max(Action::Record);
+    }
+    let fingerprint = verdict.items.first().map_or_else(|| Fingerprint::of(tool), |i| i.fingerprint);
+    ToolVerdict { name: span.name, action, findings: cx.findings, fingerprint, assessment }
 }

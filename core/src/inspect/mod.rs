@@ -45,6 +45,7 @@
 //! and findings or a rewrite when there are any. See docs/SECURITY.md for the rule set.
 
 mod config;
+pub mod detect;
 mod fingerprint;
 mod list;
 pub mod pins;
@@ -53,9 +54,9 @@ mod result;
 pub mod rules;
 mod text;
 
-pub use config::{InspectionConfig, PolicyConfig};
+pub use config::{DetectorConfig, InspectionConfig, PinPolicy, PolicyConfig, RugPullConfig};
 pub use fingerprint::Fingerprint;
-pub use list::{inspect_list, inspect_tools_list, inspect_tools_list_pinned, ItemPrint, ListKind, ListVerdict};
+pub use list::{inspect_list, inspect_tool, inspect_tools_list, inspect_tools_list_pinned, ItemPrint, ListKind, ListVerdict, ToolVerdict};
 pub use pins::{detect_shadowing, PinChange, ServerPins, Shadowed, ToolPins};
 pub use protocol::Violation;
 pub use result::{inspect_tool_result, ResultVerdict};
@@ -176,6 +177,10 @@ pub struct Inspector {
     matcher: Matcher,
     /// Action per severity, low to critical.
     policy: [Action; 4],
+    /// The per-tool evidence score (`None`: the phrase rules alone decide).
+    detector: Option<std::sync::Arc<detect::Detector>>,
+    /// Rug-pull policy: the default and per server.
+    rug_pull: (PinPolicy, std::collections::BTreeMap<String, PinPolicy>),
 }
 
 fn sev_index(s: Severity) -> usize {
@@ -197,6 +202,16 @@ impl Inspector {
     /// What the policy does with a finding of this severity.
     pub fn action_for(&self, severity: Severity) -> Action {
         self.policy.get(sev_index(severity)).copied().unwrap_or(Action::Record)
+    }
+
+    /// The evidence detector, when enabled.
+    pub fn detector(&self) -> Option<&detect::Detector> {
+        self.detector.as_deref()
+    }
+
+    /// What a changed definition of `server`'s tools gets.
+    pub fn pin_policy(&self, server: &str) -> PinPolicy {
+        self.rug_pull.1.get(server).copied().unwrap_or(self.rug_pull.0)
     }
 
     /// Ids and severities of the enabled rules.
@@ -329,6 +344,11 @@ pub(crate) struct Cx<'i> {
     /// Most severe hit of any item.
     pub worst_item: Option<Severity>,
     strings: usize,
+    /// While a listed item is read with the detector on: phrase and character rule hits are
+    /// evidence for its score (recorded at low severity), not decisions of their own.
+    pub defer: bool,
+    /// High and medium phrase-rule hits of the current item (features of the score).
+    pub legacy: [u32; 2],
 }
 
 impl<'i> Cx<'i> {
@@ -347,6 +367,8 @@ impl<'i> Cx<'i> {
             other_max: None,
             worst_item: None,
             strings: 0,
+            defer: false,
+            legacy: [0, 0],
         }
     }
 
@@ -356,6 +378,7 @@ impl<'i> Cx<'i> {
         self.item = name.map(|n| text::excerpt(n, 0, 0, MAX_FIELD_CHARS));
         self.item_fp = fp;
         self.item_max = None;
+        self.legacy = [0, 0];
     }
 
     fn severity(&self, r: &Rule) -> Option<Severity> {
@@ -369,9 +392,18 @@ impl<'i> Cx<'i> {
     /// Records a finding of rule `idx` for the current item.
     fn hit(&mut self, idx: usize, field: String, evidence: String, old: Option<Fingerprint>) {
         let Some(r) = self.insp.rules.get(idx) else { return };
-        let Some(sev) = self.severity(r) else { return };
+        let Some(mut sev) = self.severity(r) else { return };
         if let Some(d) = self.done.get_mut(idx) {
             *d = true;
+        }
+        // Tag characters spell text nobody sees: no innocent explanation, they decide alone.
+        if self.defer && !matches!(r.kind, RuleKind::TagChars | RuleKind::Pin) {
+            match sev {
+                Severity::High | Severity::Critical => self.legacy[0] += 1,
+                Severity::Medium => self.legacy[1] += 1,
+                Severity::Low => {}
+            }
+            sev = Severity::Low;
         }
         self.item_max = self.item_max.max(Some(sev));
         self.worst_item = self.worst_item.max(Some(sev));
@@ -405,6 +437,39 @@ impl<'i> Cx<'i> {
                 fingerprint: None,
                 old_fingerprint: None,
             });
+        }
+    }
+
+    /// The detector's verdict on the current item: its evidence (low) and, when the score
+    /// passes a threshold, `detect/tool-poisoning` at the severity the threshold gives.
+    pub fn assess(&mut self, value: &serde_json::Value, others: &[&str]) {
+        let Some(det) = self.insp.detector.clone() else { return };
+        let a = det.assess(value, others, self.legacy);
+        let Some(level) = det.level(a.score) else { return };
+        let max = self.insp.limits.evidence_max_chars;
+        let mut summary: Vec<&str> = a.evidence.iter().map(|e| e.feature).collect();
+        summary.dedup();
+        let push = |cx: &mut Self, rule: String, sev: Severity, field: String, evidence: String| {
+            cx.item_max = cx.item_max.max(Some(sev));
+            cx.worst_item = cx.worst_item.max(Some(sev));
+            if cx.findings.len() < MAX_FINDINGS {
+                cx.findings.push(Finding {
+                    rule,
+                    severity: sev,
+                    server: cx.server.to_string(),
+                    tool: cx.item.clone(),
+                    field,
+                    evidence,
+                    fingerprint: cx.item_fp,
+                    old_fingerprint: None,
+                });
+            }
+        };
+        let head = format!("score {:.1} ({}): {}", a.score, det.version, summary.join(", "));
+        push(self, "detect/tool-poisoning".into(), level, String::new(), text::excerpt(&head, 0, 0, max.max(200)));
+        for e in a.evidence.iter().filter(|e| !e.field.is_empty()).take(8) {
+            let rule = format!("detect/{}", e.feature.replace('/', "-"));
+            push(self, rule, Severity::Low, text::excerpt(&e.field, 0, 0, MAX_FIELD_CHARS), text::excerpt(&e.excerpt, 0, 0, max));
         }
     }
 

@@ -57,7 +57,7 @@ impl Default for TrustParams {
             reputation_prior: 0.5,
             reputation_prior_weight: 1.0,
             unknown_rater_standing: 0.01,
-            unknown_crowd_cap: 0.25,
+            unknown_crowd_cap: 0.05,
             eigentrust_alpha: 0.15,
             eigentrust_iterations: 60,
             min_trust: 0.3,
@@ -149,6 +149,10 @@ pub struct Vouch {
 /// Each rater's standing in [0, 1]: pre-trusted raters 1, others by the EigenTrust mass that
 /// reaches them from the pre-trusted through vouches (relative to the best pre-trusted rater),
 /// raters nobody vouched for `unknown_rater_standing`.
+///
+/// Cost: O((names + vouches) · log names) to index, then O(names + vouches) per iteration
+/// (`eigentrust_iterations` of them): the mass of raters without outgoing vouches is summed once
+/// per iteration and handed back to the pre-trusted, never spread name by name.
 pub fn rater_standing(pretrusted: &BTreeSet<String>, vouches: &[Vouch], p: &TrustParams) -> BTreeMap<String, f64> {
     let mut names: BTreeSet<&str> = pretrusted.iter().map(String::as_str).collect();
     for v in vouches {
@@ -162,45 +166,54 @@ pub fn rater_standing(pretrusted: &BTreeSet<String>, vouches: &[Vouch], p: &Trus
     if n == 0 || pretrusted.is_empty() {
         return standing;
     }
-    let pre: Vec<f64> =
-        names.iter().map(|nm| if pretrusted.contains(*nm) { 1.0 / pretrusted.len() as f64 } else { 0.0 }).collect();
-    // Row-normalised outgoing vouches; a rater with none hands its mass back to the pre-trusted.
-    let mut out: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
+    let share = 1.0 / pretrusted.len() as f64;
+    let pre_idx: Vec<usize> = pretrusted.iter().filter_map(|nm| index.get(nm.as_str()).copied()).collect();
+    // Row-normalised outgoing vouches as one flat edge list; a rater with none hands its mass
+    // back to the pre-trusted.
+    let mut out_total = vec![0.0f64; n];
+    let mut edges: Vec<(usize, usize, f64)> = Vec::with_capacity(vouches.len());
     for v in vouches {
         if let (Some(&i), Some(&j)) = (index.get(v.from.as_str()), index.get(v.to.as_str())) {
             if i != j && v.value > 0.0 {
-                if let Some(row) = out.get_mut(i) {
-                    row.push((j, v.value.min(1.0)));
+                let w = v.value.min(1.0);
+                edges.push((i, j, w));
+                if let Some(t) = out_total.get_mut(i) {
+                    *t += w;
                 }
             }
         }
     }
-    let mut t = pre.clone();
+    let mut t = vec![0.0f64; n];
+    for &i in &pre_idx {
+        if let Some(x) = t.get_mut(i) {
+            *x = share;
+        }
+    }
+    let mut next = vec![0.0f64; n];
     for _ in 0..p.eigentrust_iterations {
-        let mut next: Vec<f64> = pre.iter().map(|x| p.eigentrust_alpha * x).collect();
-        for (i, row) in out.iter().enumerate() {
-            let mass = (1.0 - p.eigentrust_alpha) * t.get(i).copied().unwrap_or(0.0);
-            let total: f64 = row.iter().map(|(_, w)| w).sum();
-            if total > 0.0 {
-                for (j, w) in row {
-                    if let Some(x) = next.get_mut(*j) {
-                        *x += mass * w / total;
-                    }
-                }
-            } else {
-                for (x, pj) in next.iter_mut().zip(&pre) {
-                    *x += mass * pj;
-                }
+        next.iter_mut().for_each(|x| *x = 0.0);
+        let mut dangling = 0.0;
+        for (x, total) in t.iter().zip(&out_total) {
+            if *total <= 0.0 {
+                dangling += x;
             }
         }
-        t = next;
+        for &(i, j, w) in &edges {
+            let from = t.get(i).copied().unwrap_or(0.0);
+            let total = out_total.get(i).copied().unwrap_or(1.0);
+            if let Some(x) = next.get_mut(j) {
+                *x += (1.0 - p.eigentrust_alpha) * from * w / total;
+            }
+        }
+        let back = (p.eigentrust_alpha + (1.0 - p.eigentrust_alpha) * dangling) * share;
+        for &i in &pre_idx {
+            if let Some(x) = next.get_mut(i) {
+                *x += back;
+            }
+        }
+        std::mem::swap(&mut t, &mut next);
     }
-    let top = names
-        .iter()
-        .zip(&t)
-        .filter(|(nm, _)| pretrusted.contains(**nm))
-        .map(|(_, x)| *x)
-        .fold(0.0f64, f64::max);
+    let top = pre_idx.iter().filter_map(|&i| t.get(i).copied()).fold(0.0f64, f64::max);
     for (nm, x) in names.iter().zip(&t) {
         let s = if pretrusted.contains(*nm) {
             1.0
@@ -414,8 +427,21 @@ mod tests {
         assert!(lows.security(0, &p) > high.security(0, &p));
     }
 
+    /// How far a crowd of `n` unvouched raters rating 0 moves the score of a server with no
+    /// other ratings, at the best possible security and performance (where it moves most).
+    fn crowd_moves(n: usize, known: &[(String, f64)], standing: &BTreeMap<String, f64>, value: f64) -> f64 {
+        let p = TrustParams::default();
+        let mut ratings: Vec<(String, f64)> = known.to_vec();
+        ratings.extend((0..n).map(|i| (format!("sybil-{i}"), value)));
+        let best = Evidence { successes: 1e9, failures: 0.0, updated_ms: 0 };
+        let sec = SecurityState::default();
+        let before = score(&best, &sec, reputation(&ReputationInput { ratings: known, standing }, &p), 0, &p).score;
+        let after = score(&best, &sec, reputation(&ReputationInput { ratings: &ratings, standing }, &p), 0, &p).score;
+        (after - before).abs()
+    }
+
     #[wasm_bindgen_test(unsupported = test)]
-    fn sybil_crowd_barely_moves_reputation() {
+    fn sybil_crowd_moves_any_score_by_at_most_two_hundredths() {
         let p = TrustParams::default();
         let pre: BTreeSet<String> = ["ops".to_string()].into();
         // 100 fresh raters vouch for each other in a ring; nobody trusted vouches for them.
@@ -427,17 +453,123 @@ mod tests {
             .collect();
         let standing = rater_standing(&pre, &vouches, &p);
         assert!(sybils.iter().all(|s| standing[s] < 1e-9));
-        let ratings: Vec<(String, f64)> = sybils.iter().map(|s| (s.clone(), 0.0)).collect();
-        let (rep, weight) = reputation(&ReputationInput { ratings: &ratings, standing: &standing }, &p);
-        assert!((weight - p.unknown_crowd_cap).abs() < 1e-9);
-        let e = Evidence::default();
+        for n in [100, 10_000] {
+            let moved = crowd_moves(n, &[], &standing, 0.0);
+            assert!(moved > 0.0 && moved <= 0.02, "{n} unvouched raters moved the score by {moved}");
+            assert!(crowd_moves(n, &[], &standing, 1.0) <= 0.02);
+        }
+        // Where the score is steepest: trusted raters already pulled reputation down, and the
+        // crowd pulls it back up (or the reverse).
+        let mut standing = standing;
+        for k in 0..4 {
+            standing.insert(format!("known-{k}"), 1.0);
+        }
+        for k in 1..=4usize {
+            for v in [0.0, 1.0] {
+                let known: Vec<(String, f64)> = (0..k).map(|i| (format!("known-{i}"), v)).collect();
+                for n in [100, 10_000] {
+                    let moved = crowd_moves(n, &known, &standing, 1.0 - v);
+                    assert!(moved <= 0.02, "{n} unvouched raters moved the score by {moved} past {k} known raters");
+                }
+            }
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn vouched_raters_still_move_the_score_past_the_crowd() {
+        let p = TrustParams::default();
+        let pre: BTreeSet<String> = ["ops".to_string()].into();
+        let vouches = vec![Vouch { from: "ops".into(), to: "alice".into(), value: 1.0 }];
+        let standing = rater_standing(&pre, &vouches, &p);
+        let alice = vec![("alice".to_string(), 0.0)];
+        let best = Evidence { successes: 1e9, failures: 0.0, updated_ms: 0 };
         let sec = SecurityState::default();
-        let moved = score(&e, &sec, no_ratings(), 0, &p).score - score(&e, &sec, (rep, weight), 0, &p).score;
-        assert!(moved > 0.0 && moved < 0.06, "a 100-rater Sybil burst moved the score by {moved}");
-        // A thousand of them move it no further.
-        let many: Vec<(String, f64)> = (0..1000).map(|i| (format!("x{i}"), 0.0)).collect();
-        let (rep_many, _) = reputation(&ReputationInput { ratings: &many, standing: &standing }, &p);
-        assert!((rep_many - rep).abs() < 1e-9);
+        let none = score(&best, &sec, reputation(&ReputationInput { ratings: &[], standing: &standing }, &p), 0, &p).score;
+        let one = score(&best, &sec, reputation(&ReputationInput { ratings: &alice, standing: &standing }, &p), 0, &p).score;
+        assert!(none - one > 0.1, "a vouched rater moves the score by {}", none - one);
+    }
+
+    /// The dense formulation (every dangling rater spread over every name): the reference the
+    /// O(edges) iteration must agree with.
+    fn reference_standing(pretrusted: &BTreeSet<String>, vouches: &[Vouch], p: &TrustParams) -> BTreeMap<String, f64> {
+        let mut names: BTreeSet<&str> = pretrusted.iter().map(String::as_str).collect();
+        for v in vouches {
+            names.insert(&v.from);
+            names.insert(&v.to);
+        }
+        let names: Vec<&str> = names.into_iter().collect();
+        let index: BTreeMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let n = names.len();
+        let pre: Vec<f64> =
+            names.iter().map(|nm| if pretrusted.contains(*nm) { 1.0 / pretrusted.len() as f64 } else { 0.0 }).collect();
+        let mut out: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n];
+        for v in vouches {
+            let (i, j) = (index[v.from.as_str()], index[v.to.as_str()]);
+            if i != j && v.value > 0.0 {
+                out[i].push((j, v.value.min(1.0)));
+            }
+        }
+        let mut t = pre.clone();
+        for _ in 0..p.eigentrust_iterations {
+            let mut next: Vec<f64> = pre.iter().map(|x| p.eigentrust_alpha * x).collect();
+            for (i, row) in out.iter().enumerate() {
+                let mass = (1.0 - p.eigentrust_alpha) * t[i];
+                let total: f64 = row.iter().map(|(_, w)| w).sum();
+                if total > 0.0 {
+                    for (j, w) in row {
+                        next[*j] += mass * w / total;
+                    }
+                } else {
+                    for (x, pj) in next.iter_mut().zip(&pre) {
+                        *x += mass * pj;
+                    }
+                }
+            }
+            t = next;
+        }
+        let top = names.iter().zip(&t).filter(|(nm, _)| pretrusted.contains(**nm)).map(|(_, x)| *x).fold(0.0, f64::max);
+        names
+            .iter()
+            .zip(&t)
+            .map(|(nm, x)| (nm.to_string(), if pretrusted.contains(*nm) { 1.0 } else { (x / top).min(1.0) }))
+            .collect()
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn standing_agrees_with_the_dense_formulation() {
+        let p = TrustParams::default();
+        let pre: BTreeSet<String> = ["ops".to_string(), "sec".to_string()].into();
+        // A small pseudo-random graph: chains, a ring, dangling raters, weak and withdrawn vouches.
+        let mut vouches = Vec::new();
+        let mut x: u64 = 7;
+        for _ in 0..120 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let from = if x.is_multiple_of(7) { "ops".to_string() } else { format!("r{}", (x >> 8) % 30) };
+            let to = if x.is_multiple_of(11) { "sec".to_string() } else { format!("r{}", (x >> 20) % 30) };
+            let value = ((x >> 40) % 5) as f64 / 4.0;
+            vouches.push(Vouch { from, to, value });
+        }
+        let fast = rater_standing(&pre, &vouches, &p);
+        let dense = reference_standing(&pre, &vouches, &p);
+        assert_eq!(fast.len(), dense.len());
+        for (name, s) in &dense {
+            assert!((fast[name] - s).abs() < 1e-9, "{name}: {} against {s}", fast[name]);
+        }
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn standing_of_thirty_thousand_dangling_names_is_linear() {
+        // The vouch flood: one rater vouching for 30,000 invented names (each of them dangling).
+        // The dense formulation spreads each dangling name over every name on each of the 60
+        // iterations (5.4e10 steps here); this one is a few million.
+        let p = TrustParams::default();
+        let pre: BTreeSet<String> = ["ops".to_string()].into();
+        let mut vouches = vec![Vouch { from: "ops".into(), to: "mallory".into(), value: 1.0 }];
+        vouches.extend((0..30_000).map(|i| Vouch { from: "mallory".into(), to: format!("n{i}"), value: 1.0 }));
+        let standing = rater_standing(&pre, &vouches, &p);
+        assert_eq!(standing.len(), 30_002);
+        assert!(standing["mallory"] > 0.5);
+        assert!(standing["n0"] < 0.001, "{}", standing["n0"]);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
