@@ -162,7 +162,7 @@ test-integration: setup wasm wasm-fault native native-fault aggregator
 # filter (own cargo workspaces under bench/), matplotlib in bench/.venv, ContextForge in
 # bench/.venv-contextforge. Measuring takes under 10 minutes; `make bench-failover` measures
 # calls-to-trip and failover time (testbed/bench_failover.py, about 2 more minutes).
-bench: setup wasm bench-setup
+bench: setup wasm native bench-setup
 	$(PY) bench/run.py
 	$(PY) bench/tools_list.py
 
@@ -212,7 +212,7 @@ $(STAMPS)/bench-contextforge: bench/contextforge/requirements.txt | $(STAMPS)
 	|| echo "ContextForge could not be installed: make bench runs without it (see the results file)"
 
 # A smoke run of bench/run.py (one workload, 16 connections, 1 s cells, no ContextForge).
-bench-quick: setup wasm bench-setup
+bench-quick: setup wasm native bench-setup
 	$(PY) bench/run.py --quick --no-contextforge --out $(or $(BENCH_OUT),/tmp/mcp-warden-bench)
 
 bench-failover: setup wasm

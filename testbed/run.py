@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 import time
@@ -73,6 +74,30 @@ def try_yourself(tb: Testbed) -> None:
 Press Ctrl-C to stop everything.""")
 
 
+@contextlib.asynccontextmanager
+async def connected(url: str, step_s: float, attempts: int = 40):
+    """A connected SDK client. Its handshake can meet a degraded answer (the quarantine may
+    arrive while the fallback's breaker is still open from phase 3): an agent waits and tries
+    again, as Retry-After says."""
+    for n in range(attempts):
+        client = Client(url, mode="auto")
+        refused = None
+        try:
+            entered = await client.__aenter__()
+        except* MCPError as group:  # the SDK raises it from its task group
+            refused = group
+        if refused is None:
+            break
+        if n == attempts - 1:
+            raise refused
+        say(f"  connect  degraded: {refused.exceptions[0]}", YELLOW)
+        await asyncio.sleep(step_s)
+    try:
+        yield entered
+    finally:
+        await client.__aexit__(None, None, None)
+
+
 async def trust_phases(tb: Testbed, step_s: float) -> None:
     agg = tb.aggregator
     say()
@@ -80,7 +105,7 @@ async def trust_phases(tb: Testbed, step_s: float) -> None:
     say(f"  mcp-warden-ctl --url {agg.url} --token operator-token-testbed quarantine demo_primary --reason 'suspected breach'",
         DIM)
     await asyncio.to_thread(agg.api, "POST", "/v1/servers/demo_primary/quarantine", {"reason": "suspected breach"})
-    async with Client(tb.url, mode="auto") as client:
+    async with connected(tb.url, step_s) as client:
         for phase in ("quarantine", "release"):
             target = "demo_fallback" if phase == "quarantine" else "demo_primary"
             for n in range(1, 40):

@@ -36,6 +36,14 @@ pub struct Filter {
     panic_asked: bool,
 }
 
+impl Drop for Filter {
+    fn drop(&mut self) {
+        if let Some(s) = &self.scheduler {
+            s.retire();
+        }
+    }
+}
+
 impl Filter {
     pub fn new(shared: Arc<Shared>, _envoy: FilterEnvoyPtr) -> Self {
         Filter {

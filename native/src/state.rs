@@ -129,9 +129,12 @@ mod tests {
     }
 
     #[test]
-    fn breakers_updated_from_many_threads_lose_no_outcome() {
+    fn no_acknowledged_write_is_lost_under_concurrent_compare_and_swap() {
+        // Four threads update one value through the core's bounded compare-and-swap loop (the
+        // session table's pattern). A writer may give up after losing too many races (an error
+        // it sees); every write that succeeded must be in the final value.
         let store = std::sync::Arc::new(MemoryStore::default());
-        // A window larger than the calls, so every one of them must be in it.
+        // A window larger than the calls, so every recorded one stays in it.
         let policy = BreakerPolicy { window_size: 1_000, minimum_calls: 1_000, ..BreakerPolicy::default() };
         let threads: Vec<_> = (0..4)
             .map(|_| {
@@ -139,17 +142,21 @@ mod tests {
                 let policy = policy.clone();
                 std::thread::spawn(move || {
                     let b = BreakerStore { store: &*store, key: "b", policy: &policy };
+                    let mut acknowledged = 0u32;
                     for _ in 0..50 {
-                        b.record(CallRecord { failed: false, slow: false, probe: false, epoch: 0 }, 1_000).unwrap();
+                        match b.record(CallRecord { failed: false, slow: false, probe: false, epoch: 0 }, 1_000) {
+                            Ok(_) => acknowledged += 1,
+                            Err(e) => assert_eq!(e, StoreError::CasMismatch),
+                        }
                     }
+                    acknowledged
                 })
             })
             .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
+        let acknowledged: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
         let b = BreakerStore { store: &*store, key: "b", policy: &policy };
         let (state, _) = b.load(1_000).unwrap();
-        assert_eq!(state.window.stats(1_000).calls, 200);
+        assert!(acknowledged > 0);
+        assert_eq!(state.window.stats(1_000).calls, acknowledged);
     }
 }

@@ -8,14 +8,20 @@ use crate::abi;
 use crate::state::lock;
 use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-/// Most wake-ups waiting at once (past it, new ones are dropped: a hedge is then not armed).
-const MAX_TIMERS: usize = 4096;
+/// Most wake-ups waiting at once, for the whole process (the wasm filter keeps 4096 per VM, one
+/// VM per worker); past it a new one is dropped and that request's hedge is not armed.
+const MAX_TIMERS: usize = 16_384;
 
 /// One request's scheduler (deleted when the request and every pending wake-up let go of it).
-pub struct RequestScheduler(abi::SchedulerPtr);
+pub struct RequestScheduler {
+    ptr: abi::SchedulerPtr,
+    /// False once the request is gone: its wake-ups are dropped instead of waking its worker.
+    live: AtomicBool,
+}
 
 // SAFETY: Envoy's per-request scheduler is made to be committed from any thread; it posts to the
 // worker that owns the request and holds only a weak reference to the filter.
@@ -27,19 +33,26 @@ impl RequestScheduler {
     pub fn new(s: &crate::host::Stream) -> Option<Arc<Self>> {
         // SAFETY: called inside a hook with its live filter pointer.
         let p = unsafe { abi::envoy_dynamic_module_callback_http_filter_scheduler_new(s.0) };
-        (!p.is_null()).then(|| Arc::new(RequestScheduler(p)))
+        (!p.is_null()).then(|| Arc::new(RequestScheduler { ptr: p, live: AtomicBool::new(true) }))
+    }
+
+    /// The request ended: pending wake-ups are dropped (most hedge deadlines outlive the call).
+    pub fn retire(&self) {
+        self.live.store(false, Ordering::Relaxed);
     }
 
     fn commit(&self, event: u64) {
-        // SAFETY: live until dropped.
-        unsafe { abi::envoy_dynamic_module_callback_http_filter_scheduler_commit(self.0, event) }
+        if self.live.load(Ordering::Relaxed) {
+            // SAFETY: live until dropped.
+            unsafe { abi::envoy_dynamic_module_callback_http_filter_scheduler_commit(self.ptr, event) }
+        }
     }
 }
 
 impl Drop for RequestScheduler {
     fn drop(&mut self) {
         // SAFETY: created by scheduler_new, deleted once.
-        unsafe { abi::envoy_dynamic_module_callback_http_filter_scheduler_delete(self.0) }
+        unsafe { abi::envoy_dynamic_module_callback_http_filter_scheduler_delete(self.ptr) }
     }
 }
 
@@ -92,9 +105,14 @@ pub fn wake_at(scheduler: &Arc<RequestScheduler>, at_ms: u64, event: u64) {
     }
     guard.1 = guard.1.wrapping_add(1);
     let seq = guard.1;
+    // The thread sleeps until the earliest wake-up: only an earlier one needs to wake it (hedge
+    // deadlines are all "now + the same delay", so usually none does).
+    let earliest = guard.0.peek().is_none_or(|Reverse(d)| at_ms < d.at_ms);
     guard.0.push(Reverse(Due { at_ms, seq, scheduler: Arc::clone(scheduler), event }));
     drop(guard);
-    t.wake.notify_one();
+    if earliest {
+        t.wake.notify_one();
+    }
 }
 
 fn run() {

@@ -6,12 +6,15 @@ import re
 import subprocess
 import sys
 
+import pytest
 from warden_testbed import ROOT
 
 
-def test_demo_runs_through_every_phase():
+@pytest.mark.both_hosts
+def test_demo_runs_through_every_phase(warden_host):
+    """`make run` (and `make run HOST=native`)."""
     out = subprocess.run(
-        [sys.executable, str(ROOT / "testbed" / "run.py"), "--exit-after-demo", "--step", "0.25"],
+        [sys.executable, str(ROOT / "testbed" / "run.py"), "--exit-after-demo", "--step", "0.25", "--host", warden_host],
         capture_output=True, text=True, timeout=180,
     )
     text = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout)
