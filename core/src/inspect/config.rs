@@ -242,6 +242,7 @@ impl InspectionConfig {
                 enabled: d.enabled.unwrap_or(true),
                 fields,
                 min_len,
+                decisive: op.is_some_and(|i| self.rules.get(i).is_some_and(|o| o.severity.is_some() || o.result_severity.is_some())),
             });
         }
 

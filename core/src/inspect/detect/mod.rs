@@ -387,6 +387,10 @@ impl Walk<'_> {
             if cat == Cat::ExfilAction && place == Place::Value {
                 continue;
             }
+            // A public key file is not a secret.
+            if cat == Cat::SecretFile && sc.norm.get(b..).is_some_and(|r| r.starts_with(".pub")) {
+                continue;
+            }
             if cat.negatable() && negated(sc, a, b) {
                 if enc.is_none() {
                     let (s0, e0) = sc.original_range(a, b, orig);
