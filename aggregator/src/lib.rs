@@ -24,6 +24,7 @@ pub mod guard;
 pub mod http;
 pub mod metrics;
 pub mod ratelimit;
+pub mod scan;
 pub mod serve;
 pub mod service;
 pub mod state;
