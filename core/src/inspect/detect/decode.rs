@@ -193,7 +193,7 @@ fn hex_text(s: &str) -> Option<String> {
             i += 1;
         }
         let run: Vec<u8> = b.get(start..i)?.iter().copied().filter(|c| *c != b' ').collect();
-        if run.len() >= MIN_RUN && run.len() % 2 == 0 && run.iter().any(u8::is_ascii_alphabetic) {
+        if run.len() >= MIN_RUN && run.len().is_multiple_of(2) && run.iter().any(u8::is_ascii_alphabetic) {
             let bytes: Option<Vec<u8>> = run
                 .chunks(2)
                 .map(|p| std::str::from_utf8(p).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))

@@ -48,7 +48,7 @@ pub const FEATURES: &[&str] = &[
     "legacy/high", "legacy/medium",
     // combinations
     "combo/target-send", "combo/target-directive", "combo/conceal-action", "combo/directive-command", "combo/shadow-ref",
-    "combo/trigger-action", "combo/count-strong",
+    "combo/trigger-action", "combo/count-strong", "combo/mail-out",
 ];
 
 pub const NF: usize = FEATURES.len();
@@ -221,8 +221,8 @@ impl Detector {
         } else {
             w.walk(tool, Place::Description, "", false, 0);
         }
-        w.set("legacy/high", legacy[0].min(2) as f32 / 2.0, "", || String::new());
-        w.set("legacy/medium", legacy[1].min(2) as f32 / 2.0, "", || String::new());
+        w.set("legacy/high", legacy[0].min(2) as f32 / 2.0, "", String::new);
+        w.set("legacy/medium", legacy[1].min(2) as f32 / 2.0, "", String::new);
         w.combine();
         let score = self.bias + w.f.iter().zip(&self.weights).map(|(x, k)| x * k).sum::<f32>();
         Assessment { score, features: w.f, evidence: w.ev }
@@ -614,6 +614,8 @@ impl Walk<'_> {
             ("combo/directive-command", h("cat/command") && (h("cat/directive") || h("cat/trigger"))),
             ("combo/shadow-ref", h("ref/other-tool") && h("cat/shadow")),
             ("combo/trigger-action", h("cat/trigger") && (action || h("cat/directive"))),
+            // an address, and copying, delivering or hiding something to it (the bcc backdoor)
+            ("combo/mail-out", (h("text/email") || h("value/email")) && (h("cat/exfil-action") || h("cat/conceal") || h("cat/shadow"))),
         ];
         for (n, on) in combos {
             if on {
