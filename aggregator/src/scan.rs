@@ -152,7 +152,7 @@ pub fn scan(args: &ScanArgs) -> Result<ScanReport, String> {
                 None => out.added.push(name(t).to_string()),
                 Some(o) if Fingerprint::of(o) != Fingerprint::of(t) => {
                     let gains = capability_gains(o, t);
-                    let clean = r.findings.iter().all(|f| f.severity == "low");
+                    let clean = !acted;
                     held = !gains.is_empty() || !clean;
                     r.change = Some(ChangeReport {
                         old_fingerprint: Fingerprint::of(o).to_string(),

@@ -364,8 +364,9 @@ fn entry(
     let capability = super::pins::capability_print(value);
     let mut held = false;
     if kind == ListKind::Tools && !name.is_empty() {
-        // Clean: nothing above low severity (the detector's evidence and the rules' hits).
-        let clean = cx.item_max.is_none_or(|s| s <= Severity::Low);
+        // Clean: nothing the policy acts on (weak evidence is only recorded, and would hold
+        // many honest upgrades).
+        let clean = cx.item_max.is_none_or(|s| cx.insp.action_for(s) <= Action::Record);
         let policy = cx.insp.pin_policy(cx.server);
         if let Some((change, h)) = pins.as_deref_mut().and_then(|p| p.observe_held(cx.server, name, fp, capability, clean, policy)) {
             cx.hit_pin(change);

@@ -54,19 +54,31 @@ fn capability_key(tool: &str) -> String {
     out
 }
 
-/// What a definition can do, as a fingerprint: its parameters, which are required, its
-/// annotations' hints and its members, without any wording. Equal prints: no new capability.
+/// What a definition can do, as a fingerprint: its parameters and which are required, without
+/// any wording; and, in the first byte's low bits, the safety claims of its annotations
+/// (read-only, not destructive, closed world). A change clears only with the same parameters and
+/// no claim dropped: members a newer protocol version adds (`outputSchema`, `title`, ...) and
+/// claims gained do not hold a tool.
 pub fn capability_print(tool: &serde_json::Value) -> Fingerprint {
     use serde_json::{json, Value};
     let schema = tool.get("inputSchema");
     let props: Vec<&String> = schema.and_then(|s| s.get("properties")).and_then(Value::as_object).map(|m| m.keys().collect()).unwrap_or_default();
-    let required = schema.and_then(|s| s.get("required")).cloned().unwrap_or(Value::Null);
-    let hints: Vec<(&str, Option<bool>)> = ["readOnlyHint", "destructiveHint", "openWorldHint", "idempotentHint"]
-        .iter()
-        .map(|h| (*h, tool.get("annotations").and_then(|a| a.get(*h)).and_then(Value::as_bool)))
-        .collect();
-    let members: Vec<&String> = tool.as_object().map(|m| m.keys().filter(|k| !matches!(k.as_str(), "title" | "description" | "icons" | "_meta")).collect()).unwrap_or_default();
-    Fingerprint::of(&json!({"p": props, "r": required, "h": hints, "m": members, "n": tool.get("name")}))
+    let mut required: Vec<&str> = schema.and_then(|s| s.get("required")).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    required.sort_unstable();
+    let mut fp = Fingerprint::of(&json!({"p": props, "r": required, "n": tool.get("name")}));
+    let hint = |h: &str| tool.get("annotations").and_then(|a| a.get(h)).and_then(Value::as_bool);
+    let claims = u8::from(hint("readOnlyHint") == Some(true)) | u8::from(hint("destructiveHint") == Some(false)) << 1 | u8::from(hint("openWorldHint") == Some(false)) << 2;
+    if let Some(b) = fp.0.first_mut() {
+        *b = (*b & 0xF8) | claims;
+    }
+    fp
+}
+
+/// Whether `new` gives no capability `old` had not: the same parameters, and every safety claim
+/// of `old` still made.
+fn no_new_capability(old: Fingerprint, new: Fingerprint) -> bool {
+    let (o, n) = (old.0.first().copied().unwrap_or(0), new.0.first().copied().unwrap_or(0));
+    old.0.get(1..) == new.0.get(1..) && (o & 0xF8) == (n & 0xF8) && (o & 0x07) & !(n & 0x07) == 0
 }
 
 fn pin_key(tool: &str) -> String {
@@ -139,7 +151,7 @@ impl ServerPins {
             self.observe(tool, fp);
             return None;
         }
-        let same_caps = self.tools.get(&cap_key).is_some_and(|(c, _)| *c == cap);
+        let same_caps = self.tools.get(&cap_key).is_some_and(|(c, _)| no_new_capability(*c, cap));
         let cleared = approved
             || match policy {
                 PinPolicy::Record => true,
