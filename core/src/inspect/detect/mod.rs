@@ -669,7 +669,8 @@ fn claims_change(name: &str, desc: &str, verbs: &[&'static str]) -> Option<Strin
     let toks: Vec<&str> = words.split(' ').filter(|t| !t.is_empty()).collect();
     let first_read = toks.first().is_some_and(|t| lexicon::READ_VERBS.contains(t));
     if !first_read {
-        if let Some(v) = toks.iter().take(2).find_map(|t| base(t)) {
+        // "add" (sums), "set", "run" name honest read-only tools too: only the clear verbs count.
+        if let Some(v) = toks.iter().take(2).find_map(|t| base(t)).filter(|v| !lexicon::WEAK_VERBS.contains(v)) {
             return Some(format!("the name says {v}: {name}"));
         }
     }
