@@ -92,6 +92,9 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Vet a server's tools offline with the filter's inspector (no aggregator needed); exit
+    /// status 1 when a tool is flagged.
+    Scan(crate::scan::ScanArgs),
     /// Install a backup as the database of a stopped aggregator (works on files; no token).
     Restore {
         /// The backup file (from `mcp-warden-ctl backup`).
@@ -320,6 +323,10 @@ fn save_backup(bytes: &[u8], out: &std::path::Path, force: bool) -> Result<crate
 
 /// Runs one command, writing its output to `out`.
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), String> {
+    if let Command::Scan(args) = &cli.command {
+        let flagged = crate::scan::run(args, cli.json, out)?;
+        return if flagged == 0 { Ok(()) } else { Err(format!("{flagged} tool(s) flagged")) };
+    }
     if let Command::Restore { from, db, force } = &cli.command {
         let (report, kept) = crate::backup::restore(from, db, *force)?;
         let mut s = format!("restored {} as {}: {}\n", from.display(), db.display(), report.summary());
@@ -438,7 +445,7 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), String> {
                 format!("flag #{} on `{}`: {counted}; state {}, score {:.3}\n", a.id, a.server, state_str(a.state), a.score)
             }
         }
-        Command::Restore { .. } | Command::Flags { .. } => String::new(),
+        Command::Restore { .. } | Command::Flags { .. } | Command::Scan(_) => String::new(),
         Command::Backup { out: file, force } => {
             let bytes = client.post_for_bytes("/v1/admin/backup")?;
             let report = save_backup(&bytes, file, *force)?;

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod policy;
 pub mod pg;
 pub mod ratelimit;
+pub mod scan;
 pub mod scrape;
 pub mod serve;
 pub mod service;

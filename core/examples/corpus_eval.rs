@@ -47,6 +47,7 @@ fn main() {
                 i += 1;
             }
             "--misses" => show_misses = true,
+            "--bench" => i += 1,
             "--names" => {
                 std::fs::write(&args[i + 1], FEATURES.join("\n") + "\n").unwrap();
                 i += 1;
@@ -64,6 +65,22 @@ fn main() {
     }
     let full = cfg.compile("").unwrap();
     let mut out = dump.map(|p| std::io::BufWriter::new(std::fs::File::create(p).unwrap()));
+    if let Some(pos) = args.iter().position(|a| a == "--bench") {
+        // Native cost of one 100-tool tools/list answer (the first 100 rows of the file).
+        let text = std::fs::read_to_string(&args[pos + 1]).unwrap();
+        let tools: Vec<Value> = text.lines().take(100).map(|l| serde_json::from_str::<Value>(l).unwrap()["tool"].clone()).collect();
+        let body = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}})).unwrap();
+        for (label, insp) in [("rules alone", &rules_only), ("full detector", &full)] {
+            let n = 200;
+            let t0 = std::time::Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(mcp_warden_core::inspect::inspect_tools_list(insp, "bench", &body));
+            }
+            let per = t0.elapsed() / n;
+            println!("{label}: {per:?} per 100-tool tools/list ({} bytes), native release build", body.len());
+        }
+        return;
+    }
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let rows: Vec<Value> = text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -101,7 +101,8 @@ fn inspect_list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListK
         let verdict = if kind == ListKind::Tools {
             let mut pins = load_pins(insp, server);
             let v = inspect_tools_list_pinned(insp, server, msg, &mut pins);
-            store_pins(insp, server, v.items.iter().map(|i| (i.name.as_str(), i.fingerprint)));
+            // A held change keeps its old pin (so the next list holds it too) until cleared.
+            store_pins(insp, server, v.items.iter().filter(|i| !i.held).map(|i| (i.name.as_str(), i.fingerprint, i.capability)));
             findings.extend(shadowing(insp, server, v.items.iter().map(|i| i.name.as_str())));
             v
         } else {
@@ -215,7 +216,7 @@ fn load_pins(insp: &Inspector, server: &str) -> ToolPins {
 fn store_pins<'a>(
     insp: &Inspector,
     server: &str,
-    items: impl Iterator<Item = (&'a str, mcp_warden_core::inspect::Fingerprint)> + Clone,
+    items: impl Iterator<Item = (&'a str, mcp_warden_core::inspect::Fingerprint, mcp_warden_core::inspect::Fingerprint)> + Clone,
 ) {
     let key = pins_key(server);
     let cap = insp.limits.max_pins_per_server;
@@ -226,9 +227,10 @@ fn store_pins<'a>(
             _ => ServerPins::new(cap),
         };
         let mut changed = false;
-        for (name, fp) in items.clone() {
-            if pins.get(name) != Some(fp) {
+        for (name, fp, cap) in items.clone() {
+            if pins.get(name) != Some(fp) || pins.capability(name) != Some(cap) {
                 pins.observe(name, fp);
+                pins.observe_capability(name, cap);
                 changed = true;
             }
         }

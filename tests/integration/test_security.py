@@ -37,6 +37,10 @@ CALC_HOST = "calc.mcp.local"
 POLL_MS = 300
 DEGRADED_CODE = -32050
 # Penalty per severity in the trust model (docs/TRUST.md).
+# The phrase rules alone, changed definitions recorded: what most tests here check.
+RULES_ONLY = {"detector": {"enabled": False}, "rug_pull": {"default": "record"}}
+# The built-in defaults (detector on, changed tools held until cleared).
+DEFAULTS: dict = {}
 PENALTY = {"low": 0.02, "medium": 0.1, "high": 0.5, "critical": 2.0}
 BENIGN = [t["name"] for t in evil.BENIGN_TOOLS]
 
@@ -180,8 +184,9 @@ def warden(upstreams, warden_host):
             servers.insert(0, {"name": "calc", "match": {"authority": CALC_HOST}, "primary": CALC})
         plugin = {"servers": servers,
                   "trust": trust_plugin("sidecar-1", "sidecar-1-token-testbed", poll_ms=POLL_MS, report_ms=POLL_MS)}
-        if inspection is not None:
-            plugin["inspection"] = inspection
+        # These tests pin down the phrase rules and the record-only rug-pull policy; the detector
+        # and the hold (the defaults) are tested with `inspection=DEFAULTS`.
+        plugin["inspection"] = ({} if inspection is DEFAULTS else {**RULES_ONLY, **(inspection or {})})
         clusters = {PRIMARY: ("127.0.0.1", server.port), CALC: ("127.0.0.1", upstreams["calc"].port),
                     AGGREGATOR_CLUSTER: ("127.0.0.1", agg.port)}
         envoy = Envoy(bootstrap(listen_port=free_port(), admin_port=free_port(), clusters=clusters, plugin=plugin,
@@ -535,6 +540,24 @@ def test_rug_pull_to_a_different_definition_is_reported_once_and_repinned(warden
 
     assert wait_until(changes, 10, "the second pin change", interval=0.1) == {(old, new), (new, old)}
     assert all(e["reports"] == 1 for e in rig.events() if e["rule"] == "pin/tool-changed")
+
+
+def test_with_the_defaults_a_changed_tool_is_held_out_until_cleared(warden):
+    """The hold (the default rug-pull policy) with the detector on: a definition that changes to a
+    poisoned one is held out of every later list (its pin stays the old one), with a `pin/tool-held`
+    event; back to the pinned definition, the list passes whole. (Quarantine is moved out of reach:
+    at the default threshold this payload quarantines the server, which blocks the whole list.)"""
+    rig = warden("json", inspection={"detector": {"enabled": True, "quarantine": 50}, "rug_pull": {"default": "hold"}})
+    rig.server.set_mode("rug_pull", after=1, to="poison")
+    first = tools_of(rig.list_raw(id=1), 1)
+    assert list(first) == BENIGN
+    for i in (2, 3):
+        listed = tools_of(rig.list_raw(id=i), i)
+        assert "get_weather" not in listed and listed["read_note"] == first["read_note"]
+    events = by_rule(rig.wait_events({"pin/tool-changed", "pin/tool-held"}))
+    assert events["pin/tool-held"]["tool"] == "get_weather"
+    rig.server.set_mode("benign")
+    assert list(tools_of(rig.list_raw(id=4), 4)) == BENIGN
 
 
 # ------------------------------------------------------------------------------------------------

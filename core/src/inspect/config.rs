@@ -242,6 +242,7 @@ impl InspectionConfig {
                 enabled: d.enabled.unwrap_or(true),
                 fields,
                 min_len,
+                decisive: op.is_some_and(|i| self.rules.get(i).is_some_and(|o| o.severity.is_some() || o.result_severity.is_some())),
             });
         }
 
@@ -291,7 +292,7 @@ impl InspectionConfig {
         } else {
             None
         };
-        for (name, _) in &self.rug_pull.servers {
+        for name in self.rug_pull.servers.keys() {
             if name.is_empty() || name.len() > 256 {
                 return Err(err(at, "rug_pull.servers", "a server name is 1 to 256 characters"));
             }

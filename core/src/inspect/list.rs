@@ -58,6 +58,10 @@ impl ListKind {
 pub struct ItemPrint {
     pub name: String,
     pub fingerprint: Fingerprint,
+    /// What the definition can do, without wording (see [`super::pins::capability_print`]).
+    pub capability: Fingerprint,
+    /// A changed definition held out of the list until cleared: its pin stays the old one.
+    pub held: bool,
 }
 
 /// The verdict on one list answer.
@@ -152,6 +156,8 @@ struct Span {
     end: usize,
     name: String,
     max: Option<Severity>,
+    /// A changed definition held until cleared: stripped whatever the policy says.
+    held: bool,
 }
 
 /// The list array's place in the message text and its items (`placed`: with their places; when
@@ -229,7 +235,7 @@ fn message(
     let mut items = Vec::with_capacity(list.len());
     let names: Vec<&str> = list.iter().filter_map(|v| kind.names().iter().find_map(|k| v.get(*k).and_then(Value::as_str))).collect();
     for value in &list {
-        let mut span = Span { start: 0, end: 0, name: String::new(), max: None };
+        let mut span = Span { start: 0, end: 0, name: String::new(), max: None, held: false };
         entry(cx, kind, value, &names, &mut span, verdict, pins);
         items.push(span);
     }
@@ -302,7 +308,7 @@ fn message_in_pieces(
             start = None; // cannot happen (RawValue borrows from the body); never rewrite then
             continue;
         };
-        let mut span = Span { start: at, end: at + raw.get().len(), name: String::new(), max: None };
+        let mut span = Span { start: at, end: at + raw.get().len(), name: String::new(), max: None, held: false };
         let value: Value = match serde_json::from_str(raw.get()) {
             Ok(v) => v,
             Err(e) => {
@@ -312,7 +318,7 @@ fn message_in_pieces(
                 let fp = Fingerprint::of(&Value::String(raw.get().to_string()));
                 cx.begin_item(None, Some(fp));
                 cx.scan(raw.get(), FieldClass::Annotations, &Path::root("(unparsed entry)"), false);
-                verdict.items.push(ItemPrint { name: String::new(), fingerprint: fp });
+                verdict.items.push(ItemPrint { name: String::new(), fingerprint: fp, capability: fp, held: false });
                 span.max = cx.item_max;
                 items.push(span);
                 continue;
@@ -355,14 +361,25 @@ fn entry(
     }
     cx.assess(value, others);
     cx.defer = false;
+    let capability = super::pins::capability_print(value);
+    let mut held = false;
     if kind == ListKind::Tools && !name.is_empty() {
-        if let Some(change) = pins.as_deref_mut().and_then(|p| p.observe(cx.server, name, fp)) {
+        // Clean: nothing the policy acts on (weak evidence is only recorded, and would hold
+        // many honest upgrades).
+        let clean = cx.item_max.is_none_or(|s| cx.insp.action_for(s) <= Action::Record);
+        let policy = cx.insp.pin_policy(cx.server);
+        if let Some((change, h)) = pins.as_deref_mut().and_then(|p| p.observe_held(cx.server, name, fp, capability, clean, policy)) {
             cx.hit_pin(change);
+            if h {
+                held = true;
+                cx.hit_held(change);
+            }
         }
     }
-    verdict.items.push(ItemPrint { name: name.to_string(), fingerprint: fp });
+    verdict.items.push(ItemPrint { name: name.to_string(), fingerprint: fp, capability, held });
     span.name = name.to_string();
     span.max = cx.item_max;
+    span.held = held;
 }
 
 impl ListVerdict {
@@ -381,7 +398,14 @@ fn finish(insp: &Inspector, cx: Cx<'_>, mut verdict: ListVerdict, located: Optio
     if action == Action::Strip {
         action = Action::Record;
     }
-    let item_action = |s: &Span| s.max.map_or(Action::Pass, |sev| insp.action_for(sev));
+    let item_action = |s: &Span| {
+        let a = s.max.map_or(Action::Pass, |sev| insp.action_for(sev));
+        if s.held && a < Action::Strip {
+            Action::Strip
+        } else {
+            a
+        }
+    };
     let mut strip_any = false;
     if let Some(loc) = &located {
         for s in &loc.items {
@@ -392,6 +416,9 @@ fn finish(insp: &Inspector, cx: Cx<'_>, mut verdict: ListVerdict, located: Optio
     }
     if let Some(sev) = cx.worst_item {
         action = action.max(insp.action_for(sev));
+    }
+    if cx.held > 0 {
+        action = action.max(Action::Strip);
     }
     if !cx.findings.is_empty() {
         action = action.max(Action::Record);
@@ -455,7 +482,7 @@ pub struct ToolVerdict {
 pub fn inspect_tool(insp: &Inspector, server: &str, tool: &Value, others: &[&str]) -> ToolVerdict {
     let mut cx = Cx::new(insp, server, false);
     let mut verdict = ListVerdict::pass(ListKind::Tools);
-    let mut span = Span { start: 0, end: 0, name: String::new(), max: None };
+    let mut span = Span { start: 0, end: 0, name: String::new(), max: None, held: false };
     let mut pins: Option<&mut ToolPins> = None;
     entry(&mut cx, ListKind::Tools, tool, others, &mut span, &mut verdict, &mut pins);
     let assessment = insp.detector().map(|d| d.assess(tool, others, cx.legacy));

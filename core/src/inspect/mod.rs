@@ -44,6 +44,7 @@
 //! per listed item; allocations beyond the parse are the reused scratch buffers, the item list,
 //! and findings or a rewrite when there are any. See docs/SECURITY.md for the rule set.
 
+pub mod change;
 mod config;
 pub mod detect;
 mod fingerprint;
@@ -57,7 +58,7 @@ mod text;
 pub use config::{DetectorConfig, InspectionConfig, PinPolicy, PolicyConfig, RugPullConfig};
 pub use fingerprint::Fingerprint;
 pub use list::{inspect_list, inspect_tool, inspect_tools_list, inspect_tools_list_pinned, ItemPrint, ListKind, ListVerdict, ToolVerdict};
-pub use pins::{detect_shadowing, PinChange, ServerPins, Shadowed, ToolPins};
+pub use pins::{capability_print, detect_shadowing, PinChange, ServerPins, Shadowed, ToolPins};
 pub use protocol::Violation;
 pub use result::{inspect_tool_result, ResultVerdict};
 
@@ -148,6 +149,9 @@ pub(crate) struct Rule {
     /// [`FieldClass::bit`]s the rule reads.
     pub fields: u8,
     pub min_len: usize,
+    /// Configured by the operator (added, or its severity set): decides by its severity even
+    /// when the detector weighs the built-in rules' hits.
+    pub decisive: bool,
 }
 
 /// Limits and switches of an [`Inspector`].
@@ -349,6 +353,8 @@ pub(crate) struct Cx<'i> {
     pub defer: bool,
     /// High and medium phrase-rule hits of the current item (features of the score).
     pub legacy: [u32; 2],
+    /// Changed definitions held in this answer.
+    pub held: usize,
 }
 
 impl<'i> Cx<'i> {
@@ -369,6 +375,7 @@ impl<'i> Cx<'i> {
             strings: 0,
             defer: false,
             legacy: [0, 0],
+            held: 0,
         }
     }
 
@@ -397,9 +404,12 @@ impl<'i> Cx<'i> {
             *d = true;
         }
         // Tag characters spell text nobody sees: no innocent explanation, they decide alone.
-        if self.defer && !matches!(r.kind, RuleKind::TagChars | RuleKind::Pin) {
+        if self.defer && !r.decisive && !matches!(r.kind, RuleKind::TagChars | RuleKind::Pin) {
+            // `<IMPORTANT>` blocks are also how honest servers flag a warning: weak evidence.
+            let weak = r.id == "poison/hidden-block";
             match sev {
-                Severity::High | Severity::Critical => self.legacy[0] += 1,
+                Severity::High | Severity::Critical if !weak => self.legacy[0] += 1,
+                Severity::High | Severity::Critical => self.legacy[1] += 1,
                 Severity::Medium => self.legacy[1] += 1,
                 Severity::Low => {}
             }
@@ -466,10 +476,27 @@ impl<'i> Cx<'i> {
             }
         };
         let head = format!("score {:.1} ({}): {}", a.score, det.version, summary.join(", "));
-        push(self, "detect/tool-poisoning".into(), level, String::new(), text::excerpt(&head, 0, 0, max.max(200)));
+        push(self, "detect/tool-poisoning".into(), level, String::new(), text::excerpt(&head, 0, 0, max));
         for e in a.evidence.iter().filter(|e| !e.field.is_empty()).take(8) {
             let rule = format!("detect/{}", e.feature.replace('/', "-"));
             push(self, rule, Severity::Low, text::excerpt(&e.field, 0, 0, MAX_FIELD_CHARS), text::excerpt(&e.excerpt, 0, 0, max));
+        }
+    }
+
+    /// The current item's change is held out of the list until its new fingerprint is cleared.
+    pub fn hit_held(&mut self, change: PinChange) {
+        self.held += 1;
+        if self.findings.len() < MAX_FINDINGS {
+            self.findings.push(Finding {
+                rule: "pin/tool-held".into(),
+                severity: Severity::Medium,
+                server: self.server.to_string(),
+                tool: self.item.clone(),
+                field: String::new(),
+                evidence: format!("held until {} is cleared (scanned clean with no new capability, or approved)", change.new),
+                fingerprint: Some(change.new),
+                old_fingerprint: Some(change.old),
+            });
         }
     }
 

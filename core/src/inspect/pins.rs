@@ -4,6 +4,7 @@
 //!
 //! Also cross-server shadowing: the same tool name offered by several servers of one sidecar.
 
+use super::config::PinPolicy;
 use super::fingerprint::Fingerprint;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -42,6 +43,43 @@ impl fmt::Display for PinsDecodeError {
 impl std::error::Error for PinsDecodeError {}
 
 const CODEC_VERSION: u8 = 1;
+
+/// A tool's capability print lives in the same table under its name behind a NUL (MCP tool
+/// names never hold one): the shared-data form stays as it was.
+fn capability_key(tool: &str) -> String {
+    let k = pin_key(tool);
+    let mut out = String::with_capacity(k.len() + 1);
+    out.push('\0');
+    out.push_str(k.get(..k.len().min(MAX_PIN_NAME)).unwrap_or(&k));
+    out
+}
+
+/// What a definition can do, as a fingerprint: its parameters and which are required, without
+/// any wording; and, in the first byte's low bits, the safety claims of its annotations
+/// (read-only, not destructive, closed world). A change clears only with the same parameters and
+/// no claim dropped: members a newer protocol version adds (`outputSchema`, `title`, ...) and
+/// claims gained do not hold a tool.
+pub fn capability_print(tool: &serde_json::Value) -> Fingerprint {
+    use serde_json::{json, Value};
+    let schema = tool.get("inputSchema");
+    let props: Vec<&String> = schema.and_then(|s| s.get("properties")).and_then(Value::as_object).map(|m| m.keys().collect()).unwrap_or_default();
+    let mut required: Vec<&str> = schema.and_then(|s| s.get("required")).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    required.sort_unstable();
+    let mut fp = Fingerprint::of(&json!({"p": props, "r": required, "n": tool.get("name")}));
+    let hint = |h: &str| tool.get("annotations").and_then(|a| a.get(h)).and_then(Value::as_bool);
+    let claims = u8::from(hint("readOnlyHint") == Some(true)) | u8::from(hint("destructiveHint") == Some(false)) << 1 | u8::from(hint("openWorldHint") == Some(false)) << 2;
+    if let Some(b) = fp.0.first_mut() {
+        *b = (*b & 0xF8) | claims;
+    }
+    fp
+}
+
+/// Whether `new` gives no capability `old` had not: the same parameters, and every safety claim
+/// of `old` still made.
+fn no_new_capability(old: Fingerprint, new: Fingerprint) -> bool {
+    let (o, n) = (old.0.first().copied().unwrap_or(0), new.0.first().copied().unwrap_or(0));
+    old.0.get(1..) == new.0.get(1..) && (o & 0xF8) == (n & 0xF8) && (o & 0x07) & !(n & 0x07) == 0
+}
 
 fn pin_key(tool: &str) -> String {
     if tool.len() <= MAX_PIN_NAME {
@@ -96,6 +134,62 @@ impl ServerPins {
         self.tools.insert(key.clone(), (fp, seq));
         self.order.insert(seq, key);
         None
+    }
+
+    /// Records that the server lists `tool` with `fp`, where a changed definition replaces the
+    /// pin only when it is cleared: `policy` record; or approved; or, under hold, `clean` (it
+    /// scanned clean) with the same capability print `cap` as the pinned one. Otherwise the old
+    /// pin stays (so every later list holds the tool too) and the change is returned as held.
+    pub fn observe_held(&mut self, tool: &str, fp: Fingerprint, cap: Fingerprint, clean: bool, approved: bool, policy: PinPolicy) -> Option<(PinChange, bool)> {
+        let cap_key = capability_key(tool);
+        let Some(old) = self.get(tool) else {
+            self.observe(tool, fp);
+            self.observe_key_touch(cap_key, cap);
+            return None;
+        };
+        if old == fp {
+            self.observe(tool, fp);
+            return None;
+        }
+        let same_caps = self.tools.get(&cap_key).is_some_and(|(c, _)| no_new_capability(*c, cap));
+        let cleared = approved
+            || match policy {
+                PinPolicy::Record => true,
+                PinPolicy::Hold => clean && same_caps,
+                PinPolicy::Block => false,
+            };
+        let change = PinChange { old, new: fp };
+        if cleared {
+            self.observe(tool, fp);
+            self.observe_key_touch(cap_key, cap);
+        } else {
+            self.observe(tool, old);
+        }
+        Some((change, !cleared))
+    }
+
+    /// The capability print pinned with `tool` (see [`capability_print`]).
+    pub fn capability(&self, tool: &str) -> Option<Fingerprint> {
+        self.tools.get(&capability_key(tool)).map(|&(fp, _)| fp)
+    }
+
+    /// Pins `tool`'s capability print (next to its fingerprint).
+    pub fn observe_capability(&mut self, tool: &str, cap: Fingerprint) {
+        self.observe_key_touch(capability_key(tool), cap);
+    }
+
+    fn observe_key_touch(&mut self, key: String, fp: Fingerprint) {
+        if let Some((old, last)) = self.tools.get_mut(&key) {
+            *old = fp;
+            let prev = *last;
+            let seq = self.next;
+            self.next += 1;
+            *last = seq;
+            self.order.remove(&prev);
+            self.order.insert(seq, key);
+            return;
+        }
+        self.observe_key(key, fp);
     }
 
     /// Most bytes [`ServerPins::encode`] produces for a table of `cap` tools.
@@ -175,13 +269,35 @@ pub struct ToolPins {
     per_server_cap: usize,
     max_servers: usize,
     servers: BTreeMap<String, ServerPins>,
+    /// Fingerprints an operator approved: a held change to one of them is cleared.
+    approved: BTreeSet<Fingerprint>,
 }
 
 impl ToolPins {
     /// `per_server_cap` tools per server, at most `max_servers` servers (further servers are not
     /// pinned: their changes go unnoticed, which the configuration bounds anyway).
     pub fn new(per_server_cap: usize, max_servers: usize) -> Self {
-        ToolPins { per_server_cap, max_servers, servers: BTreeMap::new() }
+        ToolPins { per_server_cap, max_servers, servers: BTreeMap::new(), approved: BTreeSet::new() }
+    }
+
+    /// Marks a definition's fingerprint as approved by an operator (bounded: the oldest approvals
+    /// beyond 4096 are dropped first by fingerprint order, which is arbitrary but bounded).
+    pub fn approve(&mut self, fp: Fingerprint) {
+        if self.approved.len() >= 4096 {
+            self.approved.pop_first();
+        }
+        self.approved.insert(fp);
+    }
+
+    /// Whether `fp` was approved.
+    pub fn is_approved(&self, fp: Fingerprint) -> bool {
+        self.approved.contains(&fp)
+    }
+
+    /// See [`ServerPins::observe_held`].
+    pub fn observe_held(&mut self, server: &str, tool: &str, fp: Fingerprint, cap: Fingerprint, clean: bool, policy: PinPolicy) -> Option<(PinChange, bool)> {
+        let approved = self.approved.contains(&fp);
+        self.server_mut(server)?.observe_held(tool, fp, cap, clean, approved, policy)
     }
 
     /// See [`ServerPins::observe`].

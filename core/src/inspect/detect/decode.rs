@@ -135,12 +135,14 @@ fn unplain(seg: &str) -> bool {
     if !seg.is_ascii() {
         return false;
     }
-    let words: Vec<String> = seg.split(|c: char| !c.is_ascii_alphabetic()).filter(|w| w.len() > 1).map(str::to_ascii_lowercase).collect();
-    if words.len() < 5 {
-        return false;
+    let (mut n, mut stop) = (0usize, 0usize);
+    for w in seg.split(|c: char| !c.is_ascii_alphabetic()).filter(|w| w.len() > 1) {
+        n += 1;
+        if w.len() <= 8 && super::lexicon::STOPWORDS.iter().any(|s| s.eq_ignore_ascii_case(w)) {
+            stop += 1;
+        }
     }
-    let stop = words.iter().filter(|w| super::lexicon::STOPWORDS.contains(&w.as_str())).count();
-    stop * 10 < words.len()
+    n >= 5 && stop * 10 < n
 }
 
 fn base64_text(s: &str) -> Option<String> {
@@ -191,7 +193,7 @@ fn hex_text(s: &str) -> Option<String> {
             i += 1;
         }
         let run: Vec<u8> = b.get(start..i)?.iter().copied().filter(|c| *c != b' ').collect();
-        if run.len() >= MIN_RUN && run.len() % 2 == 0 && run.iter().any(u8::is_ascii_alphabetic) {
+        if run.len() >= MIN_RUN && run.len().is_multiple_of(2) && run.iter().any(u8::is_ascii_alphabetic) {
             let bytes: Option<Vec<u8>> = run
                 .chunks(2)
                 .map(|p| std::str::from_utf8(p).ok().and_then(|h| u8::from_str_radix(h, 16).ok()))

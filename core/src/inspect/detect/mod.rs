@@ -48,7 +48,7 @@ pub const FEATURES: &[&str] = &[
     "legacy/high", "legacy/medium",
     // combinations
     "combo/target-send", "combo/target-directive", "combo/conceal-action", "combo/directive-command", "combo/shadow-ref",
-    "combo/trigger-action", "combo/count-strong",
+    "combo/trigger-action", "combo/count-strong", "combo/mail-out",
 ];
 
 pub const NF: usize = FEATURES.len();
@@ -94,6 +94,8 @@ struct ModelDef {
 #[derive(Debug, Clone)]
 pub struct Detector {
     matcher: Matcher,
+    /// `lexicon::STOPWORDS`, sorted for binary search.
+    stop: Vec<&'static str>,
     weights: Vec<f32>,
     bias: f32,
     pub thresholds: Thresholds,
@@ -124,7 +126,7 @@ struct Walk<'a> {
     f: Vec<f32>,
     ev: Vec<Evidence>,
     strings: usize,
-    others: Vec<String>,
+    others: std::collections::HashMap<String, Vec<Vec<String>>>,
     own: String,
     cats_plain: [bool; CATS.len()],
 }
@@ -153,7 +155,10 @@ impl Detector {
             Ok(m) => (FEATURES.iter().map(|f| m.weights.get(*f).copied().unwrap_or(0.0)).collect(), m.bias, m.thresholds, m.version),
             Err(_) => (vec![0.0; NF], -10.0, Thresholds { record: 0.0, strip: 1.0, quarantine: 2.0 }, "none".into()),
         };
-        Detector { matcher, weights, bias, thresholds, version }
+        let mut stop = lexicon::STOPWORDS.to_vec();
+        stop.sort_unstable();
+        stop.dedup();
+        Detector { matcher, stop, weights, bias, thresholds, version }
     }
 
     /// The same detector with other thresholds.
@@ -185,13 +190,19 @@ impl Detector {
             f: vec![0.0; NF],
             ev: Vec::new(),
             strings: 0,
-            others: others
-                .iter()
-                .filter(|o| **o != own && o.len() >= 4)
-                .take(256)
-                .map(|o| format!(" {} ", name_words(o)))
-                .filter(|o| o.trim().contains(' ') || o.trim().len() >= 6)
-                .collect(),
+            others: {
+                // first word → the names (as word lists) starting with it: one lookup per word
+                let mut m: std::collections::HashMap<String, Vec<Vec<String>>> = std::collections::HashMap::new();
+                for o in others.iter().filter(|o| **o != own && o.len() >= 4).take(256) {
+                    let ws: Vec<String> = name_words(o).split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect();
+                    if ws.len() >= 2 || ws.first().is_some_and(|w| w.len() >= 6) {
+                        if let Some(first) = ws.first().cloned() {
+                            m.entry(first).or_default().push(ws);
+                        }
+                    }
+                }
+                m
+            },
             own: name_words(own),
             cats_plain: [false; CATS.len()],
         };
@@ -210,8 +221,8 @@ impl Detector {
         } else {
             w.walk(tool, Place::Description, "", false, 0);
         }
-        w.set("legacy/high", legacy[0].min(2) as f32 / 2.0, "", || String::new());
-        w.set("legacy/medium", legacy[1].min(2) as f32 / 2.0, "", || String::new());
+        w.set("legacy/high", legacy[0].min(2) as f32 / 2.0, "", String::new);
+        w.set("legacy/medium", legacy[1].min(2) as f32 / 2.0, "", String::new);
         w.combine();
         let score = self.bias + w.f.iter().zip(&self.weights).map(|(x, k)| x * k).sum::<f32>();
         Assessment { score, features: w.f, evidence: w.ev }
@@ -340,14 +351,14 @@ impl Walk<'_> {
         }
         let hidden = (!sc.hidden.is_empty()).then(|| sc.hidden.clone());
         let plain = self.text(&sc, &s, place, path, None);
-        if place == Place::Description || place == Place::Schema {
+        if place == Place::Description || (place == Place::Schema && path.ends_with("description")) {
             self.references(&sc, path, &s);
         }
         let words = sc.words.len();
         let stop = sc
             .words
             .iter()
-            .filter(|&&(a, b)| sc.norm.get(a as usize..b as usize).is_some_and(|w| lexicon::STOPWORDS.contains(&w)))
+            .filter(|&&(a, b)| sc.norm.get(a as usize..b as usize).is_some_and(|w| self.det.stop.binary_search(&w).is_ok()))
             .count();
         self.sc = sc;
         let share = if words == 0 { 1.0 } else { stop as f32 / words as f32 };
@@ -385,6 +396,10 @@ impl Walk<'_> {
             let Some(&cat) = CATS.get(ci) else { continue };
             // `@url` and `@email` alone are exfil evidence only in descriptions.
             if cat == Cat::ExfilAction && place == Place::Value {
+                continue;
+            }
+            // A public key file is not a secret.
+            if cat == Cat::SecretFile && sc.norm.get(b..).is_some_and(|r| r.starts_with(".pub")) {
                 continue;
             }
             if cat.negatable() && negated(sc, a, b) {
@@ -471,14 +486,21 @@ impl Walk<'_> {
         if self.others.is_empty() || sc.norm.len() < 8 {
             return;
         }
-        let mut words = String::with_capacity(sc.norm.len() + 2);
-        words.push(' ');
-        for &(a, b) in &sc.words {
-            words.push_str(sc.norm.get(a as usize..b as usize).unwrap_or(""));
-            words.push(' ');
+        let word = |j: usize| sc.words.get(j).and_then(|&(a, b)| sc.norm.get(a as usize..b as usize)).unwrap_or("");
+        let mut found: Option<String> = None;
+        'outer: for k in 0..sc.words.len() {
+            let Some(cands) = self.others.get(word(k)) else { continue };
+            for ws in cands {
+                if ws.iter().enumerate().all(|(i, w)| word(k + i) == w) {
+                    let name = ws.join(" ");
+                    if !self.own.contains(&name) {
+                        found = Some(name);
+                        break 'outer;
+                    }
+                }
+            }
         }
-        if let Some(o) = self.others.iter().find(|o| words.contains(o.as_str()) && !self.own.contains(o.trim())) {
-            let o = o.trim().to_string();
+        if let Some(o) = found {
             self.set("ref/other-tool", 1.0, path, || format!("names {o}: {}", excerpt(orig, 0, 0, 100)));
         }
     }
@@ -592,6 +614,8 @@ impl Walk<'_> {
             ("combo/directive-command", h("cat/command") && (h("cat/directive") || h("cat/trigger"))),
             ("combo/shadow-ref", h("ref/other-tool") && h("cat/shadow")),
             ("combo/trigger-action", h("cat/trigger") && (action || h("cat/directive"))),
+            // an address, and copying, delivering or hiding something to it (the bcc backdoor)
+            ("combo/mail-out", (h("text/email") || h("value/email")) && (h("cat/exfil-action") || h("cat/conceal") || h("cat/shadow"))),
         ];
         for (n, on) in combos {
             if on {
@@ -645,7 +669,8 @@ fn claims_change(name: &str, desc: &str, verbs: &[&'static str]) -> Option<Strin
     let toks: Vec<&str> = words.split(' ').filter(|t| !t.is_empty()).collect();
     let first_read = toks.first().is_some_and(|t| lexicon::READ_VERBS.contains(t));
     if !first_read {
-        if let Some(v) = toks.iter().take(2).find_map(|t| base(t)) {
+        // "add" (sums), "set", "run" name honest read-only tools too: only the clear verbs count.
+        if let Some(v) = toks.iter().take(2).find_map(|t| base(t)).filter(|v| !lexicon::WEAK_VERBS.contains(v)) {
             return Some(format!("the name says {v}: {name}"));
         }
     }
