@@ -164,6 +164,9 @@ fn config(extra: &str) -> PluginConfig {
     PluginConfig::from_json(json.as_bytes()).unwrap()
 }
 
+/// A local reply the flow sent: status, headers, body.
+type Sent = (u16, Vec<(String, String)>, String);
+
 /// The fake host: sends events with the clock, keeps every effect.
 struct Host {
     env: Fake,
@@ -261,7 +264,7 @@ impl Host {
         self.on(Event::CallDone { call, answer: None });
     }
 
-    fn sent(&self) -> Option<(u16, Vec<(String, String)>, String)> {
+    fn sent(&self) -> Option<Sent> {
         self.effects.iter().rev().find_map(|e| match e {
             Effect::SendResponse { status, headers, body } => Some((*status, headers.clone(), String::from_utf8_lossy(body).into_owned())),
             _ => None,
@@ -804,7 +807,7 @@ fn hedging_can_be_turned_off() {
 fn start_session(h: &mut Host) {
     h.post(&method(1, "initialize"));
     h.headers_from(200, Some("application/json"), Some("s-p"), None, false);
-    h.body(&format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"protocolVersion":"2025-11-25"}}}}"#), true);
+    h.body(r#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25"}}"#, true);
     assert!(h.env.session(0, "s-p", h.now).is_some());
 }
 
