@@ -68,17 +68,20 @@ pub fn sse_frame(messages: &[&[u8]]) -> Vec<u8> {
 /// (server, kind): bounded by the configuration.
 pub fn list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListKind, body: &[u8], sse: bool) -> Decision {
     // A tools list is judged against the server's pins, which other VMs change: the cached
-    // decision holds only while the pins are those it was made with (their shared-data version).
-    let pins = if kind == ListKind::Tools { HostStore.get(&pins_key(server)).ok().and_then(|(_, cas)| cas) } else { None };
-    let hash = results_hash(body, sse, shared.config.inspector.limits.max_list_bytes)
-        .map(|h| h ^ u64::from(pins.unwrap_or(0)).rotate_left(32));
+    // decision holds only while the pins are those it left (their shared-data version).
+    let pins_version = || {
+        let cas = if kind == ListKind::Tools { HostStore.get(&pins_key(server)).ok().and_then(|(_, cas)| cas) } else { None };
+        u64::from(cas.unwrap_or(0)).rotate_left(32)
+    };
+    let results = results_hash(body, sse, shared.config.inspector.limits.max_list_bytes);
     let key = (server.to_string(), kind.key());
-    if let (Some(hash), Some((h, decision))) = (hash, shared.list_verdicts.borrow().get(&key)) {
-        if *h == hash {
+    if let (Some(r), Some((h, decision))) = (results, shared.list_verdicts.borrow().get(&key)) {
+        if *h == r ^ pins_version() {
             return decision.clone();
         }
     }
     let decision = inspect_list_answer(shared, server, cluster, kind, body, sse);
+    let hash = results.map(|r| r ^ pins_version());
     // A rewritten answer carries its request's id: only decisions that do not are kept.
     match (hash, &decision) {
         (Some(hash), Decision::Forward | Decision::Block { .. }) => {
