@@ -1168,13 +1168,15 @@ impl Flow {
             return self.on_held_list(env, kind, sse, size, body, end_of_stream, now, out);
         }
         let judging = self.observer.as_ref().is_some_and(|o| o.verdict().is_none());
-        self.keep_copies(env, chunk, end_of_stream);
+        let policy = &env.config().failures;
+        let verdict = if judging { self.observer.as_mut().and_then(|o| o.on_body(chunk, end_of_stream, policy)) } else { None };
+        // A result is complete once its answer arrived: inspected then, not at the stream's end
+        // only (an agent may close the stream as soon as it has read the answer).
+        self.keep_copies(env, chunk, end_of_stream || verdict.is_some());
         if !judging {
             self.end_hold_if(true, out);
             return Action::Continue;
         }
-        let policy = &env.config().failures;
-        let verdict = self.observer.as_mut().and_then(|o| o.on_body(chunk, end_of_stream, policy));
         let held_sse = self.hold.is_some_and(|h| !h.whole);
         match verdict {
             None if held_sse && size <= HOLD_MAX_BYTES && !end_of_stream => return Action::Pause,
@@ -1306,6 +1308,8 @@ impl Flow {
     /// The exchange is over: a DELETE forgets its session; a call without a verdict (reset
     /// mid-stream, or the agent went away) is judged by Envoy's flags.
     fn on_done<E: Env + ?Sized>(&mut self, env: &E, flags: u64, now: u64, out: &mut Vec<Effect>) {
+        // A copy the stream's end never completed (cut, or the agent left): what arrived counts.
+        self.keep_copies(env, &[], true);
         if let (Some(req), Some(_)) = (self.req.as_ref(), self.record.as_ref()) {
             if let (true, Some(sid)) = (req.deleting, req.session.as_deref()) {
                 env.session_ended(req.server, sid);

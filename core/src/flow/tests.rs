@@ -935,6 +935,20 @@ fn a_poisoned_list_under_a_block_policy_becomes_a_degraded_answer() {
 }
 
 #[wasm_bindgen_test(unsupported = test)]
+fn an_sse_tool_result_is_inspected_once_its_answer_arrived() {
+    let mut h = Host::new("");
+    h.post(&tool_call(1, "send"));
+    h.headers_from(200, Some("text/event-stream"), None, None, false);
+    h.body("event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n", false);
+    assert_eq!(h.env.results_inspected.get(), 0);
+    h.body(&format!("event: message\ndata: {}\n\n", ok_result(1)), false);
+    // The agent may close the stream now: the result was inspected already, once.
+    assert_eq!(h.env.results_inspected.get(), 1);
+    h.on(Event::Done { flags: FLAG_UR });
+    assert_eq!(h.env.results_inspected.get(), 1);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
 fn tool_results_are_copied_and_inspected_at_their_end() {
     let mut h = Host::new(r#","failover":{"hold_json_answers":false}"#);
     h.post(&tool_call(1, "send"));
