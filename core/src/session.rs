@@ -12,6 +12,7 @@
 //! under its own key per (bucket, way), tagged with its session, so a request never reads it.
 
 use crate::breaker::store::MAX_CAS_ATTEMPTS;
+use crate::breaker::store::CREATE_ONLY;
 use crate::breaker::{SharedStore, StoreError};
 use std::collections::BTreeMap;
 
@@ -30,11 +31,6 @@ pub const MAX_INIT_BYTES: usize = 16 * 1024;
 pub const MAX_ID_BYTES: usize = 256;
 /// Most sessions the sidecar opens elsewhere for one agent session.
 pub const MAX_MAPPED: usize = 16;
-
-/// A compare-and-swap value no key has: Envoy's shared data sets a key that does not exist
-/// whatever the cas, and refuses one that does unless the cas matches, so this creates a bucket
-/// only if no other worker created it first (a plain set would overwrite its record).
-const CREATE_ONLY: u32 = u32::MAX;
 
 /// Marks the bucket format; anything else (an older filter's value) reads as an empty bucket.
 const BUCKET_MAGIC: &[u8] = b"s1\n";

@@ -8,7 +8,7 @@
 use crate::host::HostStore;
 use crate::shared::Shared;
 use crate::shared_json;
-use mcp_warden_core::breaker::store::MAX_CAS_ATTEMPTS;
+use mcp_warden_core::breaker::store::{CREATE_ONLY, MAX_CAS_ATTEMPTS};
 use mcp_warden_core::breaker::SharedStore;
 use mcp_warden_core::inspect::{
     inspect_list, inspect_tool_result, inspect_tools_list_pinned, Action, Finding, Inspector, ListKind, ServerPins,
@@ -240,7 +240,7 @@ fn store_pins<'a>(
         if !changed {
             return;
         }
-        match HostStore.set(&key, &pins.encode(), cas) {
+        match HostStore.set(&key, &pins.encode(), cas.or(Some(CREATE_ONLY))) {
             Ok(()) => return,
             Err(mcp_warden_core::breaker::StoreError::CasMismatch) => continue,
             Err(e) => {

@@ -3,7 +3,7 @@
 //! codec because they change on every call.
 
 use crate::host::HostStore;
-use mcp_warden_core::breaker::store::MAX_CAS_ATTEMPTS;
+use mcp_warden_core::breaker::store::{CREATE_ONLY, MAX_CAS_ATTEMPTS};
 use mcp_warden_core::breaker::{SharedStore, StoreError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -32,7 +32,7 @@ where
         let mut value: T = bytes.as_deref().and_then(parse).unwrap_or_default();
         change(&mut value);
         let out = serde_json::to_vec(&value).map_err(|e| StoreError::Host(e.to_string()))?;
-        match HostStore.set(key, &out, cas) {
+        match HostStore.set(key, &out, cas.or(Some(CREATE_ONLY))) {
             Ok(()) => return Ok(()),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),

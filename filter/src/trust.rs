@@ -11,6 +11,7 @@
 use crate::host::{self, HostStore};
 use crate::shared_json;
 use crate::shared::Shared;
+use mcp_warden_core::breaker::store::CREATE_ONLY;
 use mcp_warden_core::breaker::{SharedStore, StoreError};
 use mcp_warden_core::config::TrustConfig;
 use mcp_warden_core::trust::sidecar::{Lease, SignalAccumulator, TrustTable};
@@ -96,7 +97,7 @@ impl TrustLoop {
     fn hold_lease(&self, now: u64, ttl: u64) -> bool {
         let Ok((current, cas)) = HostStore.get(LEASE_KEY) else { return false };
         match Lease::claim(current.as_deref(), self.owner, now, ttl) {
-            Some(lease) => HostStore.set(LEASE_KEY, &lease.encode(), cas).is_ok(),
+            Some(lease) => HostStore.set(LEASE_KEY, &lease.encode(), cas.or(Some(CREATE_ONLY))).is_ok(),
             None => false,
         }
     }

@@ -7,6 +7,7 @@
 //! compare-and-swap): [`MemoryStore`] gives it those semantics in memory, so the same code,
 //! bounds and eviction run here.
 
+use mcp_warden_core::breaker::store::CREATE_ONLY;
 use mcp_warden_core::breaker::{BreakerPolicy, BreakerState, SharedStore, StoreError};
 use mcp_warden_core::inspect::ToolPins;
 use mcp_warden_core::retry::{RetryBudget, ToolCatalog};
@@ -43,8 +44,11 @@ impl SharedStore for MemoryStore {
             Some(entry) => {
                 entry.0.clear();
                 entry.0.extend_from_slice(value);
-                // Never 0: 0 means "unconditional".
-                entry.1 = entry.1.wrapping_add(1).max(1);
+                // Never 0 ("unconditional") nor `CREATE_ONLY` ("create if missing").
+                entry.1 = match entry.1.wrapping_add(1) {
+                    0 | CREATE_ONLY => 1,
+                    v => v,
+                };
                 Ok(())
             }
             None => {

@@ -35,6 +35,11 @@ pub trait SharedStore {
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
 }
 
+/// A compare-and-swap value no key has: Envoy's shared data sets a key that does not exist
+/// whatever the cas, and refuses one that does unless the cas matches, so a write with this
+/// creates a key only if no other worker created it first (a plain set would overwrite it).
+pub const CREATE_ONLY: u32 = u32::MAX;
+
 /// How many times a writer retries after losing a race before giving up on one update.
 pub const MAX_CAS_ATTEMPTS: usize = 16;
 
@@ -63,14 +68,18 @@ impl<'a, S: SharedStore> BreakerStore<'a, S> {
     /// Writes a fresh closed breaker if none exists yet (call at configuration time, so the
     /// first data-path write is already a compare-and-swap).
     pub fn ensure(&self, now_ms: u64) -> Result<(), StoreError> {
-        let (value, _) = self.store.get(self.key)?;
+        let (value, cas) = self.store.get(self.key)?;
         let usable = value
             .and_then(|v| codec::decode(&v).ok())
             .is_some_and(|s| s.window.fits(self.policy.window_kind, self.policy.window_size));
         if !usable {
             let mut buf = Vec::new();
             codec::encode(&BreakerState::new(self.policy, now_ms), &mut buf);
-            self.store.set(self.key, &buf, None)?;
+            match self.store.set(self.key, &buf, cas.or(Some(CREATE_ONLY))) {
+                // Another worker wrote it meanwhile: theirs stands.
+                Ok(()) | Err(StoreError::CasMismatch) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -99,7 +108,7 @@ impl<'a, S: SharedStore> BreakerStore<'a, S> {
                 return Ok((out.value, out.transition));
             }
             codec::encode(&state, &mut buf);
-            match self.store.set(self.key, &buf, cas) {
+            match self.store.set(self.key, &buf, cas.or(Some(CREATE_ONLY))) {
                 Ok(()) => return Ok((out.value, out.transition)),
                 Err(StoreError::CasMismatch) => continue,
                 Err(e) => return Err(e),
@@ -184,6 +193,23 @@ pub(crate) mod tests {
         }
         assert_eq!(transitions, 1);
         assert!(matches!(b.load(6).unwrap().0.phase, Phase::Open { .. }));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_first_write_keeps_a_breaker_another_worker_created_meanwhile() {
+        // No `ensure` ran: the key is missing when read, and another worker creates it (with
+        // one recorded call) between this writer's read and its write.
+        let store = FakeStore::default();
+        let p = BreakerPolicy { window_size: 100, minimum_calls: 100, ..Default::default() };
+        let b = BreakerStore { store: &store, key: "k", policy: &p };
+        let mut theirs = BreakerState::new(&p, 0);
+        let _ = theirs.record(&p, CallRecord { failed: true, slow: false, probe: false, epoch: 0 }, 1);
+        let mut buf = Vec::new();
+        codec::encode(&theirs, &mut buf);
+        *store.interlude.borrow_mut() = Some(("k".into(), buf));
+        b.record(CallRecord { failed: false, slow: false, probe: false, epoch: 0 }, 2).unwrap();
+        let stats = b.load(3).unwrap().0.window.stats(3);
+        assert_eq!((stats.calls, stats.failures), (2, 1));
     }
 
     #[wasm_bindgen_test(unsupported = test)]
