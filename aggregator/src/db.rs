@@ -4,7 +4,10 @@
 
 use crate::error::ApiError;
 use crate::state::{ServerState, State};
-use crate::views::{AuditAction, AuditEntry, AuditVerification, FlagRecord, HistorySample, RaterRating, SecurityEventRecord};
+use crate::views::{
+    AuditAction, AuditEntry, AuditVerification, FlagRecord, HeldChange, HistorySample, RaterRating, SecurityEventRecord,
+    ToolApprovalRecord,
+};
 use crate::{audit, pg, store};
 use mcp_warden_core::trust::wire::{FlagRequest, SecurityEvent, Subject, TrustState};
 use std::fmt;
@@ -505,6 +508,34 @@ impl Tx<'_> {
         match self {
             Tx::Sqlite(tx) => Ok(store::insert_audit(tx, now, actor, action, server, reason, score)?),
             Tx::Postgres(tx) => pg::insert_audit(tx, now, actor, action, server, reason, score),
+        }
+    }
+
+    pub fn upsert_held(&mut self, h: &HeldChange) -> Result<(), Error> {
+        match self {
+            Tx::Sqlite(tx) => Ok(store::upsert_held(tx, h)?),
+            Tx::Postgres(tx) => pg::upsert_held(tx, h),
+        }
+    }
+
+    pub fn delete_held(&mut self, server: &str, fingerprint: &str) -> Result<(), Error> {
+        match self {
+            Tx::Sqlite(tx) => Ok(store::delete_held(tx, server, fingerprint)?),
+            Tx::Postgres(tx) => pg::delete_held(tx, server, fingerprint),
+        }
+    }
+
+    pub fn insert_approval(&mut self, a: &ToolApprovalRecord) -> Result<(), Error> {
+        match self {
+            Tx::Sqlite(tx) => Ok(store::insert_approval(tx, a)?),
+            Tx::Postgres(tx) => pg::insert_approval(tx, a),
+        }
+    }
+
+    pub fn delete_approval(&mut self, server: &str, fingerprint: &str) -> Result<(), Error> {
+        match self {
+            Tx::Sqlite(tx) => Ok(store::delete_approval(tx, server, fingerprint)?),
+            Tx::Postgres(tx) => pg::delete_approval(tx, server, fingerprint),
         }
     }
 

@@ -15,18 +15,22 @@ use crate::auth::Principal;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::state::{published_score, ratings_of, score_of, ServerState, State};
+use crate::state::{
+    published_score, ratings_of, score_of, ServerState, State, MAX_APPROVALS, MAX_APPROVALS_PER_SERVER, MAX_HELD,
+    MAX_HELD_PER_SERVER,
+};
 use crate::db::{Db, Location, Snapshot, Tx};
 use crate::store;
 use crate::validate;
 use crate::views::{
-    AuditAction, AuditPage, DecisionAck, FlagAck, Health, QuarantineInfo, RatingAck, RatingSummary, ServerDetail,
-    SignalsAck, Traffic,
+    ApprovalAck, ApprovalsView, ApproveRequest, AuditAction, AuditPage, DecisionAck, FlagAck, HeldChange, Health,
+    QuarantineInfo, RatingAck, RatingSummary, ServerDetail, SignalsAck, ToolApprovalRecord, Traffic,
 };
 use axum::body::Bytes;
 use mcp_warden_core::trust::model;
 use mcp_warden_core::trust::wire::{
-    FlagRequest, RatingRequest, ScoresDocument, SecurityEvent, ServerScore, Severity, SignalBatch, Subject, TrustState,
+    FlagRequest, RatingRequest, ScoresDocument, SecurityEvent, ServerScore, Severity, SignalBatch, Subject, ToolApproval,
+    TrustState,
 };
 use mcp_warden_core::trust::TrustScore;
 use serde::Serialize;
@@ -51,6 +55,8 @@ pub const PUBLISH_EPSILON: f64 = 0.005;
 const DETAIL_EVENTS: u32 = 50;
 const DETAIL_RATERS: usize = 50;
 const PRUNE_EVERY_MS: u64 = 3_600_000;
+/// The rule of the security event a sidecar sends for a change it holds out of `tools/list`.
+pub const HELD_RULE: &str = "pin/tool-held";
 
 /// One version of the scores document, serialized once, served to every poller.
 #[derive(Debug, Clone)]
@@ -78,6 +84,8 @@ struct DocumentRef<'a> {
     version: u64,
     generated_at_ms: u64,
     servers: Vec<&'a ServerScore>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    approvals: Vec<ToolApproval>,
 }
 
 /// The current publication, shared with readers that must not wait for writers.
@@ -150,6 +158,8 @@ struct Ctx<'a, 't> {
     /// Findings not counted because their credential spent its budget.
     withheld: u64,
     policy: &'a mut Policy,
+    /// The approvals changed: publish a new document even if no score moved.
+    approvals_changed: bool,
 }
 
 /// Quarantines `srv` by the aggregator's own decision, with an audit entry.
@@ -199,7 +209,7 @@ impl Ctx<'_, '_> {
         let targets: Vec<String> =
             if self.full { self.state.servers.keys().cloned().collect() } else { self.dirty.iter().cloned().collect() };
         let mut fresh = Vec::with_capacity(targets.len());
-        let mut any_moved = force;
+        let mut any_moved = force || self.approvals_changed;
         let State { servers: states, ratings, standing, .. } = &mut *self.state;
         for name in targets {
             let Some(srv) = states.get_mut(&name) else { continue };
@@ -235,10 +245,60 @@ impl Ctx<'_, '_> {
             scores.insert(name, Arc::new(score));
         }
         let version = published.version + 1;
-        let doc = DocumentRef { version, generated_at_ms: now, servers: scores.values().map(|s| s.as_ref()).collect() };
+        let approvals = self
+            .state
+            .approvals_newest_first()
+            .into_iter()
+            .map(|a| ToolApproval { server: a.server.clone(), fingerprint: a.fingerprint.clone(), tool: a.tool.clone() })
+            .collect();
+        let doc = DocumentRef { version, generated_at_ms: now, servers: scores.values().map(|s| s.as_ref()).collect(), approvals };
         let document = serde_json::to_vec(&doc).map_err(|e| ApiError::internal(format!("cannot serialize scores: {e}")))?;
         self.tx.publish(version, &document)?;
         Ok(Some(Published { version, document: Bytes::from(document), scores }))
+    }
+
+    /// Keeps a `pin/tool-held` event as a held change waiting for an operator (unless its
+    /// fingerprint is approved already: a sidecar that has not polled since still holds it).
+    /// Bounded: past [`MAX_HELD_PER_SERVER`] or [`MAX_HELD`] the least recently reported goes.
+    fn record_held(&mut self, server: &str, e: &SecurityEvent, by: &str) -> Result<(), ApiError> {
+        let Some(fp) = e.new_fingerprint.as_deref().filter(|f| validate::fingerprint(f).is_ok()) else { return Ok(()) };
+        let key = (server.to_string(), fp.to_string());
+        if self.state.approvals.contains_key(&key) {
+            return Ok(());
+        }
+        let now = self.now;
+        let held = match self.state.held.get(&key) {
+            Some(h) => HeldChange {
+                tool: e.tool.clone().or_else(|| h.tool.clone()),
+                old_fingerprint: e.old_fingerprint.clone().or_else(|| h.old_fingerprint.clone()),
+                why: e.evidence.clone().or_else(|| h.why.clone()),
+                reported_by: by.to_string(),
+                last_ms: now,
+                reports: h.reports.saturating_add(1),
+                ..h.clone()
+            },
+            None => {
+                if let Some(old) = State::oldest_past(&self.state.held, server, MAX_HELD_PER_SERVER, MAX_HELD, |h| h.last_ms) {
+                    self.tx.delete_held(&old.0, &old.1)?;
+                    self.state.held.remove(&old);
+                }
+                HeldChange {
+                    server: server.to_string(),
+                    fingerprint: fp.to_string(),
+                    tool: e.tool.clone(),
+                    old_fingerprint: e.old_fingerprint.clone(),
+                    why: e.evidence.clone(),
+                    reported_by: by.to_string(),
+                    first_ms: now,
+                    last_ms: now,
+                    reports: 1,
+                }
+            }
+        };
+        let held = HeldChange { why: held.why.map(|w| validate::truncate(&w, validate::MAX_EVIDENCE)), ..held };
+        self.tx.upsert_held(&held)?;
+        self.state.held.insert(key, held);
+        Ok(())
     }
 
     fn persist_dirty(&mut self) -> Result<(), ApiError> {
@@ -533,6 +593,7 @@ impl Engine {
                 auto_quarantines: 0,
                 withheld: 0,
                 policy: &mut self.policy,
+                approvals_changed: false,
             };
             let r = f(&mut ctx).inspect_err(|e| precondition = e.status.is_client_error())?;
             let next = ctx.evaluate(&self.published, self.force_publish)?;
@@ -670,6 +731,9 @@ impl Engine {
                 }
                 if !r.security.is_empty() {
                     ctx.tx.trim_security_events(&r.server)?;
+                }
+                for e in r.security.iter().filter(|e| e.rule == HELD_RULE) {
+                    ctx.record_held(&r.server, e, &who.name)?;
                 }
                 let srv = ctx.server(&r.server);
                 srv.evidence.add(&r.outcomes, now, &settings.trust);
@@ -847,6 +911,63 @@ impl Engine {
         warn!(server, operator = who.name, "released by an operator: {}", escape(reason));
         let (score, state) = self.current(server, now);
         Ok(DecisionAck { server: server.to_string(), state, score, audit_id, version: self.published.version })
+    }
+
+    /// `POST /v1/servers/{server}/approvals`: approves a tool definition (by fingerprint) for
+    /// `server`, with an audit entry; the next scores document carries it to every sidecar, which
+    /// then lets the held change through and pins it. The held change it clears is forgotten.
+    /// Bounded: past [`MAX_APPROVALS_PER_SERVER`] or [`MAX_APPROVALS`] the oldest approval goes
+    /// (a sidecar that pinned it keeps its pin; one that never saw the change pins on first use).
+    pub fn approve(&mut self, who: &Principal, server: &str, req: &ApproveRequest, now: u64) -> Result<ApprovalAck, ApiError> {
+        let (audit_id, tool) = self.write(now, false, |ctx| {
+            if !ctx.state.servers.contains_key(server) {
+                return Err(ApiError::not_found(format!("unknown server `{server}`")));
+            }
+            let key = (server.to_string(), req.fingerprint.clone());
+            if let Some(a) = ctx.state.approvals.get(&key) {
+                return Err(ApiError::conflict(format!(
+                    "fingerprint {} is already approved for `{server}` (by `{}` at {} ms)",
+                    req.fingerprint, a.approved_by, a.at_ms
+                )));
+            }
+            let tool = req.tool.clone().or_else(|| ctx.state.held.get(&key).and_then(|h| h.tool.clone()));
+            let score = ctx.score(server).map(|s| s.score).unwrap_or(0.0);
+            let what = tool.as_deref().map(|t| format!(" of tool `{t}`")).unwrap_or_default();
+            let reason = format!("approved definition {}{what}: {}", req.fingerprint, req.reason.trim());
+            let id = ctx.tx.insert_audit(now, &who.name, AuditAction::ApproveTool, server, &reason, score)?;
+            if let Some(old) = State::oldest_past(&ctx.state.approvals, server, MAX_APPROVALS_PER_SERVER, MAX_APPROVALS, |a| a.at_ms) {
+                ctx.tx.delete_approval(&old.0, &old.1)?;
+                ctx.state.approvals.remove(&old);
+            }
+            let record = ToolApprovalRecord {
+                server: server.to_string(),
+                fingerprint: req.fingerprint.clone(),
+                tool: tool.clone(),
+                approved_by: who.name.clone(),
+                at_ms: now,
+                reason: req.reason.trim().to_string(),
+            };
+            ctx.tx.insert_approval(&record)?;
+            ctx.state.approvals.insert(key.clone(), record);
+            if ctx.state.held.remove(&key).is_some() {
+                ctx.tx.delete_held(server, &req.fingerprint)?;
+            }
+            ctx.approvals_changed = true;
+            Ok((id, tool))
+        })?;
+        self.metrics.decision(AuditAction::ApproveTool.as_str(), 1);
+        warn!(server, operator = who.name, fingerprint = req.fingerprint, "tool definition approved: {}", escape(&req.reason));
+        Ok(ApprovalAck { server: server.to_string(), fingerprint: req.fingerprint.clone(), tool, audit_id, version: self.published.version })
+    }
+
+    /// `GET /v1/approvals`: held changes and approvals, of `server` or all, newest first.
+    pub fn approvals(&mut self, server: Option<&str>) -> Result<ApprovalsView, ApiError> {
+        self.ensure_fresh()?;
+        let of = |s: &str| server.is_none_or(|want| want == s);
+        let mut held: Vec<HeldChange> = self.state.held.values().filter(|h| of(&h.server)).cloned().collect();
+        held.sort_by(|a, b| b.last_ms.cmp(&a.last_ms).then_with(|| a.server.cmp(&b.server)).then_with(|| a.fingerprint.cmp(&b.fingerprint)));
+        let approvals = self.state.approvals_newest_first().into_iter().filter(|a| of(&a.server)).cloned().collect();
+        Ok(ApprovalsView { held, approvals, version: self.published.version })
     }
 
     /// The periodic re-evaluation (scores decay with time), and pruning once an hour.

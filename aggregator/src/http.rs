@@ -7,7 +7,7 @@ use crate::service::Service;
 use crate::validate;
 use crate::access::{authorize, json, ANY};
 use crate::{admin, dashboard, guard, scrape};
-use crate::views::Health;
+use crate::views::{ApproveRequest, Health};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -33,6 +33,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/servers/{server}"),
     ("POST", "/v1/servers/{server}/quarantine"),
     ("POST", "/v1/servers/{server}/release"),
+    ("POST", "/v1/servers/{server}/approvals"),
+    ("GET", "/v1/approvals"),
     ("POST", "/v1/ratings"),
     ("POST", "/v1/flags"),
     ("GET", "/v1/audit"),
@@ -53,6 +55,8 @@ pub fn router(service: Service) -> Router {
         .route("/v1/servers/{server}", get(get_server))
         .route("/v1/servers/{server}/quarantine", post(post_quarantine))
         .route("/v1/servers/{server}/release", post(post_release))
+        .route("/v1/servers/{server}/approvals", post(post_approval))
+        .route("/v1/approvals", get(get_approvals))
         .route("/v1/ratings", post(post_rating))
         .route("/v1/flags", post(post_flag))
         .route("/v1/audit", get(get_audit))
@@ -203,6 +207,40 @@ async fn post_release(
     validate::quarantine(&req).map_err(ApiError::bad_request)?;
     let ack = svc.run(move |e, now| e.release(&who, &server, req.reason.trim(), now)).await?;
     Ok(json(StatusCode::OK, &ack))
+}
+
+async fn post_approval(
+    State(svc): State<Service>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let who = authorize(&svc, &headers, &[Role::Operator], "approve tool definitions")?;
+    let server = server_name(path)?;
+    let req: ApproveRequest = read_json(&headers, body, BODY_MAX_BYTES).await?;
+    validate::approve(&req).map_err(ApiError::bad_request)?;
+    let ack = svc.run(move |e, now| e.approve(&who, &server, &req, now)).await?;
+    Ok(json(StatusCode::OK, &ack))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsQuery {
+    server: Option<String>,
+}
+
+async fn get_approvals(
+    State(svc): State<Service>,
+    headers: HeaderMap,
+    query: Result<Query<ApprovalsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&svc, &headers, ANY, "read held tool changes")?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    if let Some(s) = &q.server {
+        validate::name(s).map_err(|m| ApiError::bad_request(format!("field `server`: {m}")))?;
+    }
+    let view = svc.run(move |e, _| e.approvals(q.server.as_deref())).await?;
+    Ok(json(StatusCode::OK, &view))
 }
 
 async fn post_rating(State(svc): State<Service>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {

@@ -11,7 +11,10 @@ use crate::audit;
 use crate::state::{ServerState, State, Totals};
 use crate::store::state_str;
 use crate::validate::{truncate, MAX_EVIDENCE};
-use crate::views::{AuditAction, AuditEntry, AuditVerification, FlagRecord, HistorySample, QuarantineInfo, RaterRating, SecurityEventRecord};
+use crate::views::{
+    AuditAction, AuditEntry, AuditVerification, FlagRecord, HeldChange, HistorySample, QuarantineInfo, RaterRating,
+    SecurityEventRecord, ToolApprovalRecord,
+};
 use mcp_warden_core::trust::wire::{FlagRequest, SecurityEvent, Severity, Subject, TrustState};
 use mcp_warden_core::trust::{Evidence, SecurityState};
 use postgres::{GenericClient, Row, Transaction};
@@ -30,8 +33,34 @@ const WRITE_LOCK: i64 = KEY_BASE + 2;
 const LEADER_LOCK: i64 = KEY_BASE + 3;
 
 /// Migrations in order: (version, SQL). Each runs once, in the transaction that records it.
-const MIGRATIONS: &[(i64, &str)] = &[(1, MIGRATION_1)];
-pub const SCHEMA_VERSION: i64 = 1;
+const MIGRATIONS: &[(i64, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2)];
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Held tool changes and operators' approvals of tool definitions (see SQLite's tables).
+const MIGRATION_2: &str = r#"
+CREATE TABLE held_changes (
+    server          TEXT NOT NULL,
+    fingerprint     TEXT NOT NULL,
+    tool            TEXT,
+    old_fingerprint TEXT,
+    why             TEXT,
+    reported_by     TEXT NOT NULL,
+    first_ms        BIGINT NOT NULL,
+    last_ms         BIGINT NOT NULL,
+    reports         BIGINT NOT NULL,
+    PRIMARY KEY (server, fingerprint)
+);
+
+CREATE TABLE tool_approvals (
+    server      TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    tool        TEXT,
+    approved_by TEXT NOT NULL,
+    at_ms       BIGINT NOT NULL,
+    reason      TEXT NOT NULL,
+    PRIMARY KEY (server, fingerprint)
+);
+"#;
 
 /// The schema of SQLite's version 2, in PostgreSQL's types, plus what replicas share: the
 /// published scores document (followers serve the leader's bytes) and the counters in `meta`.
@@ -322,7 +351,77 @@ pub fn load(c: &mut impl GenericClient) -> Result<State, Error> {
             state.ratings.entry(subject).or_default().insert(rater, value);
         }
     }
+    let rows = c.query(
+        "SELECT server, fingerprint, tool, old_fingerprint, why, reported_by, first_ms, last_ms, reports FROM held_changes",
+        &[],
+    )?;
+    for r in &rows {
+        let h = HeldChange {
+            server: get(r, 0)?,
+            fingerprint: get(r, 1)?,
+            tool: get(r, 2)?,
+            old_fingerprint: get(r, 3)?,
+            why: get(r, 4)?,
+            reported_by: get(r, 5)?,
+            first_ms: u(get(r, 6)?),
+            last_ms: u(get(r, 7)?),
+            reports: u(get(r, 8)?),
+        };
+        state.held.insert((h.server.clone(), h.fingerprint.clone()), h);
+    }
+    let rows = c.query("SELECT server, fingerprint, tool, approved_by, at_ms, reason FROM tool_approvals", &[])?;
+    for r in &rows {
+        let a = ToolApprovalRecord {
+            server: get(r, 0)?,
+            fingerprint: get(r, 1)?,
+            tool: get(r, 2)?,
+            approved_by: get(r, 3)?,
+            at_ms: u(get(r, 4)?),
+            reason: get(r, 5)?,
+        };
+        state.approvals.insert((a.server.clone(), a.fingerprint.clone()), a);
+    }
     Ok(state)
+}
+
+/// Writes a held change as it now stands.
+pub fn upsert_held(tx: &mut Transaction<'_>, h: &HeldChange) -> Result<(), Error> {
+    tx.execute(
+        "INSERT INTO held_changes (server, fingerprint, tool, old_fingerprint, why, reported_by, first_ms, last_ms, reports)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (server, fingerprint) DO UPDATE SET tool = excluded.tool, old_fingerprint = excluded.old_fingerprint,
+            why = excluded.why, reported_by = excluded.reported_by, last_ms = excluded.last_ms, reports = excluded.reports",
+        &[
+            &h.server,
+            &h.fingerprint,
+            &h.tool,
+            &h.old_fingerprint,
+            &h.why.as_deref().map(|v| truncate(v, MAX_EVIDENCE)),
+            &h.reported_by,
+            &i(h.first_ms),
+            &i(h.last_ms),
+            &i(h.reports),
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn delete_held(tx: &mut Transaction<'_>, server: &str, fingerprint: &str) -> Result<(), Error> {
+    tx.execute("DELETE FROM held_changes WHERE server = $1 AND fingerprint = $2", &[&server, &fingerprint])?;
+    Ok(())
+}
+
+pub fn insert_approval(tx: &mut Transaction<'_>, a: &ToolApprovalRecord) -> Result<(), Error> {
+    tx.execute(
+        "INSERT INTO tool_approvals (server, fingerprint, tool, approved_by, at_ms, reason) VALUES ($1, $2, $3, $4, $5, $6)",
+        &[&a.server, &a.fingerprint, &a.tool, &a.approved_by, &i(a.at_ms), &a.reason],
+    )?;
+    Ok(())
+}
+
+pub fn delete_approval(tx: &mut Transaction<'_>, server: &str, fingerprint: &str) -> Result<(), Error> {
+    tx.execute("DELETE FROM tool_approvals WHERE server = $1 AND fingerprint = $2", &[&server, &fingerprint])?;
+    Ok(())
 }
 
 pub fn upsert_server(tx: &mut Transaction<'_>, name: &str, s: &ServerState) -> Result<(), Error> {

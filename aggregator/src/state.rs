@@ -1,7 +1,7 @@
 //! What the aggregator holds in memory: per-server evidence and decisions, ratings and vouches,
 //! rater standing. Rebuilt from the database at start (and after a failed write).
 
-use crate::views::QuarantineInfo;
+use crate::views::{HeldChange, QuarantineInfo, ToolApprovalRecord};
 use mcp_warden_core::trust::model::{self, Vouch};
 use mcp_warden_core::trust::wire::{ServerScore, TrustState};
 use mcp_warden_core::trust::{Evidence, ReputationInput, SecurityState, TrustParams, TrustScore};
@@ -59,9 +59,47 @@ pub struct State {
     pub vouches: BTreeMap<(String, String), f64>,
     /// Each rater's standing in the web of trust (pre-trusted operators 1).
     pub standing: BTreeMap<String, f64>,
+    /// Held tool changes sidecars reported, by (server, fingerprint).
+    pub held: BTreeMap<(String, String), HeldChange>,
+    /// Operators' approvals of tool definitions, by (server, fingerprint): published to sidecars.
+    pub approvals: BTreeMap<(String, String), ToolApprovalRecord>,
 }
 
+/// Held changes kept per server and in all; approvals kept per server (the sidecars' own bound)
+/// and in all. Past a bound the oldest goes first.
+pub const MAX_HELD_PER_SERVER: usize = 64;
+pub const MAX_HELD: usize = 4096;
+pub const MAX_APPROVALS_PER_SERVER: usize = mcp_warden_core::trust::sidecar::MAX_APPROVALS_PER_SERVER;
+pub const MAX_APPROVALS: usize = mcp_warden_core::trust::sidecar::MAX_APPROVALS;
+
 impl State {
+    /// The key to drop to keep `map` within `per_server` entries for `server` and `total` in
+    /// all (the entry with the smallest `age`), if one must go.
+    pub fn oldest_past<V>(
+        map: &BTreeMap<(String, String), V>,
+        server: &str,
+        per_server: usize,
+        total: usize,
+        age: impl Fn(&V) -> u64,
+    ) -> Option<(String, String)> {
+        let mine = || map.range((server.to_string(), String::new())..).take_while(|((s, _), _)| s == server);
+        let pick = |it: &mut dyn Iterator<Item = (&(String, String), &V)>| it.min_by_key(|(_, v)| age(v)).map(|(k, _)| k.clone());
+        if mine().count() >= per_server {
+            return pick(&mut mine());
+        }
+        if map.len() >= total {
+            return pick(&mut map.iter());
+        }
+        None
+    }
+
+    /// Approvals in force, newest first (the order the scores document lists them in).
+    pub fn approvals_newest_first(&self) -> Vec<&ToolApprovalRecord> {
+        let mut v: Vec<&ToolApprovalRecord> = self.approvals.values().collect();
+        v.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then_with(|| a.server.cmp(&b.server)).then_with(|| a.fingerprint.cmp(&b.fingerprint)));
+        v
+    }
+
     /// How many raters `from` vouches for.
     pub fn vouches_from(&self, from: &str) -> usize {
         self.vouches.range((from.to_string(), String::new())..).take_while(|((f, _), _)| f == from).count()

@@ -11,7 +11,10 @@
 use crate::audit;
 use crate::state::{ServerState, State, Totals};
 use crate::validate::{truncate, MAX_EVIDENCE};
-use crate::views::{AuditAction, AuditEntry, FlagRecord, HistorySample, QuarantineInfo, RaterRating, SecurityEventRecord};
+use crate::views::{
+    AuditAction, AuditEntry, FlagRecord, HeldChange, HistorySample, QuarantineInfo, RaterRating, SecurityEventRecord,
+    ToolApprovalRecord,
+};
 use mcp_warden_core::trust::wire::{FlagRequest, SecurityEvent, Severity, Subject, TrustState};
 use mcp_warden_core::trust::{Evidence, SecurityState};
 use rusqlite::types::Type;
@@ -132,6 +135,32 @@ CREATE TABLE IF NOT EXISTS audit (
     hash   TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_server ON audit (server, id);
+
+-- Tool changes sidecars hold until cleared (pin/tool-held), one row per (server, fingerprint);
+-- bounded per server and in all by the engine. Additive: older aggregators ignore both tables.
+CREATE TABLE IF NOT EXISTS held_changes (
+    server          TEXT NOT NULL,
+    fingerprint     TEXT NOT NULL,
+    tool            TEXT,
+    old_fingerprint TEXT,
+    why             TEXT,
+    reported_by     TEXT NOT NULL,
+    first_ms        INTEGER NOT NULL,
+    last_ms         INTEGER NOT NULL,
+    reports         INTEGER NOT NULL,
+    PRIMARY KEY (server, fingerprint)
+) WITHOUT ROWID;
+
+-- Operators' approvals of tool definitions, published to sidecars (each one also in the audit log).
+CREATE TABLE IF NOT EXISTS tool_approvals (
+    server      TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    tool        TEXT,
+    approved_by TEXT NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    reason      TEXT NOT NULL,
+    PRIMARY KEY (server, fingerprint)
+) WITHOUT ROWID;
 "#;
 
 /// Created after the audit table is in its current shape (a migration drops them meanwhile).
@@ -342,7 +371,82 @@ pub fn load(conn: &Connection) -> rusqlite::Result<State> {
             state.ratings.entry(subject).or_default().insert(rater, value);
         }
     }
+    let mut stmt = conn.prepare(
+        "SELECT server, fingerprint, tool, old_fingerprint, why, reported_by, first_ms, last_ms, reports FROM held_changes",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(HeldChange {
+            server: r.get(0)?,
+            fingerprint: r.get(1)?,
+            tool: r.get(2)?,
+            old_fingerprint: r.get(3)?,
+            why: r.get(4)?,
+            reported_by: r.get(5)?,
+            first_ms: u(r.get(6)?),
+            last_ms: u(r.get(7)?),
+            reports: u(r.get(8)?),
+        })
+    })?;
+    for row in rows {
+        let h = row?;
+        state.held.insert((h.server.clone(), h.fingerprint.clone()), h);
+    }
+    let mut stmt = conn.prepare("SELECT server, fingerprint, tool, approved_by, at_ms, reason FROM tool_approvals")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(ToolApprovalRecord {
+            server: r.get(0)?,
+            fingerprint: r.get(1)?,
+            tool: r.get(2)?,
+            approved_by: r.get(3)?,
+            at_ms: u(r.get(4)?),
+            reason: r.get(5)?,
+        })
+    })?;
+    for row in rows {
+        let a = row?;
+        state.approvals.insert((a.server.clone(), a.fingerprint.clone()), a);
+    }
     Ok(state)
+}
+
+/// Writes a held change as it now stands.
+pub fn upsert_held(conn: &Connection, h: &HeldChange) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO held_changes (server, fingerprint, tool, old_fingerprint, why, reported_by, first_ms, last_ms, reports)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (server, fingerprint) DO UPDATE SET tool = excluded.tool, old_fingerprint = excluded.old_fingerprint,
+            why = excluded.why, reported_by = excluded.reported_by, last_ms = excluded.last_ms, reports = excluded.reports",
+    )?
+    .execute(params![
+        h.server,
+        h.fingerprint,
+        h.tool,
+        h.old_fingerprint,
+        h.why.as_deref().map(|v| truncate(v, MAX_EVIDENCE)),
+        h.reported_by,
+        i(h.first_ms),
+        i(h.last_ms),
+        i(h.reports)
+    ])?;
+    Ok(())
+}
+
+pub fn delete_held(conn: &Connection, server: &str, fingerprint: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM held_changes WHERE server = ?1 AND fingerprint = ?2")?.execute(params![server, fingerprint])?;
+    Ok(())
+}
+
+pub fn insert_approval(conn: &Connection, a: &ToolApprovalRecord) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO tool_approvals (server, fingerprint, tool, approved_by, at_ms, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![a.server, a.fingerprint, a.tool, a.approved_by, i(a.at_ms), a.reason])?;
+    Ok(())
+}
+
+pub fn delete_approval(conn: &Connection, server: &str, fingerprint: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM tool_approvals WHERE server = ?1 AND fingerprint = ?2")?.execute(params![server, fingerprint])?;
+    Ok(())
 }
 
 pub fn upsert_server(conn: &Connection, name: &str, s: &ServerState) -> rusqlite::Result<()> {

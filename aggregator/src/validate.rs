@@ -147,6 +147,23 @@ pub fn quarantine(q: &QuarantineRequest) -> Result<(), String> {
     text(&q.reason, true).map_err(at("reason".into()))
 }
 
+/// A definition's fingerprint: 32 lowercase hex digits (what sidecars report).
+pub fn fingerprint(v: &str) -> Result<(), String> {
+    if v.len() == 32 && v.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(())
+    } else {
+        Err(format!("a fingerprint is 32 lowercase hex digits, got {:?}", truncate(v, 40)))
+    }
+}
+
+pub fn approve(a: &crate::views::ApproveRequest) -> Result<(), String> {
+    fingerprint(&a.fingerprint).map_err(at("fingerprint".into()))?;
+    if let Some(t) = &a.tool {
+        id(t).map_err(at("tool".into()))?;
+    }
+    text(&a.reason, true).map_err(at("reason".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

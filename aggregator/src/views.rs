@@ -53,6 +53,71 @@ pub struct DecisionAck {
     pub version: u64,
 }
 
+/// `POST /v1/servers/{server}/approvals`: clears a held tool change on every sidecar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveRequest {
+    /// The new definition's fingerprint, as the held change reported it (32 hex digits).
+    pub fingerprint: String,
+    /// The tool (taken from the held change when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    pub reason: String,
+}
+
+/// A changed tool definition sidecars hold out of `tools/list` until it is cleared, as they
+/// reported it (`pin/tool-held` events), one per (server, new fingerprint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldChange {
+    pub server: String,
+    pub fingerprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_fingerprint: Option<String>,
+    /// Why it is held, as the sidecar said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// The sidecar that reported it last.
+    pub reported_by: String,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub reports: u64,
+}
+
+/// An operator's approval of a tool definition for a server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolApprovalRecord {
+    pub server: String,
+    pub fingerprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    pub approved_by: String,
+    pub at_ms: u64,
+    pub reason: String,
+}
+
+/// `GET /v1/approvals`: held changes waiting for an operator, and approvals in force (newest
+/// first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalsView {
+    pub held: Vec<HeldChange>,
+    pub approvals: Vec<ToolApprovalRecord>,
+    pub version: u64,
+}
+
+/// `POST /v1/servers/{server}/approvals` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalAck {
+    pub server: String,
+    pub fingerprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    pub audit_id: i64,
+    /// The scores document's version that carries the approval to sidecars.
+    pub version: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
@@ -62,6 +127,8 @@ pub enum AuditAction {
     AutoQuarantine,
     /// An operator released it.
     Release,
+    /// An operator approved a held tool definition (by fingerprint).
+    ApproveTool,
 }
 
 impl AuditAction {
@@ -70,6 +137,7 @@ impl AuditAction {
             AuditAction::Quarantine => "quarantine",
             AuditAction::AutoQuarantine => "auto_quarantine",
             AuditAction::Release => "release",
+            AuditAction::ApproveTool => "approve_tool",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -77,6 +145,7 @@ impl AuditAction {
             "quarantine" => Some(AuditAction::Quarantine),
             "auto_quarantine" => Some(AuditAction::AutoQuarantine),
             "release" => Some(AuditAction::Release),
+            "approve_tool" => Some(AuditAction::ApproveTool),
             _ => None,
         }
     }

@@ -26,6 +26,7 @@ async fn every_write_needs_a_token_of_the_right_role() {
         ("POST", "/v1/servers/weather/quarantine", quarantine.clone(), vec![OPERATOR]),
         ("POST", "/v1/servers/weather/release", quarantine.clone(), vec![OPERATOR]),
         ("GET", "/v1/audit", Value::Null, vec![OPERATOR]),
+        ("GET", "/v1/approvals", Value::Null, ALL.to_vec()),
         ("POST", "/v1/signals", Value::Null, vec![SIDECAR]),
     ];
     let mut batch = 0;
@@ -646,6 +647,18 @@ async fn openapi_yaml_describes_every_route_and_field() {
     documented(spec, "AuditEntry", &audit["entries"][0]);
     documented(spec, "Health", &h.request("GET", "/healthz", None, None, &[]).await.ok());
     documented(spec, "Error", &h.get("/v1/servers/none", READER).await.json());
+    let held = json!({"sidecar": "p", "batch_id": "held", "servers": [{"server": "w", "security": [{"rule": "pin/tool-held",
+        "severity": "medium", "tool": "t", "evidence": "e", "old_fingerprint": "0".repeat(32), "new_fingerprint": "1".repeat(32)}]}]});
+    h.post("/v1/signals", SIDECAR, held).await.ok();
+    documented(spec, "HeldChange", &h.get("/v1/approvals", READER).await.ok()["held"][0]);
+    let ack = h.post("/v1/servers/w/approvals", OPERATOR, json!({"fingerprint": "1".repeat(32), "tool": "t", "reason": "r"})).await.ok();
+    documented(spec, "ApprovalAck", &ack);
+    let view = h.get("/v1/approvals", READER).await.ok();
+    documented(spec, "ApprovalsView", &view);
+    documented(spec, "ToolApprovalRecord", &view["approvals"][0]);
+    let doc = h.scores().await;
+    documented(spec, "ScoresDocument", &doc);
+    documented(spec, "ToolApproval", &doc["approvals"][0]);
     let verified = h.get("/v1/audit/verify", READER).await.ok();
     documented(spec, "AuditVerification", &verified);
     documented(spec, "ChainHead", &verified["head"]);
@@ -679,4 +692,98 @@ async fn several_findings_on_one_tool_are_one_offence() {
     let penalty = d["breakdown"]["security_penalty"].as_f64().unwrap();
     assert!((penalty - 0.6).abs() < 0.01, "{penalty}");
     assert_ne!(d["state"], "quarantined");
+}
+
+/// A `pin/tool-held` event as a sidecar reports it.
+fn held_event(batch: &str, server: &str, tool: &str, new_fp: &str) -> Value {
+    json!({"sidecar": "pod-1", "batch_id": batch, "servers": [{"server": server, "security": [{
+        "rule": "pin/tool-held", "severity": "medium", "tool": tool,
+        "evidence": format!("held until {new_fp} is cleared (scanned clean with no new capability, or approved): the new definition gains a capability (parameters or annotations)"),
+        "old_fingerprint": "ffffffffffffffffffffffffffffffff", "new_fingerprint": new_fp}]}]})
+}
+
+#[tokio::test]
+async fn held_tool_changes_are_listed_approved_audited_published_and_kept() {
+    let h = Harness::new();
+    let fp = "0123456789abcdef0123456789abcdef";
+    h.post("/v1/signals", SIDECAR, held_event("h1", "w", "get_weather", fp)).await.ok();
+    h.post("/v1/signals", SIDECAR, held_event("h2", "w", "get_weather", fp)).await.ok();
+    // One held change per (server, fingerprint), with the sidecar's reason.
+    let v = h.get("/v1/approvals", READER).await.ok();
+    let held = v["held"].as_array().unwrap();
+    assert_eq!(held.len(), 1, "{v}");
+    assert_eq!((held[0]["server"].as_str(), held[0]["tool"].as_str(), held[0]["fingerprint"].as_str()), (Some("w"), Some("get_weather"), Some(fp)));
+    assert_eq!(held[0]["reports"], 2);
+    assert!(held[0]["why"].as_str().unwrap().contains("gains a capability"), "{v}");
+    assert_eq!(held[0]["old_fingerprint"], "ffffffffffffffffffffffffffffffff");
+    assert!(h.scores().await.get("approvals").is_none(), "nothing approved yet");
+
+    // Only operators approve; the body is checked; the server must be known.
+    let body = json!({"fingerprint": fp, "reason": "reviewed: the new parameter is the unit"});
+    for token in [SIDECAR, RATER, SCANNER, READER] {
+        assert_eq!(h.post("/v1/servers/w/approvals", token, body.clone()).await.status, StatusCode::FORBIDDEN, "{token}");
+    }
+    for (bad, want) in [
+        (json!({"fingerprint": "XYZ", "reason": "r"}), "field `fingerprint`"),
+        (json!({"fingerprint": fp.to_uppercase(), "reason": "r"}), "field `fingerprint`"),
+        (json!({"fingerprint": fp, "reason": " "}), "field `reason`"),
+        (json!({"fingerprint": fp}), "missing field `reason`"),
+        (json!({"fingerprint": fp, "reason": "r", "colour": 1}), "unknown field `colour`"),
+    ] {
+        let r = h.post("/v1/servers/w/approvals", OPERATOR, bad.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(r.error().contains(want), "{bad}: {}", r.error());
+    }
+    assert_eq!(h.post("/v1/servers/nobody/approvals", OPERATOR, body.clone()).await.status, StatusCode::NOT_FOUND);
+
+    let before = h.scores().await["version"].as_u64().unwrap();
+    let ack = h.post("/v1/servers/w/approvals", OPERATOR, body.clone()).await.ok();
+    assert_eq!(ack["tool"], "get_weather", "the tool comes from the held change: {ack}");
+    assert!(ack["version"].as_u64().unwrap() > before, "{ack}");
+    let r = h.post("/v1/servers/w/approvals", OPERATOR, body.clone()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.error().contains("already approved"), "{}", r.error());
+
+    // Published: the sidecars' table reads it for that server only.
+    let doc = h.scores().await;
+    assert_eq!(doc["approvals"], json!([{"server": "w", "fingerprint": fp, "tool": "get_weather"}]));
+    let table = mcp_warden_core::trust::sidecar::TrustTable::from_document(&serde_json::from_value::<ScoresDocument>(doc).unwrap());
+    assert_eq!(table.approved("w").map(|f| f.to_string()).collect::<Vec<_>>(), [fp]);
+    assert_eq!(table.approved("other").count(), 0);
+    // The held change is cleared, and a late report of it (a sidecar that had not polled yet)
+    // does not bring it back.
+    h.post("/v1/signals", SIDECAR, held_event("h3", "w", "get_weather", fp)).await.ok();
+    let v = h.get("/v1/approvals?server=w", READER).await.ok();
+    assert_eq!(v["held"], json!([]), "{v}");
+    let approver = v["approvals"][0]["approved_by"].clone();
+    assert_eq!(v["approvals"][0]["reason"], "reviewed: the new parameter is the unit");
+    assert_eq!(h.get("/v1/approvals?server=a%20b", READER).await.status, StatusCode::BAD_REQUEST);
+    // Audited, on the hash chain.
+    let audit = h.get("/v1/audit?server=w", OPERATOR).await.ok();
+    let e = &audit["entries"][0];
+    assert_eq!((&e["action"], &e["actor"]), (&json!("approve_tool"), &approver));
+    assert_eq!(approver, "ops");
+    assert!(e["reason"].as_str().unwrap().contains(fp) && e["reason"].as_str().unwrap().contains("get_weather"), "{e}");
+    assert_eq!(h.get("/v1/audit/verify", READER).await.ok()["ok"], true);
+
+    // Durable: after a restart the approval is still published and listed.
+    let h = h.reopen();
+    assert_eq!(h.scores().await["approvals"][0]["fingerprint"], fp);
+    assert_eq!(h.get("/v1/approvals", READER).await.ok()["approvals"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn held_changes_are_bounded_per_server() {
+    let h = Harness::new();
+    let events: Vec<Value> = (0..70)
+        .map(|i| json!({"rule": "pin/tool-held", "severity": "medium", "tool": format!("t{i}"), "new_fingerprint": format!("{i:032x}")}))
+        .collect();
+    // A fingerprint that is not one is not kept as a held change (the event itself is).
+    let mut all = events.clone();
+    all.push(json!({"rule": "pin/tool-held", "severity": "medium", "tool": "x", "new_fingerprint": "nope"}));
+    let batch = json!({"sidecar": "pod-1", "batch_id": "many", "servers": [{"server": "w", "security": all}]});
+    h.post("/v1/signals", SIDECAR, batch).await.ok();
+    let held = h.get("/v1/approvals", READER).await.ok()["held"].as_array().unwrap().clone();
+    assert_eq!(held.len(), mcp_warden_aggregator::state::MAX_HELD_PER_SERVER);
+    assert!(held.iter().all(|x| x["fingerprint"].as_str().unwrap().len() == 32));
 }

@@ -67,11 +67,12 @@ pub fn sse_frame(messages: &[&[u8]]) -> Vec<u8> {
 /// answers are inspected each time (the rewrite carries the request's id). One cache entry per
 /// (server, kind): bounded by the configuration.
 pub fn list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListKind, body: &[u8], sse: bool) -> Decision {
-    // A tools list is judged against the server's pins, which other VMs change: the cached
-    // decision holds only while the pins are those it left (their shared-data version).
+    // A tools list is judged against the server's pins, which other VMs change, and the
+    // approvals of the trust table: the cached decision holds only while the pins are those it
+    // left (their shared-data version) and the table is the one it was taken under.
     let pins_version = || {
         let cas = if kind == ListKind::Tools { HostStore.get(&pins_key(server)).ok().and_then(|(_, cas)| cas) } else { None };
-        u64::from(cas.unwrap_or(0)).rotate_left(32)
+        u64::from(cas.unwrap_or(0)).rotate_left(32) ^ shared.trust.borrow().version.rotate_left(17)
     };
     let results = results_hash(body, sse, shared.config.inspector.limits.max_list_bytes);
     let key = (server.to_string(), kind.key());
@@ -103,6 +104,9 @@ fn inspect_list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListK
     for msg in &msgs {
         let verdict = if kind == ListKind::Tools {
             let mut pins = load_pins(insp, server);
+            // Operators' approvals of held changes, as the aggregator published them for the
+            // cluster that answered.
+            pins.set_approved(server, shared.trust.borrow().approved(cluster));
             let v = inspect_tools_list_pinned(insp, server, msg, &mut pins);
             // A held change keeps its old pin (so the next list holds it too) until cleared.
             store_pins(insp, server, v.items.iter().filter(|i| !i.held).map(|i| (i.name.as_str(), i.fingerprint, i.capability)));

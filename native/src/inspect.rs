@@ -46,7 +46,10 @@ fn messages(body: &[u8], sse: bool, limit: usize) -> Vec<Vec<u8>> {
 /// Inspects a complete list answer; an identical one (same results) gets the decision already
 /// taken for it without a second inspection (one cache entry per (server, kind)).
 pub fn list_answer(shared: &Shared, stream: Stream, server: &str, cluster: usize, kind: ListKind, body: &[u8], sse: bool) -> Decision {
-    let hash = results_hash(body, sse, shared.config.inspector.limits.max_list_bytes);
+    // Keyed with the trust table's version too: a decision taken before an approval (or a
+    // verdict) arrived is not reused after it.
+    let version = state::process().trust.read().map_or(0, |t| t.version);
+    let hash = results_hash(body, sse, shared.config.inspector.limits.max_list_bytes).map(|h| h ^ version.rotate_left(17));
     let key = (server.to_string(), kind.key());
     if let (Some(hash), Some((h, decision))) = (hash, lock(&shared.list_verdicts).get(&key)) {
         if *h == hash {
@@ -80,6 +83,12 @@ fn inspect_list_answer(shared: &Shared, stream: Stream, server: &str, cluster: u
                 let pins = pins.get_or_insert_with(|| {
                     ToolPins::new(insp.limits.max_pins_per_server, shared.config.servers.len().max(1))
                 });
+                // Operators' approvals of held changes, as the aggregator published them for the
+                // cluster that answered.
+                let name = shared.config.cluster(cluster).map_or("", |c| c.name.as_str());
+                if let Ok(table) = state::process().trust.read() {
+                    pins.set_approved(server, table.approved(name));
+                }
                 inspect_tools_list_pinned(insp, server, msg, pins)
             };
             findings.extend(shadowing(insp, server, v.items.iter().map(|i| i.name.as_str())));

@@ -51,6 +51,20 @@ fn hex_val(c: u8) -> Option<u8> {
     }
 }
 
+/// On the wire (the trust table, approvals, verdicts): the 32-hex-digit form.
+impl serde::Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Fingerprint::from_hex(&s).ok_or_else(|| serde::de::Error::custom("a fingerprint is 32 lowercase hex digits"))
+    }
+}
+
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for b in self.0 {

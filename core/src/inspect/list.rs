@@ -368,11 +368,11 @@ fn entry(
         // many honest upgrades).
         let clean = cx.item_max.is_none_or(|s| cx.insp.action_for(s) <= Action::Record);
         let policy = cx.insp.pin_policy(cx.server);
-        if let Some((change, h)) = pins.as_deref_mut().and_then(|p| p.observe_held(cx.server, name, fp, capability, clean, policy)) {
+        if let Some((change, why)) = pins.as_deref_mut().and_then(|p| p.observe_held(cx.server, name, fp, capability, clean, policy)) {
             cx.hit_pin(change);
-            if h {
+            if let Some(why) = why {
                 held = true;
-                cx.hit_held(change);
+                cx.hit_held(change, why);
             }
         }
     }

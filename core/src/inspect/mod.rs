@@ -484,7 +484,7 @@ impl<'i> Cx<'i> {
     }
 
     /// The current item's change is held out of the list until its new fingerprint is cleared.
-    pub fn hit_held(&mut self, change: PinChange) {
+    pub fn hit_held(&mut self, change: PinChange, why: &str) {
         self.held += 1;
         if self.findings.len() < MAX_FINDINGS {
             self.findings.push(Finding {
@@ -493,7 +493,7 @@ impl<'i> Cx<'i> {
                 server: self.server.to_string(),
                 tool: self.item.clone(),
                 field: String::new(),
-                evidence: format!("held until {} is cleared (scanned clean with no new capability, or approved)", change.new),
+                evidence: format!("held until {} is cleared (scanned clean with no new capability, or approved): {why}", change.new),
                 fingerprint: Some(change.new),
                 old_fingerprint: Some(change.old),
             });

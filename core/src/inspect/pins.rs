@@ -140,7 +140,8 @@ impl ServerPins {
     /// pin only when it is cleared: `policy` record; or approved; or, under hold, `clean` (it
     /// scanned clean) with the same capability print `cap` as the pinned one. Otherwise the old
     /// pin stays (so every later list holds the tool too) and the change is returned as held.
-    pub fn observe_held(&mut self, tool: &str, fp: Fingerprint, cap: Fingerprint, clean: bool, approved: bool, policy: PinPolicy) -> Option<(PinChange, bool)> {
+    /// The second member is why the change is held (`None`: cleared).
+    pub fn observe_held(&mut self, tool: &str, fp: Fingerprint, cap: Fingerprint, clean: bool, approved: bool, policy: PinPolicy) -> Option<(PinChange, Option<&'static str>)> {
         let cap_key = capability_key(tool);
         let Some(old) = self.get(tool) else {
             self.observe(tool, fp);
@@ -152,20 +153,22 @@ impl ServerPins {
             return None;
         }
         let same_caps = self.tools.get(&cap_key).is_some_and(|(c, _)| no_new_capability(*c, cap));
-        let cleared = approved
-            || match policy {
-                PinPolicy::Record => true,
-                PinPolicy::Hold => clean && same_caps,
-                PinPolicy::Block => false,
-            };
+        let held = match policy {
+            _ if approved => None,
+            PinPolicy::Record => None,
+            PinPolicy::Hold if !clean => Some("the new definition did not scan clean"),
+            PinPolicy::Hold if !same_caps => Some("the new definition gains a capability (parameters or annotations)"),
+            PinPolicy::Hold => None,
+            PinPolicy::Block => Some("the server's rug-pull policy is block"),
+        };
         let change = PinChange { old, new: fp };
-        if cleared {
+        if held.is_none() {
             self.observe(tool, fp);
             self.observe_key_touch(cap_key, cap);
         } else {
             self.observe(tool, old);
         }
-        Some((change, !cleared))
+        Some((change, held))
     }
 
     /// The capability print pinned with `tool` (see [`capability_print`]).
@@ -269,34 +272,49 @@ pub struct ToolPins {
     per_server_cap: usize,
     max_servers: usize,
     servers: BTreeMap<String, ServerPins>,
-    /// Fingerprints an operator approved: a held change to one of them is cleared.
-    approved: BTreeSet<Fingerprint>,
+    /// Fingerprints an operator approved, per server: a held change to one of them is cleared.
+    approved: BTreeMap<String, BTreeSet<Fingerprint>>,
 }
+
+/// Most approved fingerprints kept per server (the trust table bounds them the same way).
+pub const MAX_APPROVED_PER_SERVER: usize = 256;
 
 impl ToolPins {
     /// `per_server_cap` tools per server, at most `max_servers` servers (further servers are not
     /// pinned: their changes go unnoticed, which the configuration bounds anyway).
     pub fn new(per_server_cap: usize, max_servers: usize) -> Self {
-        ToolPins { per_server_cap, max_servers, servers: BTreeMap::new(), approved: BTreeSet::new() }
+        ToolPins { per_server_cap, max_servers, servers: BTreeMap::new(), approved: BTreeMap::new() }
     }
 
-    /// Marks a definition's fingerprint as approved by an operator (bounded: the oldest approvals
-    /// beyond 4096 are dropped first by fingerprint order, which is arbitrary but bounded).
-    pub fn approve(&mut self, fp: Fingerprint) {
-        if self.approved.len() >= 4096 {
-            self.approved.pop_first();
+    /// Marks a definition's fingerprint as approved by an operator for `server` (at most
+    /// [`MAX_APPROVED_PER_SERVER`] per server, for servers this table may pin; past that the
+    /// approval is not kept and the change stays held).
+    pub fn approve(&mut self, server: &str, fp: Fingerprint) {
+        if !self.approved.contains_key(server) && self.approved.len() >= self.max_servers {
+            return;
         }
-        self.approved.insert(fp);
+        let set = self.approved.entry(server.to_string()).or_default();
+        if set.len() < MAX_APPROVED_PER_SERVER {
+            set.insert(fp);
+        }
     }
 
-    /// Whether `fp` was approved.
-    pub fn is_approved(&self, fp: Fingerprint) -> bool {
-        self.approved.contains(&fp)
+    /// Replaces `server`'s approvals (with those the trust table publishes).
+    pub fn set_approved(&mut self, server: &str, fps: impl IntoIterator<Item = Fingerprint>) {
+        self.approved.remove(server);
+        for fp in fps {
+            self.approve(server, fp);
+        }
+    }
+
+    /// Whether `fp` was approved for `server`.
+    pub fn is_approved(&self, server: &str, fp: Fingerprint) -> bool {
+        self.approved.get(server).is_some_and(|s| s.contains(&fp))
     }
 
     /// See [`ServerPins::observe_held`].
-    pub fn observe_held(&mut self, server: &str, tool: &str, fp: Fingerprint, cap: Fingerprint, clean: bool, policy: PinPolicy) -> Option<(PinChange, bool)> {
-        let approved = self.approved.contains(&fp);
+    pub fn observe_held(&mut self, server: &str, tool: &str, fp: Fingerprint, cap: Fingerprint, clean: bool, policy: PinPolicy) -> Option<(PinChange, Option<&'static str>)> {
+        let approved = self.is_approved(server, fp);
         self.server_mut(server)?.observe_held(tool, fp, cap, clean, approved, policy)
     }
 
@@ -425,6 +443,44 @@ mod tests {
         all.load_server("s", &bytes).unwrap();
         assert!(all.load_server("t", &bytes).is_err());
         assert_eq!(all.encode_server("s"), Some(bytes));
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_held_change_clears_once_approved_for_its_server_only() {
+        let tool = serde_json::json!({"name": "t", "inputSchema": {"properties": {"a": {}}}});
+        let wider = serde_json::json!({"name": "t", "inputSchema": {"properties": {"a": {}, "b": {}}, "required": ["b"]}});
+        let (cap, cap2) = (capability_print(&tool), capability_print(&wider));
+        let mut p = ToolPins::new(8, 4);
+        assert_eq!(p.observe_held("s", "t", fp(1), cap, true, PinPolicy::Hold), None);
+        // A new required parameter: held, and again on the next list (the old pin stays).
+        for _ in 0..2 {
+            let (change, why) = p.observe_held("s", "t", fp(2), cap2, true, PinPolicy::Hold).unwrap();
+            assert_eq!(change, PinChange { old: fp(1), new: fp(2) });
+            assert!(why.unwrap().contains("capability"), "{why:?}");
+        }
+        // Approved on another server: still held here.
+        p.approve("other", fp(2));
+        assert!(p.observe_held("s", "t", fp(2), cap2, true, PinPolicy::Hold).unwrap().1.is_some());
+        // Approved here: cleared and pinned; the next list is no change at all.
+        p.set_approved("s", [fp(2)]);
+        assert!(p.is_approved("s", fp(2)) && !p.is_approved("s", fp(3)));
+        assert_eq!(p.observe_held("s", "t", fp(2), cap2, true, PinPolicy::Hold).unwrap().1, None);
+        assert_eq!(p.observe_held("s", "t", fp(2), cap2, true, PinPolicy::Hold), None);
+        assert_eq!(p.server("s").unwrap().get("t"), Some(fp(2)));
+        // Approval clears under block too; set_approved replaces.
+        p.set_approved("s", []);
+        let (_, why) = p.observe_held("s", "t", fp(3), cap2, true, PinPolicy::Block).unwrap();
+        assert_eq!(why, Some("the server's rug-pull policy is block"));
+        p.set_approved("s", [fp(3)]);
+        assert_eq!(p.observe_held("s", "t", fp(3), cap2, true, PinPolicy::Block).unwrap().1, None);
+        // Bounded per server and by the server count.
+        p.set_approved("s", (0..=255u8).map(|b| Fingerprint([b; 16])).chain([Fingerprint([7; 16])]));
+        p.set_approved("many", (0..300u16).map(|i| { let mut f = [0u8; 16]; f[..2].copy_from_slice(&i.to_le_bytes()); Fingerprint(f) }));
+        assert_eq!(p.approved["many"].len(), MAX_APPROVED_PER_SERVER);
+        for s in ["x", "y", "z"] {
+            p.approve(s, fp(9));
+        }
+        assert!(p.approved.len() <= 4);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

@@ -354,6 +354,12 @@ fn the_detector_decides_per_tool_and_operator_rules_keep_their_say() {
     assert_eq!(e.field, "detector.strip");
 }
 
+/// The evidence of the `pin/tool-held` finding of a list (which says why it is held).
+fn v_held(d: &Inspector, body: &[u8], pins: &mut ToolPins) -> String {
+    let v = inspect_tools_list_pinned(d, "s", body, pins);
+    v.findings.iter().find(|f| f.rule == "pin/tool-held").map(|f| f.evidence.clone()).unwrap_or_default()
+}
+
 #[wasm_bindgen_test(unsupported = test)]
 fn changed_tools_are_held_until_cleared() {
     let d = Inspector::builtin();
@@ -384,7 +390,12 @@ fn changed_tools_are_held_until_cleared() {
         assert_eq!((v.action, names(&v)), (Action::Strip, vec!["other".to_string()]), "{v:?}");
         assert!(v.items[0].held && v.findings.iter().any(|f| f.rule == "pin/tool-held"));
     }
-    pins.approve(Fingerprint::of(&wider));
+    let held = v_held(&d, &both(&wider), &mut pins);
+    assert!(held.contains("gains a capability"), "{held}");
+    // Approved for another server: no effect here.
+    pins.approve("elsewhere", Fingerprint::of(&wider));
+    assert_eq!(names(&inspect_tools_list_pinned(&d, "s", &both(&wider), &mut pins)), vec!["other".to_string()]);
+    pins.approve("s", Fingerprint::of(&wider));
     let v = inspect_tools_list_pinned(&d, "s", &both(&wider), &mut pins);
     assert_eq!(names(&v).len(), 2, "{v:?}");
     assert_eq!(inspect_tools_list_pinned(&d, "s", &both(&wider), &mut pins).action, Action::Pass);

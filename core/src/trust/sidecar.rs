@@ -8,9 +8,10 @@
 //! when the shared value's version changes.
 
 use super::wire::{LatencySummary, Outcomes, ScoresDocument, SecurityEvent, ServerReport, TrustState};
+use crate::inspect::Fingerprint;
 use crate::outcome::{FailureKind, Outcome};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Outcome counts per cluster, mergeable.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -119,16 +120,38 @@ pub struct TrustEntry {
     pub state: TrustState,
 }
 
+/// Most approved fingerprints a sidecar keeps per server, and in all.
+pub const MAX_APPROVALS_PER_SERVER: usize = 256;
+pub const MAX_APPROVALS: usize = 4096;
+
 /// The table every VM enforces, as published in shared data by the lease holder.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrustTable {
     /// The aggregator's version (sent back as `If-None-Match`).
     pub version: u64,
     pub servers: BTreeMap<String, TrustEntry>,
+    /// Held tool changes operators approved: server (cluster) → fingerprints.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub approved: BTreeMap<String, BTreeSet<Fingerprint>>,
 }
 
 impl TrustTable {
+    /// The table a scores document describes. Approvals are bounded (at most
+    /// [`MAX_APPROVALS_PER_SERVER`] per server and [`MAX_APPROVALS`] in all, the document's first
+    /// kept: the aggregator lists the newest first); one that is not a fingerprint is skipped.
     pub fn from_document(doc: &ScoresDocument) -> Self {
+        let mut approved: BTreeMap<String, BTreeSet<Fingerprint>> = BTreeMap::new();
+        let mut total = 0usize;
+        for a in &doc.approvals {
+            if total >= MAX_APPROVALS {
+                break;
+            }
+            let Some(fp) = Fingerprint::from_hex(&a.fingerprint) else { continue };
+            let set = approved.entry(a.server.clone()).or_default();
+            if set.len() < MAX_APPROVALS_PER_SERVER && set.insert(fp) {
+                total += 1;
+            }
+        }
         TrustTable {
             version: doc.version,
             servers: doc
@@ -136,11 +159,17 @@ impl TrustTable {
                 .iter()
                 .map(|s| (s.server.clone(), TrustEntry { score: s.score, state: s.state }))
                 .collect(),
+            approved,
         }
     }
 
     pub fn get(&self, cluster: &str) -> Option<TrustEntry> {
         self.servers.get(cluster).copied()
+    }
+
+    /// The definitions operators approved on `cluster`.
+    pub fn approved(&self, cluster: &str) -> impl Iterator<Item = Fingerprint> + '_ {
+        self.approved.get(cluster).into_iter().flatten().copied()
     }
 }
 
@@ -234,10 +263,42 @@ mod tests {
                     explanation: String::new(),
                 },
             }],
+            approvals: vec![],
         };
         let t = TrustTable::from_document(&doc);
         assert_eq!(t.version, 7);
         assert_eq!(t.get("p").unwrap().state, TrustState::Quarantined);
         assert!(t.get("q").is_none());
+        assert_eq!(t.approved("p").count(), 0);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn approvals_are_per_server_bounded_and_survive_shared_data() {
+        use crate::trust::wire::ToolApproval;
+        let fp = |i: usize| format!("{i:032x}");
+        let mut approvals = vec![
+            ToolApproval { server: "p".into(), fingerprint: fp(1), tool: Some("t".into()) },
+            ToolApproval { server: "p".into(), fingerprint: "not hex".into(), tool: None },
+            ToolApproval { server: "q".into(), fingerprint: fp(2), tool: None },
+        ];
+        approvals.extend((0..MAX_APPROVALS_PER_SERVER + 10).map(|i| ToolApproval { server: "big".into(), fingerprint: fp(100 + i), tool: None }));
+        let doc = ScoresDocument { version: 3, generated_at_ms: 0, servers: vec![], approvals };
+        let t = TrustTable::from_document(&doc);
+        assert_eq!(t.approved("p").collect::<Vec<_>>(), [Fingerprint::from_hex(&fp(1)).unwrap()]);
+        assert_eq!(t.approved("q").count(), 1);
+        assert_eq!(t.approved("big").count(), MAX_APPROVALS_PER_SERVER);
+        assert_eq!(t.approved("nobody").count(), 0);
+        // The shared-data form keeps them; a table written by an older sidecar reads as none.
+        let again: TrustTable = serde_json::from_slice(&serde_json::to_vec(&t).unwrap()).unwrap();
+        assert_eq!(again, t);
+        let old: TrustTable = serde_json::from_str(r#"{"version":1,"servers":{}}"#).unwrap();
+        assert!(old.approved.is_empty());
+        // A document from an older aggregator (no approvals member) reads as none.
+        let old_doc: ScoresDocument = serde_json::from_str(r#"{"version":1,"generated_at_ms":0,"servers":[]}"#).unwrap();
+        assert!(old_doc.approvals.is_empty());
+        // Total bound.
+        let many = (0..MAX_APPROVALS + 5).map(|i| ToolApproval { server: format!("s{}", i % 100), fingerprint: fp(i), tool: None }).collect();
+        let t = TrustTable::from_document(&ScoresDocument { version: 1, generated_at_ms: 0, servers: vec![], approvals: many });
+        assert_eq!(t.approved.values().map(BTreeSet::len).sum::<usize>(), MAX_APPROVALS);
     }
 }

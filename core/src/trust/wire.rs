@@ -185,6 +185,18 @@ pub struct ServerScore {
     pub breakdown: Breakdown,
 }
 
+/// A changed tool definition an operator cleared for a server: sidecars holding a change to
+/// this fingerprint let it through and pin it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolApproval {
+    pub server: String,
+    /// The approved definition's fingerprint (32 hex digits).
+    pub fingerprint: String,
+    /// The tool it was held on, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+}
+
 /// `GET /v1/scores`: every server, what sidecars pull.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoresDocument {
@@ -192,6 +204,9 @@ pub struct ScoresDocument {
     pub version: u64,
     pub generated_at_ms: u64,
     pub servers: Vec<ServerScore>,
+    /// Operators' approvals of held tool changes (absent from older aggregators' documents).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<ToolApproval>,
 }
 
 #[cfg(test)]
