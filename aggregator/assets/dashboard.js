@@ -130,6 +130,7 @@
     if (selected !== name) {
       selected = name;
       $('action-result').textContent = '';
+      $('approve-result').textContent = '';
       history.replaceState(null, '', `#${encodeURIComponent(name)}`);
     }
     for (const tr of $('servers').tBodies[0].rows) tr.classList.toggle('selected', tr.dataset.server === name);
@@ -201,6 +202,55 @@
     tbody.replaceChildren(...rows);
   }
 
+  // Held tool changes of the selected server, each with its Approve button.
+  function heldRows(server, items) {
+    const rows = items.map((h) => {
+      const button = el('button', { type: 'button', class: 'approve' }, 'Approve');
+      button.dataset.fingerprint = h.fingerprint;
+      button.addEventListener('click', () => approve(server, h.fingerprint, button));
+      const why = typeof h.why === 'string' ? h.why.replace(/^.*\): /, '') : '';
+      return el(
+        'tr',
+        null,
+        el('td', null, when(h.last_ms)),
+        el('td', { class: 'mono' }, h.tool || ''),
+        el('td', { class: 'mono' }, h.fingerprint),
+        el('td', null, why),
+        el('td', { class: 'num' }, h.reports),
+        el('td', null, h.reported_by),
+        el('td', null, button),
+      );
+    });
+    if (!rows.length) rows.push(el('tr', null, el('td', { colspan: '7', class: 'muted' }, 'none')));
+    $('held').tBodies[0].replaceChildren(...rows);
+  }
+
+  async function approve(server, fingerprint, button) {
+    const out = $('approve-result');
+    const reason = $('reason').value.trim();
+    if (!reason) {
+      out.textContent = 'A reason is required (it goes to the audit log).';
+      out.className = 'error';
+      return;
+    }
+    button.disabled = true;
+    out.textContent = '';
+    try {
+      const r = await api('POST', `/v1/servers/${encodeURIComponent(server)}/approvals`, { fingerprint, reason });
+      const tool = r.data.tool ? ` of ${r.data.tool}` : '';
+      out.textContent = `Approved ${r.data.fingerprint}${tool} on ${r.data.server} (audit entry ${r.data.audit_id}); sidecars pick it up with scores version ${r.data.version}.`;
+      out.className = 'ok';
+      $('reason').value = '';
+      etag = null;
+    } catch (e) {
+      out.textContent = e instanceof ApiError ? `Refused (${e.status}): ${e.message}` : `Failed: ${e.message}`;
+      out.className = 'error';
+      button.disabled = false;
+      if (e instanceof ApiError && e.status === 401) failed(e);
+    }
+    refresh();
+  }
+
   function renderDetail(d) {
     $('detail').hidden = false;
     $('detail').dataset.server = d.server;
@@ -241,7 +291,11 @@
       const name = selected;
       try {
         const d = await api('GET', `/v1/servers/${encodeURIComponent(name)}`);
-        if (name === selected) renderDetail(d.data);
+        const held = await api('GET', `/v1/approvals?server=${encodeURIComponent(name)}`);
+        if (name === selected) {
+          renderDetail(d.data);
+          heldRows(name, Array.isArray(held.data && held.data.held) ? held.data.held : []);
+        }
       } catch (e) {
         if (e.status !== 404) throw e;
         $('detail').hidden = true;

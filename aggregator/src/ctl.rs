@@ -1,6 +1,9 @@
 //! `mcp-warden-ctl`: the operator's command line over the API (blocking HTTP with ureq).
 
-use crate::views::{AuditPage, AuditVerification, DecisionAck, ErrorBody, FlagAck, RatingAck, ServerDetail};
+use crate::views::{
+    ApprovalAck, ApprovalsView, ApproveRequest, AuditPage, AuditVerification, DecisionAck, ErrorBody, FlagAck, RatingAck,
+    ServerDetail,
+};
 use clap::{Parser, Subcommand, ValueEnum};
 use mcp_warden_core::trust::wire::{FlagRequest, QuarantineRequest, RatingRequest, ScoresDocument, Severity, Subject};
 use serde::de::DeserializeOwned;
@@ -43,6 +46,23 @@ pub enum Command {
     /// Release a quarantined server (operator).
     Release {
         server: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Tool changes sidecars hold out of `tools/list` until cleared, and the approvals in force.
+    Held {
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Approve a held tool definition by its new fingerprint (operator): every sidecar then
+    /// lets the change through and pins it.
+    Approve {
+        server: String,
+        /// The held change's new fingerprint (32 hex digits, as `held` shows it).
+        fingerprint: String,
+        /// The tool (taken from the held change when left out).
+        #[arg(long)]
+        tool: Option<String>,
         #[arg(long)]
         reason: String,
     },
@@ -409,6 +429,29 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), String> {
                 format!("released `{}` (audit #{}); state {}, score {:.3}\n", a.server, a.audit_id, state_str(a.state), a.score)
             }
         }
+        Command::Held { server } => {
+            let path = match server {
+                Some(s) => format!("/v1/approvals?server={}", encode_segment(s)),
+                None => "/v1/approvals".to_string(),
+            };
+            let (v, raw): (ApprovalsView, _) = client.get(&path)?;
+            if cli.json {
+                raw
+            } else {
+                held_summary(&v)
+            }
+        }
+        Command::Approve { server, fingerprint, tool, reason } => {
+            let path = format!("/v1/servers/{}/approvals", encode_segment(server));
+            let req = ApproveRequest { fingerprint: fingerprint.clone(), tool: tool.clone(), reason: reason.clone() };
+            let (a, raw): (ApprovalAck, _) = client.post(&path, &req)?;
+            if cli.json {
+                raw
+            } else {
+                let tool = a.tool.as_deref().map(|t| format!(" of tool `{t}`")).unwrap_or_default();
+                format!("approved {}{tool} on `{}` (audit #{}); published in scores version {}\n", a.fingerprint, a.server, a.audit_id, a.version)
+            }
+        }
         Command::Rate { args, rater, comment } => {
             let (subject, value) = match (rater, args.as_slice()) {
                 (Some(r), [v]) => (Subject::Rater(r.clone()), v),
@@ -497,6 +540,42 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), String> {
         out.write_all(b"\n").map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// `held`: what waits for an operator, then what was approved.
+fn held_summary(v: &ApprovalsView) -> String {
+    let mut s = format!("{} held change(s) waiting for an operator\n", v.held.len());
+    if !v.held.is_empty() {
+        let _ = writeln!(s, "{:<30} {:<24} {:<32} {:>7}  {:<19}  WHY", "SERVER", "TOOL", "NEW FINGERPRINT", "REPORTS", "LAST (UTC)");
+        for h in &v.held {
+            let why = h.why.as_deref().map(|w| w.rsplit_once("): ").map_or(w, |(_, r)| r)).unwrap_or("");
+            let _ = writeln!(
+                s,
+                "{:<30} {:<24} {:<32} {:>7}  {:<19}  {}",
+                h.server,
+                h.tool.as_deref().unwrap_or("-"),
+                h.fingerprint,
+                h.reports,
+                utc(h.last_ms),
+                why
+            );
+        }
+        let _ = writeln!(s, "approve one with: mcp-warden-ctl approve SERVER FINGERPRINT --reason \"...\"");
+    }
+    let _ = writeln!(s, "{} approval(s) in force", v.approvals.len());
+    for a in &v.approvals {
+        let _ = writeln!(
+            s,
+            "  {:<30} {:<24} {}  by {} at {} UTC: {}",
+            a.server,
+            a.tool.as_deref().unwrap_or("-"),
+            a.fingerprint,
+            a.approved_by,
+            utc(a.at_ms),
+            a.reason
+        );
+    }
+    s
 }
 
 /// The flags converted from one scanner report, and how many findings were left out.

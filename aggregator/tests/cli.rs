@@ -61,6 +61,22 @@ fn operator_cli_drives_the_api() {
     let json: serde_json::Value = serde_json::from_str(&ok(ctl(b, Some(READER), &["--json", "scores"]), "version")).unwrap();
     assert_eq!(json["servers"][0]["state"], "quarantined");
 
+    // Held tool changes: listed, approved by an operator (audited), then in force.
+    let fp = "00112233445566778899aabbccddeeff";
+    let held = serde_json::json!({"sidecar": "pod-1", "batch_id": "held-1", "servers": [{"server": srv, "security": [{
+        "rule": "pin/tool-held", "severity": "medium", "tool": "read_file", "new_fingerprint": fp,
+        "evidence": format!("held until {fp} is cleared (scanned clean with no new capability, or approved): the new definition gains a capability (parameters or annotations)")}]}]});
+    let (status, _) = post(&agent(), &format!("{b}/v1/signals"), SIDECAR, &held).unwrap();
+    assert_eq!(status, 200);
+    let listed = ok(ctl(b, Some(READER), &["held"]), "1 held change(s) waiting for an operator");
+    assert!(listed.contains(fp) && listed.contains("read_file") && listed.contains("gains a capability"), "{listed}");
+    fails(ctl(b, Some(READER), &["approve", srv, fp, "--reason", "x"]), "HTTP 403");
+    fails(ctl(b, Some(OPERATOR), &["approve", srv, "xyz", "--reason", "x"]), "field `fingerprint`");
+    ok(ctl(b, Some(OPERATOR), &["approve", srv, fp, "--reason", "new path parameter reviewed"]), &format!("approved {fp} of tool `read_file`"));
+    let listed = ok(ctl(b, Some(READER), &["held", "--server", srv]), "0 held change(s)");
+    assert!(listed.contains("1 approval(s) in force") && listed.contains("new path parameter reviewed"), "{listed}");
+    ok(ctl(b, Some(OPERATOR), &["audit", "--limit", "1"]), "approve_tool");
+
     fails(ctl(b, None, &["scores"]), "no token");
     fails(ctl(b, Some("wrong-token-0000000000"), &["scores"]), "HTTP 401: unknown token");
     fails(ctl(b, Some(RATER), &["rate", srv]), "give SERVER VALUE");

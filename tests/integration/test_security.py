@@ -15,6 +15,7 @@ import hashlib
 import http.client
 import json
 import math
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import pytest
 from malicious import MaliciousServer
 from mcp import Client, MCPError
 from mcp_http import Answer, call_tool, initialize, rpc
-from warden_testbed import (AGGREGATOR_CLUSTER, WASM, Aggregator, Envoy, FaultServer, bootstrap, free_port,
+from warden_testbed import (AGGREGATOR_BIN, AGGREGATOR_CLUSTER, WASM, Aggregator, Envoy, FaultServer, bootstrap, free_port,
                             trust_plugin, wait_until)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "testbed" / "servers"))
@@ -558,6 +559,73 @@ def test_with_the_defaults_a_changed_tool_is_held_out_until_cleared(warden):
     assert events["pin/tool-held"]["tool"] == "get_weather"
     rig.server.set_mode("benign")
     assert list(tools_of(rig.list_raw(id=4), 4)) == BENIGN
+
+
+CTL = AGGREGATOR_BIN.parent / "mcp-warden-ctl"
+
+
+def ctl(agg: Aggregator, *args: str, token: str = "operator-token-testbed") -> str:
+    """`mcp-warden-ctl` against `agg`; its standard output (fails the test when it fails)."""
+    env = {"PATH": "/usr/bin:/bin", "MCP_WARDEN_URL": agg.url, "MCP_WARDEN_TOKEN": token}
+    done = subprocess.run([str(CTL), *args], capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 0, (args, done.stdout, done.stderr)
+    return done.stdout
+
+
+@pytest.mark.both_hosts
+def test_a_held_change_comes_back_once_an_operator_approves_it(warden):
+    """A rug pull end to end under the default policy (hold), through the official SDK client: a
+    cosmetic change (the schema's keys reordered) is no change; a new required parameter is held
+    out of every list and reported; the aggregator lists it; an operator approves its new
+    fingerprint with `mcp-warden-ctl` (audited); the approval reaches the sidecar with the scores
+    and the tool comes back, with its new schema, and stays."""
+    rig = warden("json", inspection=DEFAULTS)
+
+    def tools() -> dict:
+        listed = rig.list_sdk()
+        assert not isinstance(listed, MCPError), listed
+        return {t.name: t for t in listed.tools}
+
+    first = tools()
+    assert list(first) == BENIGN
+    rig.server.set_mode("rug_pull", after=0, to="cosmetic")
+    raw = rig.list_raw(id=2)
+    cosmetic = tools_of(raw, 2)["get_weather"]
+    assert list(cosmetic["inputSchema"]) != list(evil.BENIGN_TOOLS[0]["inputSchema"]), "the key order changed"
+    assert fingerprint(cosmetic) == fingerprint(evil.BENIGN_TOOLS[0])
+    assert list(tools()) == BENIGN
+    assert rig.stat("findings") == 0 and rig.stat("stripped") == 0
+
+    rig.server.set_mode("rug_pull", after=0, to="wider")
+    for _ in range(2):
+        listed = tools()
+        assert "get_weather" not in listed and set(listed) == set(BENIGN) - {"get_weather"}
+    assert rig.stat("stripped") >= 2
+    new = fingerprint(evil.BENIGN_TOOLS[0] | {"inputSchema": evil.RUG_PULL_WIDER_SCHEMA})
+
+    def held_change():
+        _, _, view = rig.agg.api("GET", f"/v1/approvals?server={PRIMARY}", token="reader-token-testbed")
+        return [h for h in view.get("held", []) if h["fingerprint"] == new] or None
+
+    held = wait_until(held_change, 10, "the held change at the aggregator", interval=0.1)[0]
+    assert (held["tool"], held["old_fingerprint"]) == ("get_weather", fingerprint(evil.BENIGN_TOOLS[0])), held
+    assert "gains a capability" in held["why"], held
+    assert new in ctl(rig.agg, "held", token="reader-token-testbed")
+
+    out = ctl(rig.agg, "approve", PRIMARY, new, "--reason", "units parameter reviewed")
+    assert f"approved {new} of tool `get_weather`" in out, out
+
+    def back():
+        listed = tools()
+        return listed if "get_weather" in listed else None
+
+    listed = wait_until(back, 10, "get_weather back in the list after the approval", interval=0.2)
+    assert listed["get_weather"].input_schema["required"] == ["city", "units"]
+    assert list(tools()) == BENIGN, "it stays (the sidecar pinned the approved definition)"
+    _, _, view = rig.agg.api("GET", f"/v1/approvals?server={PRIMARY}", token="reader-token-testbed")
+    assert view["held"] == [] and [a["fingerprint"] for a in view["approvals"]] == [new], view
+    _, _, audit = rig.agg.api("GET", f"/v1/audit?server={PRIMARY}")
+    assert [e["action"] for e in audit["entries"]] == ["approve_tool"], audit
 
 
 # ------------------------------------------------------------------------------------------------
