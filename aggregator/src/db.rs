@@ -5,8 +5,8 @@
 use crate::error::ApiError;
 use crate::state::{ServerState, State};
 use crate::views::{
-    AuditAction, AuditEntry, AuditVerification, FlagRecord, HeldChange, HistorySample, RaterRating, SecurityEventRecord,
-    ToolApprovalRecord,
+    AuditAction, AuditEntry, AuditVerification, DefinitionScan, FlagRecord, HeldChange, HistorySample, RaterRating,
+    SecurityEventRecord, ToolApprovalRecord,
 };
 use crate::{audit, pg, store};
 use mcp_warden_core::trust::wire::{FlagRequest, SecurityEvent, Subject, TrustState};
@@ -536,6 +536,20 @@ impl Tx<'_> {
         match self {
             Tx::Sqlite(tx) => Ok(store::delete_approval(tx, server, fingerprint)?),
             Tx::Postgres(tx) => pg::delete_approval(tx, server, fingerprint),
+        }
+    }
+
+    pub fn insert_scan(&mut self, d: &DefinitionScan) -> Result<(), Error> {
+        match self {
+            Tx::Sqlite(tx) => Ok(store::insert_scan(tx, d)?),
+            Tx::Postgres(tx) => pg::insert_scan(tx, d),
+        }
+    }
+
+    pub fn delete_scan(&mut self, fingerprint: &str) -> Result<(), Error> {
+        match self {
+            Tx::Sqlite(tx) => Ok(store::delete_scan(tx, fingerprint)?),
+            Tx::Postgres(tx) => pg::delete_scan(tx, fingerprint),
         }
     }
 

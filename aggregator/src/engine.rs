@@ -17,21 +17,23 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::state::{
     published_score, ratings_of, score_of, ServerState, State, MAX_APPROVALS, MAX_APPROVALS_PER_SERVER, MAX_HELD,
-    MAX_HELD_PER_SERVER,
+    MAX_HELD_PER_SERVER, MAX_SCANS,
 };
 use crate::db::{Db, Location, Snapshot, Tx};
 use crate::store;
 use crate::validate;
 use crate::views::{
-    ApprovalAck, ApprovalsView, ApproveRequest, AuditAction, AuditPage, DecisionAck, FlagAck, HeldChange, Health,
-    QuarantineInfo, RatingAck, RatingSummary, ServerDetail, SignalsAck, ToolApprovalRecord, Traffic,
+    ApprovalAck, ApprovalsView, ApproveRequest, AuditAction, AuditPage, DecisionAck, DefinitionScan, DefinitionsAck,
+    FlagAck, HeldChange, Health, QuarantineInfo, RatingAck, RatingSummary, ServerDetail, SignalsAck, ToolApprovalRecord,
+    Traffic,
 };
 use axum::body::Bytes;
 use mcp_warden_core::trust::model;
 use mcp_warden_core::trust::wire::{
-    FlagRequest, RatingRequest, ScoresDocument, SecurityEvent, ServerScore, Severity, SignalBatch, Subject, ToolApproval,
-    TrustState,
+    DefinitionBatch, DefinitionVerdict, FlagRequest, RatingRequest, ScoresDocument, SecurityEvent, ServerScore, Severity,
+    SignalBatch, Subject, ToolApproval, TrustState,
 };
+use mcp_warden_core::inspect::{inspect_tool, Action, Fingerprint, Inspector};
 use mcp_warden_core::trust::TrustScore;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -86,6 +88,8 @@ struct DocumentRef<'a> {
     servers: Vec<&'a ServerScore>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     approvals: Vec<ToolApproval>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    verdicts: Vec<DefinitionVerdict>,
 }
 
 /// The current publication, shared with readers that must not wait for writers.
@@ -141,6 +145,8 @@ pub struct Engine {
     standing_stale: bool,
     /// What one sidecar's findings may do (memory only).
     policy: Policy,
+    /// The mesh-wide scan's inspector: the core's built-in rules, detector and policy.
+    inspector: Inspector,
 }
 
 /// What a write sees: its transaction and the state it changes.
@@ -158,8 +164,8 @@ struct Ctx<'a, 't> {
     /// Findings not counted because their credential spent its budget.
     withheld: u64,
     policy: &'a mut Policy,
-    /// The approvals changed: publish a new document even if no score moved.
-    approvals_changed: bool,
+    /// The approvals or the verdicts changed: publish a new document even if no score moved.
+    lists_changed: bool,
 }
 
 /// Quarantines `srv` by the aggregator's own decision, with an audit entry.
@@ -209,7 +215,7 @@ impl Ctx<'_, '_> {
         let targets: Vec<String> =
             if self.full { self.state.servers.keys().cloned().collect() } else { self.dirty.iter().cloned().collect() };
         let mut fresh = Vec::with_capacity(targets.len());
-        let mut any_moved = force || self.approvals_changed;
+        let mut any_moved = force || self.lists_changed;
         let State { servers: states, ratings, standing, .. } = &mut *self.state;
         for name in targets {
             let Some(srv) = states.get_mut(&name) else { continue };
@@ -251,7 +257,21 @@ impl Ctx<'_, '_> {
             .into_iter()
             .map(|a| ToolApproval { server: a.server.clone(), fingerprint: a.fingerprint.clone(), tool: a.tool.clone() })
             .collect();
-        let doc = DocumentRef { version, generated_at_ms: now, servers: scores.values().map(|s| s.as_ref()).collect(), approvals };
+        let verdicts = self
+            .state
+            .verdicts_newest_first()
+            .into_iter()
+            .filter_map(|d| {
+                Some(DefinitionVerdict { fingerprint: d.fingerprint.clone(), severity: d.severity?, rules: d.rules.clone(), tool: d.tool.clone() })
+            })
+            .collect();
+        let doc = DocumentRef {
+            version,
+            generated_at_ms: now,
+            servers: scores.values().map(|s| s.as_ref()).collect(),
+            approvals,
+            verdicts,
+        };
         let document = serde_json::to_vec(&doc).map_err(|e| ApiError::internal(format!("cannot serialize scores: {e}")))?;
         self.tx.publish(version, &document)?;
         Ok(Some(Published { version, document: Bytes::from(document), scores }))
@@ -309,6 +329,23 @@ impl Ctx<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// Most rules named in one verdict.
+const MAX_VERDICT_RULES: usize = 8;
+
+/// One definition scanned with the core's inspector: a verdict when the policy acts on it (strip
+/// or above), at the worst severity it acts on, naming those rules.
+fn scan_definition(insp: &Inspector, fp: &str, server: &str, def: &serde_json::Value, others: &[&str], now: u64) -> DefinitionScan {
+    let v = inspect_tool(insp, server, def, others);
+    let acting: Vec<_> = v.findings.iter().filter(|f| insp.action_for(f.severity) >= Action::Strip).collect();
+    let severity = (v.action >= Action::Strip).then(|| acting.iter().map(|f| f.severity).max()).flatten();
+    let mut rules: Vec<String> = acting.iter().map(|f| f.rule.clone()).collect();
+    rules.sort_unstable();
+    rules.dedup();
+    rules.truncate(MAX_VERDICT_RULES);
+    let tool = def.get("name").and_then(serde_json::Value::as_str).map(|n| validate::truncate(n, validate::MAX_ID));
+    DefinitionScan { fingerprint: fp.to_string(), server: server.to_string(), tool, severity, rules, scanned_ms: now }
 }
 
 fn event_reason(e: &SecurityEvent, by: &str) -> String {
@@ -446,6 +483,7 @@ impl Engine {
             write_failure: None,
             standing_stale: false,
             policy: Policy::new(settings_policy),
+            inspector: Inspector::builtin(),
         };
         let shared = snap.publication.is_some();
         let force = install(
@@ -593,7 +631,7 @@ impl Engine {
                 auto_quarantines: 0,
                 withheld: 0,
                 policy: &mut self.policy,
-                approvals_changed: false,
+                lists_changed: false,
             };
             let r = f(&mut ctx).inspect_err(|e| precondition = e.status.is_client_error())?;
             let next = ctx.evaluate(&self.published, self.force_publish)?;
@@ -952,12 +990,69 @@ impl Engine {
             if ctx.state.held.remove(&key).is_some() {
                 ctx.tx.delete_held(server, &req.fingerprint)?;
             }
-            ctx.approvals_changed = true;
+            ctx.lists_changed = true;
             Ok((id, tool))
         })?;
         self.metrics.decision(AuditAction::ApproveTool.as_str(), 1);
         warn!(server, operator = who.name, fingerprint = req.fingerprint, "tool definition approved: {}", escape(&req.reason));
         Ok(ApprovalAck { server: server.to_string(), fingerprint: req.fingerprint.clone(), tool, audit_id, version: self.published.version })
+    }
+
+    /// `POST /v1/definitions`: scans each definition whose fingerprint was never scanned (once
+    /// for the whole mesh) with the core's inspector, keeps every scan, and publishes those the
+    /// policy acts on (strip or above) as verdicts by fingerprint in the scores document.
+    pub fn definitions(&mut self, batch: &DefinitionBatch, now: u64) -> Result<DefinitionsAck, ApiError> {
+        self.ensure_fresh()?;
+        // Fingerprints first; each distinct one once (the first submission names the server).
+        let mut wanted: Vec<(String, usize)> = Vec::with_capacity(batch.definitions.len());
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        for (i, d) in batch.definitions.iter().enumerate() {
+            let fp = Fingerprint::of(&d.definition).to_string();
+            if seen.insert(fp.clone()) {
+                wanted.push((fp, i));
+            }
+        }
+        let mut fresh: Vec<DefinitionScan> = Vec::new();
+        let mut known = 0usize;
+        for (fp, i) in &wanted {
+            if self.state.scans.contains_key(fp) {
+                known += 1;
+                continue;
+            }
+            let Some(d) = batch.definitions.get(*i) else { continue };
+            // The other tools the same server submitted in this batch: shadowing evidence.
+            let others: Vec<&str> = batch
+                .definitions
+                .iter()
+                .filter(|o| o.server == d.server)
+                .filter_map(|o| o.definition.get("name").and_then(serde_json::Value::as_str))
+                .collect();
+            fresh.push(scan_definition(&self.inspector, fp, &d.server, &d.definition, &others, now));
+        }
+        let scanned = fresh.len();
+        let acting = fresh.iter().any(|d| d.severity.is_some());
+        if !fresh.is_empty() {
+            self.write(now, false, |ctx| {
+                let excess = (ctx.state.scans.len() + fresh.len()).saturating_sub(MAX_SCANS);
+                if excess > 0 {
+                    let mut by_age: Vec<(u64, String)> = ctx.state.scans.values().map(|d| (d.scanned_ms, d.fingerprint.clone())).collect();
+                    by_age.sort_unstable();
+                    for (_, fp) in by_age.into_iter().take(excess) {
+                        ctx.tx.delete_scan(&fp)?;
+                        ctx.state.scans.remove(&fp);
+                    }
+                }
+                for d in &fresh {
+                    ctx.tx.insert_scan(d)?;
+                    ctx.state.scans.insert(d.fingerprint.clone(), d.clone());
+                }
+                ctx.lists_changed |= acting;
+                Ok(())
+            })?;
+        }
+        self.metrics.definitions_scanned(scanned as u64);
+        let verdicts = wanted.iter().filter_map(|(fp, _)| self.state.scans.get(fp).filter(|d| d.severity.is_some()).cloned()).collect();
+        Ok(DefinitionsAck { received: batch.definitions.len(), scanned, known, verdicts, version: self.published.version })
     }
 
     /// `GET /v1/approvals`: held changes and approvals, of `server` or all, newest first.

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use mcp_warden_core::trust::wire::{FlagRequest, QuarantineRequest, RatingRequest, SignalBatch};
+use mcp_warden_core::trust::wire::{DefinitionBatch, FlagRequest, QuarantineRequest, RatingRequest, SignalBatch};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -35,6 +35,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/servers/{server}/release"),
     ("POST", "/v1/servers/{server}/approvals"),
     ("GET", "/v1/approvals"),
+    ("POST", "/v1/definitions"),
     ("POST", "/v1/ratings"),
     ("POST", "/v1/flags"),
     ("GET", "/v1/audit"),
@@ -57,6 +58,7 @@ pub fn router(service: Service) -> Router {
         .route("/v1/servers/{server}/release", post(post_release))
         .route("/v1/servers/{server}/approvals", post(post_approval))
         .route("/v1/approvals", get(get_approvals))
+        .route("/v1/definitions", post(post_definitions))
         .route("/v1/ratings", post(post_rating))
         .route("/v1/flags", post(post_flag))
         .route("/v1/audit", get(get_audit))
@@ -220,6 +222,14 @@ async fn post_approval(
     let req: ApproveRequest = read_json(&headers, body, BODY_MAX_BYTES).await?;
     validate::approve(&req).map_err(ApiError::bad_request)?;
     let ack = svc.run(move |e, now| e.approve(&who, &server, &req, now)).await?;
+    Ok(json(StatusCode::OK, &ack))
+}
+
+async fn post_definitions(State(svc): State<Service>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    authorize(&svc, &headers, &[Role::Sidecar, Role::Scanner, Role::Operator], "submit definitions")?;
+    let batch: DefinitionBatch = read_json(&headers, body, SIGNALS_MAX_BYTES).await?;
+    validate::definitions(&batch).map_err(ApiError::bad_request)?;
+    let ack = svc.run(move |e, now| e.definitions(&batch, now)).await?;
     Ok(json(StatusCode::OK, &ack))
 }
 

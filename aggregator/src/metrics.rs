@@ -112,6 +112,7 @@ pub struct Metrics {
     version: Gauge,
     audit_head: Gauge,
     findings_withheld: Counter,
+    definitions_scanned: Counter,
     servers: Family<StateLabels, Gauge>,
     server_score: Family<ServerLabels, F64Gauge>,
     server_state: Family<ServerStateLabels, Gauge>,
@@ -141,6 +142,7 @@ impl Metrics {
             version: Gauge::default(),
             audit_head: Gauge::default(),
             findings_withheld: Counter::default(),
+            definitions_scanned: Counter::default(),
             servers: Family::default(),
             server_score: Family::default(),
             server_state: Family::default(),
@@ -182,6 +184,11 @@ impl Metrics {
             "sidecar_findings_withheld",
             "Sidecar findings recorded but not counted: their credential's uncorroborated findings reached sidecar.server_budget",
             m.findings_withheld.clone(),
+        );
+        r.register(
+            "definitions_scanned",
+            "Tool definitions scanned for the mesh (each fingerprint once)",
+            m.definitions_scanned.clone(),
         );
         r.register(
             "audit_head_id",
@@ -267,6 +274,10 @@ impl Metrics {
         if n > 0 {
             self.decisions.get_or_create(&ActionLabels { action }).inc_by(n);
         }
+    }
+
+    pub fn definitions_scanned(&self, n: u64) {
+        self.definitions_scanned.inc_by(n);
     }
 
     pub fn findings_withheld(&self, n: u64) {

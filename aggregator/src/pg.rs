@@ -12,8 +12,8 @@ use crate::state::{ServerState, State, Totals};
 use crate::store::state_str;
 use crate::validate::{truncate, MAX_EVIDENCE};
 use crate::views::{
-    AuditAction, AuditEntry, AuditVerification, FlagRecord, HeldChange, HistorySample, QuarantineInfo, RaterRating,
-    SecurityEventRecord, ToolApprovalRecord,
+    AuditAction, AuditEntry, AuditVerification, DefinitionScan, FlagRecord, HeldChange, HistorySample, QuarantineInfo,
+    RaterRating, SecurityEventRecord, ToolApprovalRecord,
 };
 use mcp_warden_core::trust::wire::{FlagRequest, SecurityEvent, Severity, Subject, TrustState};
 use mcp_warden_core::trust::{Evidence, SecurityState};
@@ -36,7 +36,8 @@ const LEADER_LOCK: i64 = KEY_BASE + 3;
 const MIGRATIONS: &[(i64, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2)];
 pub const SCHEMA_VERSION: i64 = 2;
 
-/// Held tool changes and operators' approvals of tool definitions (see SQLite's tables).
+/// Held tool changes, operators' approvals of tool definitions, and the mesh-wide scan of
+/// definitions (see SQLite's tables).
 const MIGRATION_2: &str = r#"
 CREATE TABLE held_changes (
     server          TEXT NOT NULL,
@@ -60,6 +61,16 @@ CREATE TABLE tool_approvals (
     reason      TEXT NOT NULL,
     PRIMARY KEY (server, fingerprint)
 );
+
+CREATE TABLE definition_scans (
+    fingerprint TEXT PRIMARY KEY,
+    server      TEXT NOT NULL,
+    tool        TEXT,
+    severity    TEXT,
+    rules       TEXT NOT NULL,
+    scanned_ms  BIGINT NOT NULL
+);
+CREATE INDEX definition_scans_at ON definition_scans (scanned_ms);
 "#;
 
 /// The schema of SQLite's version 2, in PostgreSQL's types, plus what replicas share: the
@@ -381,7 +392,35 @@ pub fn load(c: &mut impl GenericClient) -> Result<State, Error> {
         };
         state.approvals.insert((a.server.clone(), a.fingerprint.clone()), a);
     }
+    let rows = c.query("SELECT fingerprint, server, tool, severity, rules, scanned_ms FROM definition_scans", &[])?;
+    for r in &rows {
+        let sev: Option<String> = get(r, 3)?;
+        let rules: String = get(r, 4)?;
+        let d = DefinitionScan {
+            fingerprint: get(r, 0)?,
+            server: get(r, 1)?,
+            tool: get(r, 2)?,
+            severity: sev.as_deref().map(severity).transpose()?,
+            rules: rules.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect(),
+            scanned_ms: u(get(r, 5)?),
+        };
+        state.scans.insert(d.fingerprint.clone(), d);
+    }
     Ok(state)
+}
+
+pub fn insert_scan(tx: &mut Transaction<'_>, d: &DefinitionScan) -> Result<(), Error> {
+    tx.execute(
+        "INSERT INTO definition_scans (fingerprint, server, tool, severity, rules, scanned_ms) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (fingerprint) DO NOTHING",
+        &[&d.fingerprint, &d.server, &d.tool, &d.severity.map(Severity::as_str), &d.rules.join(","), &i(d.scanned_ms)],
+    )?;
+    Ok(())
+}
+
+pub fn delete_scan(tx: &mut Transaction<'_>, fingerprint: &str) -> Result<(), Error> {
+    tx.execute("DELETE FROM definition_scans WHERE fingerprint = $1", &[&fingerprint])?;
+    Ok(())
 }
 
 /// Writes a held change as it now stands.

@@ -1,7 +1,7 @@
 //! What the aggregator holds in memory: per-server evidence and decisions, ratings and vouches,
 //! rater standing. Rebuilt from the database at start (and after a failed write).
 
-use crate::views::{HeldChange, QuarantineInfo, ToolApprovalRecord};
+use crate::views::{DefinitionScan, HeldChange, QuarantineInfo, ToolApprovalRecord};
 use mcp_warden_core::trust::model::{self, Vouch};
 use mcp_warden_core::trust::wire::{ServerScore, TrustState};
 use mcp_warden_core::trust::{Evidence, ReputationInput, SecurityState, TrustParams, TrustScore};
@@ -63,6 +63,8 @@ pub struct State {
     pub held: BTreeMap<(String, String), HeldChange>,
     /// Operators' approvals of tool definitions, by (server, fingerprint): published to sidecars.
     pub approvals: BTreeMap<(String, String), ToolApprovalRecord>,
+    /// The mesh-wide scan, by definition fingerprint (those with a severity are published).
+    pub scans: BTreeMap<String, DefinitionScan>,
 }
 
 /// Held changes kept per server and in all; approvals kept per server (the sidecars' own bound)
@@ -71,6 +73,10 @@ pub const MAX_HELD_PER_SERVER: usize = 64;
 pub const MAX_HELD: usize = 4096;
 pub const MAX_APPROVALS_PER_SERVER: usize = mcp_warden_core::trust::sidecar::MAX_APPROVALS_PER_SERVER;
 pub const MAX_APPROVALS: usize = mcp_warden_core::trust::sidecar::MAX_APPROVALS;
+/// Definitions scanned kept (the oldest scan is forgotten first: scanned again if submitted again),
+/// and verdicts published (newest first; sidecars keep as many).
+pub const MAX_SCANS: usize = 100_000;
+pub const MAX_PUBLISHED_VERDICTS: usize = mcp_warden_core::trust::sidecar::MAX_VERDICTS;
 
 impl State {
     /// The key to drop to keep `map` within `per_server` entries for `server` and `total` in
@@ -91,6 +97,14 @@ impl State {
             return pick(&mut map.iter());
         }
         None
+    }
+
+    /// Verdicts to publish: scans with a severity, newest first, at most [`MAX_PUBLISHED_VERDICTS`].
+    pub fn verdicts_newest_first(&self) -> Vec<&DefinitionScan> {
+        let mut v: Vec<&DefinitionScan> = self.scans.values().filter(|s| s.severity.is_some()).collect();
+        v.sort_by(|a, b| b.scanned_ms.cmp(&a.scanned_ms).then_with(|| a.fingerprint.cmp(&b.fingerprint)));
+        v.truncate(MAX_PUBLISHED_VERDICTS);
+        v
     }
 
     /// Approvals in force, newest first (the order the scores document lists them in).

@@ -12,8 +12,8 @@ use crate::audit;
 use crate::state::{ServerState, State, Totals};
 use crate::validate::{truncate, MAX_EVIDENCE};
 use crate::views::{
-    AuditAction, AuditEntry, FlagRecord, HeldChange, HistorySample, QuarantineInfo, RaterRating, SecurityEventRecord,
-    ToolApprovalRecord,
+    AuditAction, AuditEntry, DefinitionScan, FlagRecord, HeldChange, HistorySample, QuarantineInfo, RaterRating,
+    SecurityEventRecord, ToolApprovalRecord,
 };
 use mcp_warden_core::trust::wire::{FlagRequest, SecurityEvent, Severity, Subject, TrustState};
 use mcp_warden_core::trust::{Evidence, SecurityState};
@@ -161,6 +161,18 @@ CREATE TABLE IF NOT EXISTS tool_approvals (
     reason      TEXT NOT NULL,
     PRIMARY KEY (server, fingerprint)
 ) WITHOUT ROWID;
+
+-- The mesh-wide scan: one row per definition fingerprint ever scanned (bounded by the engine);
+-- severity NULL when it scanned clean enough, else the verdict sidecars get.
+CREATE TABLE IF NOT EXISTS definition_scans (
+    fingerprint TEXT PRIMARY KEY,
+    server      TEXT NOT NULL,
+    tool        TEXT,
+    severity    TEXT,
+    rules       TEXT NOT NULL,
+    scanned_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS definition_scans_at ON definition_scans (scanned_ms);
 "#;
 
 /// Created after the audit table is in its current shape (a migration drops them meanwhile).
@@ -406,7 +418,42 @@ pub fn load(conn: &Connection) -> rusqlite::Result<State> {
         let a = row?;
         state.approvals.insert((a.server.clone(), a.fingerprint.clone()), a);
     }
+    let mut stmt = conn.prepare("SELECT fingerprint, server, tool, severity, rules, scanned_ms FROM definition_scans")?;
+    let rows = stmt.query_map([], |r| {
+        let sev: Option<String> = r.get(3)?;
+        let severity = match sev {
+            Some(_) => Some(severity(r, 3)?),
+            None => None,
+        };
+        let rules: String = r.get(4)?;
+        Ok(DefinitionScan {
+            fingerprint: r.get(0)?,
+            server: r.get(1)?,
+            tool: r.get(2)?,
+            severity,
+            rules: rules.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect(),
+            scanned_ms: u(r.get(5)?),
+        })
+    })?;
+    for row in rows {
+        let d = row?;
+        state.scans.insert(d.fingerprint.clone(), d);
+    }
     Ok(state)
+}
+
+pub fn insert_scan(conn: &Connection, d: &DefinitionScan) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO definition_scans (fingerprint, server, tool, severity, rules, scanned_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (fingerprint) DO NOTHING",
+    )?
+    .execute(params![d.fingerprint, d.server, d.tool, d.severity.map(Severity::as_str), d.rules.join(","), i(d.scanned_ms)])?;
+    Ok(())
+}
+
+pub fn delete_scan(conn: &Connection, fingerprint: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM definition_scans WHERE fingerprint = ?1")?.execute(params![fingerprint])?;
+    Ok(())
 }
 
 /// Writes a held change as it now stands.

@@ -1,7 +1,7 @@
 //! Checks on what callers send, beyond its JSON shape: names, bounded text, numbers in range.
 //! Each error is a message that names the field.
 
-use mcp_warden_core::trust::wire::{FlagRequest, QuarantineRequest, RatingRequest, SignalBatch, Subject};
+use mcp_warden_core::trust::wire::{DefinitionBatch, FlagRequest, QuarantineRequest, RatingRequest, SignalBatch, Subject};
 
 /// Longest server, rater or sidecar name (a DNS name's length; cluster names fit).
 pub const MAX_NAME: usize = 253;
@@ -154,6 +154,23 @@ pub fn fingerprint(v: &str) -> Result<(), String> {
     } else {
         Err(format!("a fingerprint is 32 lowercase hex digits, got {:?}", truncate(v, 40)))
     }
+}
+
+/// Most definitions in one `POST /v1/definitions`.
+pub const MAX_DEFINITIONS: usize = 256;
+
+pub fn definitions(b: &DefinitionBatch) -> Result<(), String> {
+    if b.definitions.len() > MAX_DEFINITIONS {
+        return Err(format!("field `definitions`: at most {MAX_DEFINITIONS} per batch, got {}", b.definitions.len()));
+    }
+    for (i, d) in b.definitions.iter().enumerate() {
+        name(&d.server).map_err(at(format!("definitions[{i}].server")))?;
+        match d.definition.get("name").and_then(serde_json::Value::as_str) {
+            Some(n) => id(n).map_err(at(format!("definitions[{i}].definition.name")))?,
+            None => return Err(format!("field `definitions[{i}].definition`: a tool definition (an object with a string `name`)")),
+        }
+    }
+    Ok(())
 }
 
 pub fn approve(a: &crate::views::ApproveRequest) -> Result<(), String> {

@@ -118,6 +118,38 @@ pub struct ApprovalAck {
     pub version: u64,
 }
 
+/// The mesh-wide scan of one definition, kept by fingerprint (each is scanned once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionScan {
+    pub fingerprint: String,
+    /// The server that submitted it first.
+    pub server: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    /// The worst finding's severity, when the policy acts on it (strip or above): the verdict
+    /// sidecars get. Absent: the definition scanned clean enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+    pub scanned_ms: u64,
+}
+
+/// `POST /v1/definitions` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionsAck {
+    /// Definitions in the batch.
+    pub received: usize,
+    /// Scanned now (their fingerprint had not been seen).
+    pub scanned: usize,
+    /// Scanned before (by fingerprint): not scanned again.
+    pub known: usize,
+    /// The scans of this batch's definitions that gave a verdict (new or known).
+    pub verdicts: Vec<DefinitionScan>,
+    /// The scores document's version after the write.
+    pub version: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {

@@ -11,7 +11,7 @@ use crate::shared_json;
 use mcp_warden_core::breaker::store::{CREATE_ONLY, MAX_CAS_ATTEMPTS};
 use mcp_warden_core::breaker::SharedStore;
 use mcp_warden_core::inspect::{
-    inspect_list, inspect_tool_result, inspect_tools_list_pinned, Action, Finding, Inspector, ListKind, ServerPins,
+    inspect_list, inspect_tool_result, inspect_tools_list_checked, Action, Finding, Inspector, ListKind, ServerPins,
     Shadowed, ToolPins,
 };
 use mcp_warden_core::mcp::sse::{frame_messages, message_datas};
@@ -106,8 +106,11 @@ fn inspect_list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListK
             let mut pins = load_pins(insp, server);
             // Operators' approvals of held changes, as the aggregator published them for the
             // cluster that answered.
-            pins.set_approved(server, shared.trust.borrow().approved(cluster));
-            let v = inspect_tools_list_pinned(insp, server, msg, &mut pins);
+            // ... and the verdicts of its mesh-wide scan, by definition fingerprint.
+            let table = shared.trust.borrow();
+            pins.set_approved(server, table.approved(cluster));
+            let v = inspect_tools_list_checked(insp, server, msg, &mut pins, &table.verdicts);
+            drop(table);
             // A held change keeps its old pin (so the next list holds it too) until cleared.
             store_pins(insp, server, v.items.iter().filter(|i| !i.held).map(|i| (i.name.as_str(), i.fingerprint, i.capability)));
             findings.extend(shadowing(insp, server, v.items.iter().map(|i| i.name.as_str())));

@@ -8,7 +8,7 @@ use crate::host::Stream;
 use crate::state::{self, lock};
 use mcp_warden_core::flow::Decision;
 use mcp_warden_core::inspect::{
-    inspect_list, inspect_tool_result, inspect_tools_list_pinned, Action, Finding, Inspector, ListKind, Shadowed, ToolPins,
+    inspect_list, inspect_tool_result, inspect_tools_list_checked, inspect_tools_list_pinned, Action, Finding, Inspector, ListKind, Shadowed, ToolPins,
     Violation,
 };
 use mcp_warden_core::mcp::sse::{frame_messages, message_datas};
@@ -85,11 +85,15 @@ fn inspect_list_answer(shared: &Shared, stream: Stream, server: &str, cluster: u
                 });
                 // Operators' approvals of held changes, as the aggregator published them for the
                 // cluster that answered.
+                // ... and the verdicts of its mesh-wide scan, by definition fingerprint.
                 let name = shared.config.cluster(cluster).map_or("", |c| c.name.as_str());
-                if let Ok(table) = state::process().trust.read() {
-                    pins.set_approved(server, table.approved(name));
+                match state::process().trust.read() {
+                    Ok(table) => {
+                        pins.set_approved(server, table.approved(name));
+                        inspect_tools_list_checked(insp, server, msg, pins, &table.verdicts)
+                    }
+                    Err(_) => inspect_tools_list_pinned(insp, server, msg, pins),
                 }
-                inspect_tools_list_pinned(insp, server, msg, pins)
             };
             findings.extend(shadowing(insp, server, v.items.iter().map(|i| i.name.as_str())));
             v

@@ -4,6 +4,7 @@
 
 use super::fingerprint::Fingerprint;
 use super::pins::ToolPins;
+use super::verdict::MeshVerdicts;
 use super::rules::FieldClass;
 use super::{Action, Cx, Finding, Inspector, Path};
 use crate::trust::wire::Severity;
@@ -86,17 +87,23 @@ impl ListVerdict {
 
 /// Inspects a `tools/list` answer.
 pub fn inspect_tools_list(insp: &Inspector, server: &str, body: &[u8]) -> ListVerdict {
-    run(insp, server, ListKind::Tools, body, None)
+    run(insp, server, ListKind::Tools, body, None, None)
 }
 
 /// Inspects a `tools/list` answer and checks every tool against its pin (see [`ToolPins`]).
 pub fn inspect_tools_list_pinned(insp: &Inspector, server: &str, body: &[u8], pins: &mut ToolPins) -> ListVerdict {
-    run(insp, server, ListKind::Tools, body, Some(pins))
+    run(insp, server, ListKind::Tools, body, Some(pins), None)
+}
+
+/// [`inspect_tools_list_pinned`], and every tool whose fingerprint has a verdict of the trust
+/// aggregator gets a `mesh/verdict` finding at its severity (see [`super::verdict`]).
+pub fn inspect_tools_list_checked(insp: &Inspector, server: &str, body: &[u8], pins: &mut ToolPins, mesh: &MeshVerdicts) -> ListVerdict {
+    run(insp, server, ListKind::Tools, body, Some(pins), Some(mesh))
 }
 
 /// Inspects any list answer.
 pub fn inspect_list(insp: &Inspector, server: &str, kind: ListKind, body: &[u8]) -> ListVerdict {
-    run(insp, server, kind, body, None)
+    run(insp, server, kind, body, None, None)
 }
 
 #[derive(Deserialize)]
@@ -175,11 +182,12 @@ fn offset_in(outer: &str, inner: &str) -> Option<usize> {
     (o + inner.len() <= outer.len()).then_some(o)
 }
 
-fn run(insp: &Inspector, server: &str, kind: ListKind, body: &[u8], mut pins: Option<&mut ToolPins>) -> ListVerdict {
+fn run(insp: &Inspector, server: &str, kind: ListKind, body: &[u8], mut pins: Option<&mut ToolPins>, mesh: Option<&MeshVerdicts>) -> ListVerdict {
     if !insp.enabled {
         return ListVerdict::pass(kind);
     }
     let mut cx = Cx::new(insp, server, false);
+    cx.mesh = mesh.filter(|m| !m.is_empty());
     let mut verdict = ListVerdict::pass(kind);
     if body.len() > insp.limits.max_list_bytes {
         cx.hit_other("protocol/oversized-body", &format!("{} list of {} bytes (limit {})", kind.key(), body.len(), insp.limits.max_list_bytes));
@@ -361,6 +369,9 @@ fn entry(
     }
     cx.assess(value, others);
     cx.defer = false;
+    if let Some(v) = cx.mesh.and_then(|m| m.get(&fp)) {
+        cx.hit_mesh(v);
+    }
     let capability = super::pins::capability_print(value);
     let mut held = false;
     if kind == ListKind::Tools && !name.is_empty() {

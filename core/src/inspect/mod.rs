@@ -54,10 +54,15 @@ pub mod protocol;
 mod result;
 pub mod rules;
 mod text;
+pub mod verdict;
 
 pub use config::{DetectorConfig, InspectionConfig, PinPolicy, PolicyConfig, RugPullConfig};
 pub use fingerprint::Fingerprint;
-pub use list::{inspect_list, inspect_tool, inspect_tools_list, inspect_tools_list_pinned, ItemPrint, ListKind, ListVerdict, ToolVerdict};
+pub use list::{
+    inspect_list, inspect_tool, inspect_tools_list, inspect_tools_list_checked, inspect_tools_list_pinned, ItemPrint,
+    ListKind, ListVerdict, ToolVerdict,
+};
+pub use verdict::{MeshVerdict, MeshVerdicts};
 pub use pins::{capability_print, detect_shadowing, PinChange, ServerPins, Shadowed, ToolPins};
 pub use protocol::Violation;
 pub use result::{inspect_tool_result, ResultVerdict};
@@ -355,6 +360,8 @@ pub(crate) struct Cx<'i> {
     pub legacy: [u32; 2],
     /// Changed definitions held in this answer.
     pub held: usize,
+    /// The aggregator's verdicts by fingerprint (tools lists).
+    pub mesh: Option<&'i verdict::MeshVerdicts>,
 }
 
 impl<'i> Cx<'i> {
@@ -376,6 +383,7 @@ impl<'i> Cx<'i> {
             defer: false,
             legacy: [0, 0],
             held: 0,
+            mesh: None,
         }
     }
 
@@ -496,6 +504,24 @@ impl<'i> Cx<'i> {
                 evidence: format!("held until {} is cleared (scanned clean with no new capability, or approved): {why}", change.new),
                 fingerprint: Some(change.new),
                 old_fingerprint: Some(change.old),
+            });
+        }
+    }
+
+    /// The aggregator's verdict on the current item's definition: a finding at its severity.
+    pub fn hit_mesh(&mut self, v: &verdict::MeshVerdict) {
+        self.item_max = self.item_max.max(Some(v.severity));
+        self.worst_item = self.worst_item.max(Some(v.severity));
+        if self.findings.len() < MAX_FINDINGS {
+            self.findings.push(Finding {
+                rule: verdict::MESH_RULE.into(),
+                severity: v.severity,
+                server: self.server.to_string(),
+                tool: self.item.clone(),
+                field: String::new(),
+                evidence: text::excerpt(&format!("the trust aggregator's scan of this definition: {}", v.rules), 0, 0, self.insp.limits.evidence_max_chars),
+                fingerprint: self.item_fp,
+                old_fingerprint: None,
             });
         }
     }

@@ -415,3 +415,24 @@ fn changed_tools_are_held_until_cleared() {
     inspect_tools_list_pinned(&blk, "s", &both(&v1), &mut pins);
     assert_eq!(names(&inspect_tools_list_pinned(&blk, "s", &both(&reworded), &mut pins)), vec!["other".to_string()]);
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn a_mesh_verdict_is_judged_under_the_local_policy() {
+    use crate::inspect::{MeshVerdict, MeshVerdicts};
+    let d = Inspector::builtin();
+    let weather = json!({"name": "get_weather", "description": "Weather for a city.", "inputSchema": {"type": "object", "properties": {"city": {"type": "string"}}}});
+    let body = list(json!([weather, tool("other", "Lists files")]));
+    let mut pins = ToolPins::new(64, 4);
+    let none = MeshVerdicts::new();
+    assert_eq!(inspect_tools_list_checked(&d, "s", &body, &mut pins, &none).action, Action::Pass);
+    let mut mesh = MeshVerdicts::new();
+    mesh.insert(Fingerprint::of(&weather), MeshVerdict { severity: Severity::High, rules: "detect/tool-poisoning".into() });
+    let v = inspect_tools_list_checked(&d, "s", &body, &mut pins, &mesh);
+    assert_eq!((v.action, v.stripped.clone()), (Action::Strip, vec!["get_weather".to_string()]), "{v:?}");
+    let f = v.findings.iter().find(|f| f.rule == "mesh/verdict").unwrap();
+    assert_eq!((f.severity, f.tool.as_deref()), (Severity::High, Some("get_weather")));
+    assert!(f.evidence.contains("detect/tool-poisoning"));
+    // A medium verdict is recorded only (the local policy's action for medium).
+    mesh.insert(Fingerprint::of(&weather), MeshVerdict { severity: Severity::Medium, rules: "r".into() });
+    assert_eq!(inspect_tools_list_checked(&d, "s", &body, &mut pins, &mesh).action, Action::Record);
+}

@@ -8,7 +8,7 @@
 //! when the shared value's version changes.
 
 use super::wire::{LatencySummary, Outcomes, ScoresDocument, SecurityEvent, ServerReport, TrustState};
-use crate::inspect::Fingerprint;
+use crate::inspect::{Fingerprint, MeshVerdict, MeshVerdicts};
 use crate::outcome::{FailureKind, Outcome};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -123,6 +123,9 @@ pub struct TrustEntry {
 /// Most approved fingerprints a sidecar keeps per server, and in all.
 pub const MAX_APPROVALS_PER_SERVER: usize = 256;
 pub const MAX_APPROVALS: usize = 4096;
+/// Most verdicts of the mesh-wide scan a sidecar keeps, and the longest rule list of one.
+pub const MAX_VERDICTS: usize = 4096;
+pub const MAX_VERDICT_RULES_CHARS: usize = 256;
 
 /// The table every VM enforces, as published in shared data by the lease holder.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -133,6 +136,9 @@ pub struct TrustTable {
     /// Held tool changes operators approved: server (cluster) → fingerprints.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub approved: BTreeMap<String, BTreeSet<Fingerprint>>,
+    /// The mesh-wide scan's verdicts by definition fingerprint.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub verdicts: MeshVerdicts,
 }
 
 impl TrustTable {
@@ -152,7 +158,24 @@ impl TrustTable {
                 total += 1;
             }
         }
+        let mut verdicts = MeshVerdicts::new();
+        for v in &doc.verdicts {
+            if verdicts.len() >= MAX_VERDICTS {
+                break;
+            }
+            let Some(fp) = Fingerprint::from_hex(&v.fingerprint) else { continue };
+            let mut rules = v.rules.join(", ");
+            if rules.len() > MAX_VERDICT_RULES_CHARS {
+                let mut end = MAX_VERDICT_RULES_CHARS;
+                while !rules.is_char_boundary(end) {
+                    end -= 1;
+                }
+                rules.truncate(end);
+            }
+            verdicts.entry(fp).or_insert(MeshVerdict { severity: v.severity, rules });
+        }
         TrustTable {
+            verdicts,
             version: doc.version,
             servers: doc
                 .servers
@@ -264,12 +287,29 @@ mod tests {
                 },
             }],
             approvals: vec![],
+            verdicts: vec![],
         };
         let t = TrustTable::from_document(&doc);
         assert_eq!(t.version, 7);
         assert_eq!(t.get("p").unwrap().state, TrustState::Quarantined);
         assert!(t.get("q").is_none());
         assert_eq!(t.approved("p").count(), 0);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn verdicts_are_read_by_fingerprint_and_bounded() {
+        use crate::trust::wire::{DefinitionVerdict, Severity};
+        let v = |i: usize, rules: Vec<String>| DefinitionVerdict { fingerprint: format!("{i:032x}"), severity: Severity::High, rules, tool: None };
+        let mut verdicts = vec![v(1, vec!["detect/tool-poisoning".into(), "poison/secret-file".into()]), v(2, vec!["x".repeat(1000)])];
+        verdicts.push(DefinitionVerdict { fingerprint: "junk".into(), severity: Severity::Critical, rules: vec![], tool: None });
+        verdicts.extend((10..MAX_VERDICTS + 20).map(|i| v(i, vec![])));
+        let t = TrustTable::from_document(&ScoresDocument { version: 2, generated_at_ms: 0, servers: vec![], approvals: vec![], verdicts });
+        assert_eq!(t.verdicts.len(), MAX_VERDICTS);
+        let one = &t.verdicts[&Fingerprint::from_hex(&format!("{:032x}", 1)).unwrap()];
+        assert_eq!((one.severity, one.rules.as_str()), (Severity::High, "detect/tool-poisoning, poison/secret-file"));
+        assert_eq!(t.verdicts[&Fingerprint::from_hex(&format!("{:032x}", 2)).unwrap()].rules.len(), MAX_VERDICT_RULES_CHARS);
+        let again: TrustTable = serde_json::from_slice(&serde_json::to_vec(&t).unwrap()).unwrap();
+        assert_eq!(again, t);
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -282,7 +322,7 @@ mod tests {
             ToolApproval { server: "q".into(), fingerprint: fp(2), tool: None },
         ];
         approvals.extend((0..MAX_APPROVALS_PER_SERVER + 10).map(|i| ToolApproval { server: "big".into(), fingerprint: fp(100 + i), tool: None }));
-        let doc = ScoresDocument { version: 3, generated_at_ms: 0, servers: vec![], approvals };
+        let doc = ScoresDocument { version: 3, generated_at_ms: 0, servers: vec![], approvals, verdicts: vec![] };
         let t = TrustTable::from_document(&doc);
         assert_eq!(t.approved("p").collect::<Vec<_>>(), [Fingerprint::from_hex(&fp(1)).unwrap()]);
         assert_eq!(t.approved("q").count(), 1);
@@ -298,7 +338,7 @@ mod tests {
         assert!(old_doc.approvals.is_empty());
         // Total bound.
         let many = (0..MAX_APPROVALS + 5).map(|i| ToolApproval { server: format!("s{}", i % 100), fingerprint: fp(i), tool: None }).collect();
-        let t = TrustTable::from_document(&ScoresDocument { version: 1, generated_at_ms: 0, servers: vec![], approvals: many });
+        let t = TrustTable::from_document(&ScoresDocument { version: 1, generated_at_ms: 0, servers: vec![], approvals: many, verdicts: vec![] });
         assert_eq!(t.approved.values().map(BTreeSet::len).sum::<usize>(), MAX_APPROVALS);
     }
 }

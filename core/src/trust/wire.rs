@@ -197,6 +197,37 @@ pub struct ToolApproval {
     pub tool: Option<String>,
 }
 
+/// The aggregator's scan of one tool definition that found something a policy acts on,
+/// published by fingerprint: sidecars judge a listed tool with this fingerprint at `severity`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefinitionVerdict {
+    pub fingerprint: String,
+    pub severity: Severity,
+    /// The rules behind it.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// The tool's name, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+}
+
+/// One tool definition submitted for the mesh-wide scan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmittedDefinition {
+    /// The server (cluster) that listed it.
+    pub server: String,
+    /// The definition as listed (one `tools/list` entry).
+    pub definition: serde_json::Value,
+}
+
+/// `POST /v1/definitions`: tool definitions to scan once for the whole mesh.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionBatch {
+    pub definitions: Vec<SubmittedDefinition>,
+}
+
 /// `GET /v1/scores`: every server, what sidecars pull.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoresDocument {
@@ -207,6 +238,10 @@ pub struct ScoresDocument {
     /// Operators' approvals of held tool changes (absent from older aggregators' documents).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvals: Vec<ToolApproval>,
+    /// The mesh-wide scan's verdicts on definitions, newest first (absent from older
+    /// aggregators' documents).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<DefinitionVerdict>,
 }
 
 #[cfg(test)]
