@@ -1007,7 +1007,13 @@ impl Engine {
         let mut wanted: Vec<(String, usize)> = Vec::with_capacity(batch.definitions.len());
         let mut seen: BTreeSet<String> = BTreeSet::new();
         for (i, d) in batch.definitions.iter().enumerate() {
-            let fp = Fingerprint::of(&d.definition).to_string();
+            // A sidecar that redacted a definition sends the fingerprint of what it listed, which
+            // cannot be recomputed from what arrived; anything else is fingerprinted here.
+            let redacted = d.fingerprint.is_some() && d.definition.to_string().contains("[redacted]");
+            let fp = match &d.fingerprint {
+                Some(f) if redacted => f.clone(),
+                _ => Fingerprint::of(&d.definition).to_string(),
+            };
             if seen.insert(fp.clone()) {
                 wanted.push((fp, i));
             }

@@ -165,6 +165,9 @@ pub fn definitions(b: &DefinitionBatch) -> Result<(), String> {
     }
     for (i, d) in b.definitions.iter().enumerate() {
         name(&d.server).map_err(at(format!("definitions[{i}].server")))?;
+        if let Some(f) = &d.fingerprint {
+            fingerprint(f).map_err(at(format!("definitions[{i}].fingerprint")))?;
+        }
         match d.definition.get("name").and_then(serde_json::Value::as_str) {
             Some(n) => id(n).map_err(at(format!("definitions[{i}].definition.name")))?,
             None => return Err(format!("field `definitions[{i}].definition`: a tool definition (an object with a string `name`)")),

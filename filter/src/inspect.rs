@@ -111,6 +111,10 @@ fn inspect_list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListK
             pins.set_approved(server, table.approved(cluster));
             let v = inspect_tools_list_checked(insp, server, msg, &mut pins, &table.verdicts);
             drop(table);
+            // Definitions this VM never sent go to the aggregator's mesh-wide scan.
+            if shared.config.trust.is_some() && shared.outbox.borrow().wants(v.items.iter().map(|i| i.fingerprint)) {
+                shared.outbox.borrow_mut().offer(cluster, msg);
+            }
             // A held change keeps its old pin (so the next list holds it too) until cleared.
             store_pins(insp, server, v.items.iter().filter(|i| !i.held).map(|i| (i.name.as_str(), i.fingerprint, i.capability)));
             findings.extend(shadowing(insp, server, v.items.iter().map(|i| i.name.as_str())));

@@ -1,12 +1,12 @@
 //! What every request of a VM shares: the compiled configuration, metric ids, and the per-VM
-//! state that is not in proxy-wasm shared data (pending trust counts, the enforced trust table,
-//! the retry budget, inspection and answer caches).
+//! state that is not in proxy-wasm shared data (pending trust counts and definitions, the
+//! enforced trust table, the retry budget, inspection and answer caches).
 
 use crate::metrics::Metrics;
 use mcp_warden_core::config::PluginConfig;
 use mcp_warden_core::flow::{Decision, TemplateKey};
 use mcp_warden_core::retry::{RetryBudget, ToolCatalog};
-use mcp_warden_core::trust::sidecar::{SignalAccumulator, TrustTable};
+use mcp_warden_core::trust::sidecar::{DefinitionOutbox, SignalAccumulator, TrustTable};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
@@ -34,6 +34,8 @@ pub struct Shared {
     pub answer_templates: RefCell<HashMap<TemplateKey, (String, String)>>,
     /// Tool hints per server, with the shared-data version they were read at.
     pub tool_hints: RefCell<HashMap<String, (u32, ToolCatalog)>>,
+    /// Tool definitions this VM has not sent for the mesh-wide scan yet (with an aggregator).
+    pub outbox: RefCell<DefinitionOutbox>,
 }
 
 impl Shared {
@@ -49,6 +51,7 @@ impl Shared {
             list_verdicts: RefCell::new(VerdictCache::default()),
             answer_templates: RefCell::new(HashMap::new()),
             tool_hints: RefCell::new(HashMap::new()),
+            outbox: RefCell::new(DefinitionOutbox::default()),
         }
     }
 

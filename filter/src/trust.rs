@@ -5,7 +5,8 @@
 //! so a quarantine applies on every worker as soon as the sidecar has it. The one VM holding the lease (see
 //! `mcp_warden_core::trust::sidecar::Lease`): polls `GET /v1/scores` (with `If-None-Match`) and
 //! publishes the table, and reports the merged counts with `POST /v1/signals`, resending the
-//! same batch (same `batch_id`) until the aggregator acknowledges it. Nothing here runs on a
+//! same batch (same `batch_id`) until the aggregator acknowledges it, and the tool definitions
+//! the VMs had not seen with `POST /v1/definitions` (the mesh-wide scan). Nothing here runs on a
 //! request's path: a slow or absent aggregator only means an older table.
 
 use crate::host::{self, HostStore};
@@ -14,8 +15,8 @@ use crate::shared::Shared;
 use mcp_warden_core::breaker::store::CREATE_ONLY;
 use mcp_warden_core::breaker::{SharedStore, StoreError};
 use mcp_warden_core::config::TrustConfig;
-use mcp_warden_core::trust::sidecar::{Lease, SignalAccumulator, TrustTable};
-use mcp_warden_core::trust::wire::{ScoresDocument, SignalBatch};
+use mcp_warden_core::trust::sidecar::{DefinitionOutbox, Lease, SignalAccumulator, TrustTable};
+use mcp_warden_core::trust::wire::{DefinitionBatch, ScoresDocument, SignalBatch, SubmittedDefinition};
 use proxy_wasm::types::{BufferType, MapType};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,15 +27,21 @@ const TABLE_KEY: &str = "mcp_warden.trust.table";
 /// Rewritten after every table write: its compare-and-swap version tells readers the table moved.
 const TABLE_VERSION_KEY: &str = "mcp_warden.trust.table_version";
 const LEASE_KEY: &str = "mcp_warden.trust.lease";
+/// Definitions every VM queued for the mesh-wide scan, sent by the lease holder.
+const DEFINITIONS_KEY: &str = "mcp_warden.trust.definitions";
+/// After an aggregator without the mesh-wide scan answered 404: try again this much later.
+const DEFINITIONS_BACKOFF_MS: u64 = 600_000;
 
 /// Most bytes read from an aggregator answer.
 const MAX_ANSWER_BYTES: usize = 8 << 20;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Call {
     Poll,
     /// The batch sent, to clear `INFLIGHT` on acknowledgement only while it still holds it.
     Report(Vec<u8>),
+    /// Definitions sent for the mesh-wide scan: queued again if the call fails.
+    Definitions(Vec<SubmittedDefinition>),
 }
 
 /// Per-VM state of the trust loop.
@@ -45,6 +52,9 @@ pub struct TrustLoop {
     last_report_ms: u64,
     calls: HashMap<u32, Call>,
     failing_since_ms: Option<u64>,
+    last_definitions_ms: u64,
+    /// No definitions are sent before this time (an older aggregator).
+    definitions_after_ms: u64,
 }
 
 /// How often every VM ticks for a given trust configuration.
@@ -75,14 +85,56 @@ impl TrustLoop {
             self.last_report_ms = now;
             self.report(t, now);
         }
+        if now.saturating_sub(self.last_definitions_ms) >= t.report_interval_ms
+            && now >= self.definitions_after_ms
+            && !self.busy(|c| matches!(c, Call::Definitions(_)))
+        {
+            self.last_definitions_ms = now;
+            self.send_definitions(t);
+        }
+    }
+
+    /// Sends what every VM queued for the mesh-wide scan.
+    fn send_definitions(&mut self, t: &TrustConfig) {
+        let mut taken = Vec::new();
+        if let Err(e) = shared_json::update::<DefinitionOutbox>(DEFINITIONS_KEY, |o| taken = o.take()) {
+            log::debug!("mcp-warden: definitions not taken this period: {e}");
+            return;
+        }
+        if taken.is_empty() {
+            return;
+        }
+        let body = match serde_json::to_vec(&DefinitionBatch { definitions: taken.clone() }) {
+            Ok(b) => b,
+            Err(e) => {
+                log::warn!("mcp-warden: cannot encode definitions: {e}");
+                return;
+            }
+        };
+        let auth = format!("Bearer {}", t.token);
+        let headers = vec![
+            (":method", "POST"),
+            (":path", "/v1/definitions"),
+            (":authority", t.aggregator_authority.as_str()),
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        self.dispatch(t, headers, Some(&body), Call::Definitions(taken));
     }
 
     fn busy(&self, kind: impl Fn(&Call) -> bool) -> bool {
         self.calls.values().any(kind)
     }
 
-    /// Merges this VM's counts into shared data.
+    /// Merges this VM's counts (and queued definitions) into shared data.
     fn flush(&self, shared: &Shared) {
+        if !shared.outbox.borrow().is_empty() {
+            let local = shared.outbox.borrow_mut().take();
+            if let Err(e) = shared_json::update::<DefinitionOutbox>(DEFINITIONS_KEY, |o| o.requeue(local.clone())) {
+                log::debug!("mcp-warden: definitions kept for the next tick: {e}");
+                shared.outbox.borrow_mut().requeue(local);
+            }
+        }
         if shared.pending.borrow().is_empty() {
             return;
         }
@@ -171,6 +223,23 @@ impl TrustLoop {
                 clear_inflight(&batch);
                 true
             }
+            (Call::Definitions(_), 200..=299) => true,
+            (Call::Definitions(_), 404) => {
+                // An aggregator without the mesh-wide scan: the sidecar's own inspection stands.
+                log::info!("mcp-warden: the aggregator does not take definitions (404); not sending any for 10 minutes");
+                self.definitions_after_ms = now + DEFINITIONS_BACKOFF_MS;
+                true
+            }
+            (Call::Definitions(_), 400 | 401 | 403 | 413) => {
+                log::error!("mcp-warden: the aggregator refused definitions ({status}); dropped");
+                false
+            }
+            (Call::Definitions(defs), _) => {
+                if let Err(e) = shared_json::update::<DefinitionOutbox>(DEFINITIONS_KEY, |o| o.requeue(defs.clone())) {
+                    log::debug!("mcp-warden: definitions dropped after a failed send: {e}");
+                }
+                false
+            }
             (Call::Report(batch), 400 | 401 | 403 | 413) => {
                 // It will never be accepted: drop it rather than resend it forever.
                 log::error!("mcp-warden: the aggregator refused a trust report ({status}); dropped");
@@ -226,7 +295,7 @@ pub fn refresh(shared: &Shared) {
 /// before any traffic: proxy-wasm has no "create if absent", and two first writes racing on an
 /// absent key would both succeed, the later one erasing the other's counts.
 pub fn prepare_shared_keys() {
-    for key in [PENDING_KEY, INFLIGHT_KEY, LEASE_KEY] {
+    for key in [PENDING_KEY, INFLIGHT_KEY, LEASE_KEY, DEFINITIONS_KEY] {
         if let Ok((None, _)) = HostStore.get(key) {
             let _ = HostStore.set(key, b"", None);
         }

@@ -96,6 +96,13 @@ fn inspect_list_answer(shared: &Shared, stream: Stream, server: &str, cluster: u
                 }
             };
             findings.extend(shadowing(insp, server, v.items.iter().map(|i| i.name.as_str())));
+            // Definitions this process never sent go to the aggregator's mesh-wide scan.
+            if shared.config.trust.is_some() {
+                let mut outbox = lock(&state::process().outbox);
+                if outbox.wants(v.items.iter().map(|i| i.fingerprint)) {
+                    outbox.offer(shared.config.cluster(cluster).map_or("", |c| c.name.as_str()), msg);
+                }
+            }
             v
         } else {
             inspect_list(insp, server, kind, msg)

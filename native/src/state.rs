@@ -11,7 +11,7 @@ use mcp_warden_core::breaker::store::CREATE_ONLY;
 use mcp_warden_core::breaker::{BreakerPolicy, BreakerState, SharedStore, StoreError};
 use mcp_warden_core::inspect::ToolPins;
 use mcp_warden_core::retry::{RetryBudget, ToolCatalog};
-use mcp_warden_core::trust::sidecar::{SignalAccumulator, TrustTable};
+use mcp_warden_core::trust::sidecar::{DefinitionOutbox, SignalAccumulator, TrustTable};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
@@ -80,6 +80,8 @@ pub struct Process {
     pub pins: Mutex<Option<ToolPins>>,
     /// The first server that listed each tool name, for shadowing (bounded).
     pub tool_owners: Mutex<BTreeMap<String, String>>,
+    /// Tool definitions not yet sent for the aggregator's mesh-wide scan (bounded).
+    pub outbox: Mutex<DefinitionOutbox>,
 }
 
 /// The process's shared state.
@@ -94,6 +96,7 @@ pub fn process() -> &'static Process {
         tool_hints: RwLock::new(HashMap::new()),
         pins: Mutex::new(None),
         tool_owners: Mutex::new(BTreeMap::new()),
+        outbox: Mutex::new(DefinitionOutbox::default()),
     })
 }
 

@@ -1,25 +1,30 @@
 //! The trust loop of one filter configuration: a module thread ticks Envoy's main-thread
 //! scheduler; each tick polls the aggregator's scores and reports this process's outcome counts
-//! through Envoy callouts (the same wire documents as the wasm filter, see
-//! `mcp_warden_core::trust`). One process is one reporter: no lease is needed, unlike the
+//! (and the tool definitions it had not seen, for the mesh-wide scan) through Envoy callouts (the
+//! same wire documents as the wasm filter, see `mcp_warden_core::trust`). One process is one reporter: no lease is needed, unlike the
 //! wasm filter's VMs. Nothing here runs on a request's path.
 
 use crate::host::{CalloutAnswer, ConfigHost, ConfigScheduler};
 use crate::state::{self, lock};
 use mcp_warden_core::config::TrustConfig;
 use mcp_warden_core::trust::sidecar::TrustTable;
-use mcp_warden_core::trust::wire::{ScoresDocument, SignalBatch};
+use mcp_warden_core::trust::wire::{DefinitionBatch, ScoresDocument, SignalBatch, SubmittedDefinition};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Call {
     Poll,
     Report,
+    /// Definitions sent for the mesh-wide scan: queued again if the call fails.
+    Definitions(Vec<SubmittedDefinition>),
 }
+
+/// After an aggregator without the mesh-wide scan answered 404: try again this much later.
+const DEFINITIONS_BACKOFF_MS: u64 = 600_000;
 
 /// What the loop remembers between ticks (main thread only, behind a lock for `Sync`).
 #[derive(Debug, Default)]
@@ -30,6 +35,9 @@ struct LoopState {
     /// The batch sent and not yet acknowledged: sent again, same `batch_id`, until it is.
     inflight: Option<Vec<u8>>,
     failing_since_ms: Option<u64>,
+    last_definitions_ms: u64,
+    /// No definitions are sent before this time (an older aggregator).
+    definitions_after_ms: u64,
 }
 
 /// The running loop; dropping it stops the thread.
@@ -97,6 +105,29 @@ impl TrustLoop {
                 self.call(&mut st, t, &headers, &batch, Call::Report);
             }
         }
+        if now.saturating_sub(st.last_definitions_ms) >= t.report_interval_ms
+            && now >= st.definitions_after_ms
+            && !st.calls.values().any(|c| matches!(c, Call::Definitions(_)))
+        {
+            st.last_definitions_ms = now;
+            let taken = lock(&state::process().outbox).take();
+            if !taken.is_empty() {
+                match serde_json::to_vec(&DefinitionBatch { definitions: taken.clone() }) {
+                    Ok(body) => {
+                        let auth = format!("Bearer {}", t.token);
+                        let headers = [
+                            (":method", "POST"),
+                            (":path", "/v1/definitions"),
+                            (":authority", t.aggregator_authority.as_str()),
+                            ("authorization", auth.as_str()),
+                            ("content-type", "application/json"),
+                        ];
+                        self.call(&mut st, t, &headers, &body, Call::Definitions(taken));
+                    }
+                    Err(e) => log::warn!("mcp-warden: cannot encode definitions: {e}"),
+                }
+            }
+        }
     }
 
     fn call(&self, st: &mut LoopState, t: &TrustConfig, headers: &[(&str, &str)], body: &[u8], kind: Call) {
@@ -130,6 +161,21 @@ impl TrustLoop {
             (Call::Report, true, 200..=299) => {
                 st.inflight = None;
                 true
+            }
+            (Call::Definitions(_), true, 200..=299) => true,
+            (Call::Definitions(_), true, 404) => {
+                // An aggregator without the mesh-wide scan: the sidecar's own inspection stands.
+                log::info!("mcp-warden: the aggregator does not take definitions (404); not sending any for 10 minutes");
+                st.definitions_after_ms = now + DEFINITIONS_BACKOFF_MS;
+                true
+            }
+            (Call::Definitions(_), true, 400 | 401 | 403 | 413) => {
+                log::error!("mcp-warden: the aggregator refused definitions ({status}); dropped");
+                false
+            }
+            (Call::Definitions(defs), _, _) => {
+                lock(&state::process().outbox).requeue(defs);
+                false
             }
             (Call::Report, true, 400 | 401 | 403 | 413) => {
                 // It will never be accepted: drop it rather than resend it forever.

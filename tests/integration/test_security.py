@@ -628,6 +628,51 @@ def test_a_held_change_comes_back_once_an_operator_approves_it(warden):
     assert [e["action"] for e in audit["entries"]] == ["approve_tool"], audit
 
 
+@pytest.mark.both_hosts
+def test_the_aggregator_scans_each_new_definition_once_and_its_verdict_is_enforced(warden):
+    """The mesh-wide scan, through the official SDK client: a sidecar whose own policy only records
+    high findings (phrase rules alone) lets the poisoned tool through, and sends the definitions it
+    had not seen to the aggregator, which scans each once (built-in detector and policy) and
+    publishes a verdict by fingerprint; at its next poll the sidecar strips the tool whatever its
+    own policy says. The honest tools get no verdict."""
+    rig = warden("json", inspection={"policy": {"high": "record"}})
+    rig.server.set_mode("poison", payload="important_block")
+
+    def tools() -> dict:
+        listed = rig.list_sdk()
+        assert not isinstance(listed, MCPError), listed
+        return {t.name: t for t in listed.tools}
+
+    raw = tools_of(rig.list_raw(id=1), 1)
+    assert set(raw) == {*BENIGN, evil.POISON_TOOL}, "recorded only by the sidecar's own policy"
+    assert set(tools()) == set(raw)
+    poisoned = fingerprint(raw[evil.POISON_TOOL])
+
+    def verdict():
+        _, _, doc = rig.agg.api("GET", "/v1/scores", token="reader-token-testbed")
+        return [v for v in doc.get("verdicts", []) if v["fingerprint"] == poisoned] or None
+
+    v = wait_until(verdict, 10, "the aggregator's verdict on the poisoned definition", interval=0.1)[0]
+    assert v["severity"] in ("high", "critical") and v["tool"] == evil.POISON_TOOL, v
+    _, _, doc = rig.agg.api("GET", "/v1/scores", token="reader-token-testbed")
+    assert len(doc["verdicts"]) == 1, "the honest definitions scanned clean"
+
+    def enforced():
+        listed = tools()
+        return listed if evil.POISON_TOOL not in listed else None
+
+    listed = wait_until(enforced, 10, "the sidecar to enforce the verdict", interval=0.2)
+    assert set(listed) == set(BENIGN)
+    assert rig.stat("stripped") >= 1
+    events = by_rule(rig.wait_events({"mesh/verdict"}))
+    assert events["mesh/verdict"]["tool"] == evil.POISON_TOOL
+    assert events["mesh/verdict"]["new_fingerprint"] == poisoned
+    # Scanned once: the sidecar sent each definition once, and listing again sends nothing new.
+    _, _, again = rig.agg.api("POST", "/v1/definitions", {"definitions": [
+        {"server": PRIMARY, "definition": t} for t in raw.values()]}, token="scanner-token-testbed")
+    assert (again["scanned"], again["known"]) == (0, len(raw)), again
+
+
 # ------------------------------------------------------------------------------------------------
 # Shadowing
 

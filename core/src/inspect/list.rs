@@ -369,9 +369,9 @@ fn entry(
     }
     cx.assess(value, others);
     cx.defer = false;
-    if let Some(v) = cx.mesh.and_then(|m| m.get(&fp)) {
-        cx.hit_mesh(v);
-    }
+    // The aggregator's verdict is enforced whatever the local policy says (as its quarantine
+    // is): the tool is stripped at least.
+    let condemned = cx.mesh.and_then(|m| m.get(&fp)).inspect(|v| cx.hit_mesh(v)).is_some();
     let capability = super::pins::capability_print(value);
     let mut held = false;
     if kind == ListKind::Tools && !name.is_empty() {
@@ -390,7 +390,10 @@ fn entry(
     verdict.items.push(ItemPrint { name: name.to_string(), fingerprint: fp, capability, held });
     span.name = name.to_string();
     span.max = cx.item_max;
-    span.held = held;
+    span.held = held || condemned;
+    if condemned {
+        cx.held += 1;
+    }
 }
 
 impl ListVerdict {

@@ -358,7 +358,8 @@ pub(crate) struct Cx<'i> {
     pub defer: bool,
     /// High and medium phrase-rule hits of the current item (features of the score).
     pub legacy: [u32; 2],
-    /// Changed definitions held in this answer.
+    /// Items stripped whatever the policy says: changed definitions held, and definitions the
+    /// aggregator's scan condemned.
     pub held: usize,
     /// The aggregator's verdicts by fingerprint (tools lists).
     pub mesh: Option<&'i verdict::MeshVerdicts>,

@@ -432,7 +432,17 @@ fn a_mesh_verdict_is_judged_under_the_local_policy() {
     let f = v.findings.iter().find(|f| f.rule == "mesh/verdict").unwrap();
     assert_eq!((f.severity, f.tool.as_deref()), (Severity::High, Some("get_weather")));
     assert!(f.evidence.contains("detect/tool-poisoning"));
-    // A medium verdict is recorded only (the local policy's action for medium).
+    // Enforced whatever the local policy says: a medium verdict (recorded locally) and a policy
+    // that records high still strip the tool.
     mesh.insert(Fingerprint::of(&weather), MeshVerdict { severity: Severity::Medium, rules: "r".into() });
-    assert_eq!(inspect_tools_list_checked(&d, "s", &body, &mut pins, &mesh).action, Action::Record);
+    let v = inspect_tools_list_checked(&d, "s", &body, &mut pins, &mesh);
+    assert_eq!((v.action, v.stripped.clone()), (Action::Strip, vec!["get_weather".to_string()]), "{v:?}");
+    let lax = Inspector::from_json(br#"{"policy":{"high":"record"}}"#).unwrap();
+    mesh.insert(Fingerprint::of(&weather), MeshVerdict { severity: Severity::High, rules: "r".into() });
+    assert_eq!(inspect_tools_list_checked(&lax, "s", &body, &mut pins, &mesh).stripped, vec!["get_weather".to_string()]);
+    // A stricter local policy for that severity applies.
+    let strict = Inspector::from_json(br#"{"policy":{"high":"block"}}"#).unwrap();
+    assert_eq!(inspect_tools_list_checked(&strict, "s", &body, &mut pins, &mesh).action, Action::Block);
+    // Not pinned as held: the item itself is unchanged.
+    assert!(!inspect_tools_list_checked(&d, "s", &body, &mut pins, &mesh).items[0].held);
 }

@@ -7,7 +7,7 @@
 //! polls scores and publishes them in shared data; every VM refreshes its own copy of the table
 //! when the shared value's version changes.
 
-use super::wire::{LatencySummary, Outcomes, ScoresDocument, SecurityEvent, ServerReport, TrustState};
+use super::wire::{LatencySummary, Outcomes, ScoresDocument, SecurityEvent, ServerReport, SubmittedDefinition, TrustState};
 use crate::inspect::{Fingerprint, MeshVerdict, MeshVerdicts};
 use crate::outcome::{FailureKind, Outcome};
 use serde::{Deserialize, Serialize};
@@ -111,6 +111,89 @@ fn merge_latency(a: &mut LatencySummary, b: &LatencySummary) {
     a.count += b.count;
     a.sum_ms += b.sum_ms;
     a.max_ms = a.max_ms.max(b.max_ms);
+}
+
+/// Tool definitions this sidecar has not sent for the mesh-wide scan yet, deduplicated by
+/// fingerprint. Bounded: at most [`MAX_OUTBOX`] definitions and [`MAX_OUTBOX_BYTES`] of them
+/// waiting (past that, new ones wait for a later list), none over [`MAX_DEFINITION_BYTES`]; the
+/// fingerprints sent are remembered up to [`MAX_SENT`] (then forgotten all at once: a definition
+/// may go twice, which the aggregator answers as known).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionOutbox {
+    #[serde(default)]
+    sent: BTreeSet<Fingerprint>,
+    #[serde(default)]
+    pending: Vec<SubmittedDefinition>,
+    #[serde(default)]
+    pending_bytes: usize,
+}
+
+pub const MAX_OUTBOX: usize = 256;
+pub const MAX_OUTBOX_BYTES: usize = 512 << 10;
+pub const MAX_DEFINITION_BYTES: usize = 32 << 10;
+pub const MAX_SENT: usize = 16_384;
+
+impl DefinitionOutbox {
+    /// Whether any of these fingerprints has not been queued yet (cheap: no parse).
+    pub fn wants(&self, fps: impl IntoIterator<Item = Fingerprint>) -> bool {
+        self.pending.len() < MAX_OUTBOX && fps.into_iter().any(|f| !self.sent.contains(&f))
+    }
+
+    /// Queues the tools of a `tools/list` message (served by `cluster`) whose fingerprints were
+    /// never queued, redacted. A message that is not a tools list adds nothing.
+    pub fn offer(&mut self, cluster: &str, message: &[u8]) {
+        let Ok(msg) = serde_json::from_slice::<serde_json::Value>(message) else { return };
+        let Some(tools) = msg.pointer("/result/tools").and_then(serde_json::Value::as_array) else { return };
+        for tool in tools {
+            if self.pending.len() >= MAX_OUTBOX || self.pending_bytes >= MAX_OUTBOX_BYTES {
+                return;
+            }
+            if tool.get("name").and_then(serde_json::Value::as_str).is_none() {
+                continue;
+            }
+            let fp = Fingerprint::of(tool);
+            if self.sent.contains(&fp) {
+                continue;
+            }
+            let (definition, redacted) = crate::inspect::verdict::redact_definition(tool);
+            let size = serde_json::to_vec(&definition).map_or(usize::MAX, |b| b.len());
+            if self.sent.len() >= MAX_SENT {
+                self.sent.clear();
+            }
+            self.sent.insert(fp);
+            if size > MAX_DEFINITION_BYTES {
+                continue;
+            }
+            self.pending_bytes += size;
+            self.pending.push(SubmittedDefinition {
+                server: cluster.to_string(),
+                definition,
+                fingerprint: redacted.then(|| fp.to_string()),
+            });
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The definitions waiting, taken (the fingerprints stay remembered).
+    pub fn take(&mut self) -> Vec<SubmittedDefinition> {
+        self.pending_bytes = 0;
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Puts definitions back (a send failed, or another VM's queue merges in), within the bounds.
+    pub fn requeue(&mut self, defs: Vec<SubmittedDefinition>) {
+        for d in defs {
+            let size = serde_json::to_vec(&d.definition).map_or(usize::MAX, |b| b.len());
+            if self.pending.len() >= MAX_OUTBOX || self.pending_bytes.saturating_add(size) > MAX_OUTBOX_BYTES {
+                return;
+            }
+            self.pending_bytes += size;
+            self.pending.push(d);
+        }
+    }
 }
 
 /// What the sidecar knows of one server's trust.
@@ -294,6 +377,43 @@ mod tests {
         assert_eq!(t.get("p").unwrap().state, TrustState::Quarantined);
         assert!(t.get("q").is_none());
         assert_eq!(t.approved("p").count(), 0);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn unseen_definitions_are_queued_once_redacted_and_bounded() {
+        let list = |tools: serde_json::Value| serde_json::to_vec(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}})).unwrap();
+        let a = serde_json::json!({"name": "a", "description": "Adds."});
+        let keyed = serde_json::json!({"name": "k", "description": "Uses key sk_live_0123456789abcdefABCDEF99 for auth."});
+        let mut o = DefinitionOutbox::default();
+        assert!(o.wants([Fingerprint::of(&a)]));
+        o.offer("c1", &list(serde_json::json!([a, keyed, {"description": "no name"}])));
+        o.offer("c1", &list(serde_json::json!([a])));
+        assert!(!o.wants([Fingerprint::of(&a), Fingerprint::of(&keyed)]));
+        let sent = o.take();
+        assert_eq!(sent.len(), 2, "each definition once: {sent:?}");
+        assert_eq!((sent[0].server.as_str(), &sent[0].definition, sent[0].fingerprint.as_ref()), ("c1", &a, None));
+        let d = sent[1].definition["description"].as_str().unwrap();
+        assert!(d.contains("[redacted]") && !d.contains("sk_live"), "{d}");
+        assert_eq!(sent[1].fingerprint.as_deref(), Some(Fingerprint::of(&keyed).to_string().as_str()));
+        assert!(o.is_empty());
+        // Not a tools list, or not JSON: nothing.
+        o.offer("c1", b"{\"result\":{\"prompts\":[]}}");
+        o.offer("c1", b"garbage");
+        assert!(o.is_empty());
+        // Bounded in count and per definition; requeue within the bounds.
+        let many: Vec<_> = (0..MAX_OUTBOX + 10).map(|i| serde_json::json!({"name": format!("t{i}")})).collect();
+        o.offer("c2", &list(serde_json::json!(many)));
+        assert_eq!(o.pending.len(), MAX_OUTBOX);
+        let big = serde_json::json!({"name": "big", "description": "x ".repeat(MAX_DEFINITION_BYTES)});
+        let mut p = DefinitionOutbox::default();
+        p.offer("c", &list(serde_json::json!([big])));
+        assert!(p.is_empty());
+        let back = o.take();
+        p.requeue(back.clone());
+        p.requeue(back);
+        assert_eq!(p.pending.len(), MAX_OUTBOX);
+        let again: DefinitionOutbox = serde_json::from_slice(&serde_json::to_vec(&p).unwrap()).unwrap();
+        assert_eq!(again, p);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

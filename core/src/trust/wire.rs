@@ -217,8 +217,12 @@ pub struct DefinitionVerdict {
 pub struct SubmittedDefinition {
     /// The server (cluster) that listed it.
     pub server: String,
-    /// The definition as listed (one `tools/list` entry).
+    /// The definition as listed (one `tools/list` entry), key-like runs redacted.
     pub definition: serde_json::Value,
+    /// The sidecar's fingerprint of the definition as listed, sent when redaction changed it
+    /// (the aggregator cannot recompute it then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// `POST /v1/definitions`: tool definitions to scan once for the whole mesh.
