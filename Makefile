@@ -25,6 +25,7 @@ help:
 	@echo "make bench  the filter's cost against Envoy alone, the upstream alone and ContextForge"
 	@echo "make bench-tools-list  latency a tools/list of 100 tools gets from Envoy alone and mcp-warden (inspection on, off)"
 	@echo "make bench-bounds  memory and surviving session records at 100,000 sessions and 10,000 servers"
+	@echo "make bench-mesh-scan  tool definitions the aggregator scans per second (mesh-wide scan)"
 	@echo "make bench-failover  calls to trip, failover time, and agent-visible failures per 1,000 calls during a primary kill"
 	@echo "make chaos  the full chaos suite (a few minutes; a short form runs in make test)"
 	@echo "make fuzz   fuzz every core parser for a bounded time"
@@ -174,7 +175,7 @@ BENCH_CF      := bench/.venv-contextforge
 BENCH_CF_PKG  := mcp-contextforge-gateway==1.0.7.post20260921
 OHA_VERSION   := 1.16.0
 
-.PHONY: bench-setup bench-build bench-quick bench-failover bench-profile bench-tools-list bench-bounds
+.PHONY: bench-setup bench-build bench-quick bench-failover bench-profile bench-tools-list bench-bounds bench-mesh-scan
 
 bench-setup: $(STAMPS)/bench-apt $(STAMPS)/bench-venv $(STAMPS)/bench-oha $(STAMPS)/bench-contextforge bench-build
 
@@ -228,6 +229,12 @@ bench-profile: setup wasm bench-setup
 # off (bench/tools_list.py, about 1.5 min); writes docs/results/bench-tools-list-DATE.md.
 bench-tools-list: setup wasm
 	$(PY) bench/tools_list.py $(if $(BENCH_OUT),--out $(BENCH_OUT))
+
+# The aggregator's mesh-wide scan: definitions scanned per second through POST /v1/definitions
+# (bench/mesh_scan.py, release build, under a minute); writes docs/results/mesh-scan-DATE.md.
+bench-mesh-scan: $(STAMPS)/venv
+	cargo build --release -p mcp-warden-aggregator --bins
+	$(PY) bench/mesh_scan.py $(if $(BENCH_OUT),--out $(BENCH_OUT))
 
 # Issue 7: Envoy's and the wasm VMs' memory and the session records that survive at 10,000 and
 # 100,000 sessions, and with 10,000 servers (bench/bounds.py, 3 to 6 minutes); writes

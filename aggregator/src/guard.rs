@@ -132,13 +132,14 @@ fn rate_limit(g: &Guard, req: &Request) -> Option<Response> {
 /// engine either: it reads the health the engine last recorded.)
 const PROBE_PATH: &str = "/healthz";
 
-/// Body limits: signal batches may be large (many servers), everything else is small.
+/// Body limits: signal batches (many servers) and definition batches (whole tool definitions)
+/// may be large, everything else is small.
 pub const SIGNALS_MAX_BYTES: usize = 1 << 20;
 pub const BODY_MAX_BYTES: usize = 16 << 10;
 
 /// The most a request to `path` may send.
 fn body_limit(path: &str) -> usize {
-    if path == "/v1/signals" {
+    if path == "/v1/signals" || path == "/v1/definitions" {
         SIGNALS_MAX_BYTES
     } else {
         BODY_MAX_BYTES

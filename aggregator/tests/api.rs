@@ -845,6 +845,10 @@ async fn each_definition_is_scanned_once_for_the_mesh_and_its_verdict_published(
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
         assert!(r.error().contains(want), "{} lacks {want}", r.error());
     }
+    // A batch of whole definitions may be large (up to 1 MiB, as signal batches).
+    let big: Vec<Value> = (0..40).map(|i| json!({"server": "w", "definition": {"name": format!("big{i}"), "description": "Lists files. ".repeat(100)}})).collect();
+    let ack = h.post("/v1/definitions", SIDECAR, json!({"definitions": big})).await.ok();
+    assert_eq!(ack["scanned"], 40);
     // Durable: after a restart the scans are known and the verdict still published.
     let h = h.reopen();
     assert_eq!(h.scores().await["verdicts"][0]["fingerprint"], fp.as_str());

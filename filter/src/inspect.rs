@@ -68,11 +68,11 @@ pub fn sse_frame(messages: &[&[u8]]) -> Vec<u8> {
 /// (server, kind): bounded by the configuration.
 pub fn list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListKind, body: &[u8], sse: bool) -> Decision {
     // A tools list is judged against the server's pins, which other VMs change, and the
-    // approvals of the trust table: the cached decision holds only while the pins are those it
-    // left (their shared-data version) and the table is the one it was taken under.
+    // approvals and verdicts of the trust table: the cached decision holds only while the pins
+    // are those it left (their shared-data version) and the table's lists are those it saw.
     let pins_version = || {
         let cas = if kind == ListKind::Tools { HostStore.get(&pins_key(server)).ok().and_then(|(_, cas)| cas) } else { None };
-        u64::from(cas.unwrap_or(0)).rotate_left(32) ^ shared.trust.borrow().version.rotate_left(17)
+        u64::from(cas.unwrap_or(0)).rotate_left(32) ^ shared.trust.borrow().lists
     };
     let results = results_hash(body, sse, shared.config.inspector.limits.max_list_bytes);
     let key = (server.to_string(), kind.key());

@@ -46,10 +46,10 @@ fn messages(body: &[u8], sse: bool, limit: usize) -> Vec<Vec<u8>> {
 /// Inspects a complete list answer; an identical one (same results) gets the decision already
 /// taken for it without a second inspection (one cache entry per (server, kind)).
 pub fn list_answer(shared: &Shared, stream: Stream, server: &str, cluster: usize, kind: ListKind, body: &[u8], sse: bool) -> Decision {
-    // Keyed with the trust table's version too: a decision taken before an approval (or a
-    // verdict) arrived is not reused after it.
-    let version = state::process().trust.read().map_or(0, |t| t.version);
-    let hash = results_hash(body, sse, shared.config.inspector.limits.max_list_bytes).map(|h| h ^ version.rotate_left(17));
+    // Keyed with the trust table's approvals and verdicts too: a decision taken before an
+    // approval (or a verdict) arrived is not reused after it.
+    let lists = state::process().trust.read().map_or(0, |t| t.lists);
+    let hash = results_hash(body, sse, shared.config.inspector.limits.max_list_bytes).map(|h| h ^ lists);
     let key = (server.to_string(), kind.key());
     if let (Some(hash), Some((h, decision))) = (hash, lock(&shared.list_verdicts).get(&key)) {
         if *h == hash {

@@ -152,6 +152,16 @@ async function main() {
     const note = await page.locator('#detail-quarantine').innerText();
     if (!note.includes('by ops') || !note.includes('under review')) fail(`quarantine note: ${note}`);
     if (!(await page.locator('#release').isEnabled())) fail('release is not offered for a quarantined server');
+    // The held tool change the sidecar reported is approved with a click (same reason field).
+    await page.waitForFunction(() => document.querySelector('#held button.approve') !== null, null, { timeout: 15_000 });
+    const heldText = await page.locator('#held tbody').innerText();
+    if (!heldText.includes(env.HELD_FINGERPRINT) || !heldText.includes('gains a capability')) fail(`held change: ${heldText}`);
+    await page.fill('#reason', 'units parameter reviewed');
+    await page.click('#held button.approve');
+    await page.waitForFunction(() => document.getElementById('approve-result').textContent.startsWith('Approved'), null, {
+      timeout: 15_000,
+    });
+    await page.waitForFunction(() => document.querySelector('#held button.approve') === null, null, { timeout: 15_000 });
     // Let the plot take the quarantined sample before the picture.
     await page.waitForFunction(() => document.querySelector('#plot circle.dot.quarantined') !== null, null, {
       timeout: 15_000,

@@ -40,6 +40,10 @@ CONFIG = {"trust": {"performance_half_life_ms": 30_000, "quarantine_below": 0.0}
           "evaluate_interval_ms": 1000, "history_sample_interval_ms": 1000}
 
 
+# A held tool change another sidecar reports, approved on the page.
+HELD_FP = "0123456789abcdef0123456789abcdef"
+
+
 class Traffic:
     """An agent calling a tool through the sidecar, about 20 calls/s, until stopped."""
 
@@ -112,7 +116,7 @@ def test_dashboard_follows_a_falling_score_and_quarantines_with_a_click(servers)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "DASHBOARD_URL": f"{agg.url}/", "SERVER": SERVER, "READER_TOKEN": READER,
                "OPERATOR_TOKEN": OPERATOR, "SCREENSHOT": str(SCREENSHOT), "HOSTILE_SERVER": HOSTILE_SERVER,
-               "HOSTILE_TEXT": HOSTILE_TEXT, "CHROMIUM": str(CHROMIUM)}
+               "HOSTILE_TEXT": HOSTILE_TEXT, "CHROMIUM": str(CHROMIUM), "HELD_FINGERPRINT": HELD_FP}
         proc = subprocess.Popen([str(NODE), str(SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)
         steps = lines_of(proc)
@@ -131,7 +135,11 @@ def test_dashboard_follows_a_falling_score_and_quarantines_with_a_click(servers)
                 report(agg, "signals-1", [{"server": SERVER, "outcomes": {}, "security": [
                     {"rule": "tool-changed", "severity": "medium", "tool": "whoami",
                      "evidence": "description now asks for ~/.ssh/id_rsa", "old_fingerprint": "3f2a9c",
-                     "new_fingerprint": "9be107"}]}])
+                     "new_fingerprint": "9be107"},
+                    {"rule": "pin/tool-held", "severity": "medium", "tool": "whoami",
+                     "evidence": f"held until {HELD_FP} is cleared (scanned clean with no new capability, or "
+                                 "approved): the new definition gains a capability (parameters or annotations)",
+                     "old_fingerprint": "0" * 32, "new_fingerprint": HELD_FP}]}])
             elif line.startswith("fell "):
                 traffic.stop()
             elif line.startswith("screenshot "):
@@ -156,7 +164,10 @@ def test_dashboard_follows_a_falling_score_and_quarantines_with_a_click(servers)
         assert detail["quarantine"]["by"] == "ops" and not detail["quarantine"]["automatic"], detail["quarantine"]
         assert "under review" in detail["quarantine"]["reason"]
         _, _, audit = agg.api("GET", f"/v1/audit?server={SERVER}")
-        assert [e["action"] for e in audit["entries"]] == ["quarantine"], audit
+        assert [e["action"] for e in audit["entries"]] == ["approve_tool", "quarantine"], audit
+        _, _, approvals = agg.api("GET", f"/v1/approvals?server={SERVER}", token=READER)
+        assert approvals["held"] == [] and approvals["approvals"][0]["fingerprint"] == HELD_FP, approvals
+        assert approvals["approvals"][0]["reason"] == "units parameter reviewed", approvals
         assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         # The page's own requests show up in the metrics.
         status, _, metrics = agg.api("GET", "/metrics", token=None)

@@ -222,6 +222,10 @@ pub struct TrustTable {
     /// The mesh-wide scan's verdicts by definition fingerprint.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub verdicts: MeshVerdicts,
+    /// A hash of `approved` and `verdicts`: what a cached list decision depends on (score
+    /// changes, which move `version`, do not).
+    #[serde(default)]
+    pub lists: u64,
 }
 
 impl TrustTable {
@@ -257,7 +261,20 @@ impl TrustTable {
             }
             verdicts.entry(fp).or_insert(MeshVerdict { severity: v.severity, rules });
         }
+        // 0 with neither, as in the table a sidecar starts with: its first poll keeps its caches.
+        let lists = if approved.is_empty() && verdicts.is_empty() {
+            0
+        } else {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            approved.hash(&mut h);
+            for (fp, v) in &verdicts {
+                (fp, v.severity, &v.rules).hash(&mut h);
+            }
+            h.finish()
+        };
         TrustTable {
+            lists,
             verdicts,
             version: doc.version,
             servers: doc
@@ -377,6 +394,7 @@ mod tests {
         assert_eq!(t.get("p").unwrap().state, TrustState::Quarantined);
         assert!(t.get("q").is_none());
         assert_eq!(t.approved("p").count(), 0);
+        assert_eq!(t.lists, TrustTable::default().lists, "no approvals nor verdicts: the lists of an empty table");
     }
 
     #[wasm_bindgen_test(unsupported = test)]
@@ -448,6 +466,10 @@ mod tests {
         assert_eq!(t.approved("q").count(), 1);
         assert_eq!(t.approved("big").count(), MAX_APPROVALS_PER_SERVER);
         assert_eq!(t.approved("nobody").count(), 0);
+        let other_version = TrustTable::from_document(&ScoresDocument { version: 4, ..doc.clone() });
+        assert_eq!(other_version.lists, t.lists, "a new version with the same approvals: same lists hash");
+        let fewer = TrustTable::from_document(&ScoresDocument { approvals: doc.approvals[..1].to_vec(), ..doc.clone() });
+        assert_ne!(fewer.lists, t.lists);
         // The shared-data form keeps them; a table written by an older sidecar reads as none.
         let again: TrustTable = serde_json::from_slice(&serde_json::to_vec(&t).unwrap()).unwrap();
         assert_eq!(again, t);
