@@ -41,12 +41,15 @@ LOTS = {"per_second": 1_000_000.0, "burst": 1_000_000}
 
 
 def corpus_tools() -> list[dict]:
-    tools = []
+    """The corpus's distinct tool definitions (some appear in several rows)."""
+    tools, seen = [], set()
     for name in ("dev.jsonl", "test.jsonl"):
         for line in (ROOT / "corpus" / "data" / name).read_text().splitlines():
             row = json.loads(line)
             tool = row.get("tool")
-            if isinstance(tool, dict) and isinstance(tool.get("name"), str):
+            key = json.dumps(tool, sort_keys=True)
+            if isinstance(tool, dict) and isinstance(tool.get("name"), str) and key not in seen:
+                seen.add(key)
                 tools.append(tool)
     return tools
 
@@ -54,11 +57,16 @@ def corpus_tools() -> list[dict]:
 def definitions(n: int) -> list[dict]:
     """`n` distinct definitions: corpus tools, each copy with a numbered suffix."""
     base = corpus_tools()
-    out = []
-    for i in range(n):
+    out, seen, i = [], set(), 0
+    while len(out) < n:
         t = dict(base[i % len(base)])
         t["description"] = f"{t.get('description') or ''} (copy {i // len(base)})"
-        out.append({"server": f"bench_{i % 50}", "definition": t})
+        i += 1
+        # Distinct as the fingerprint sees them (the top-level `_meta` is left out).
+        key = json.dumps({k: v for k, v in t.items() if k != "_meta"}, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append({"server": f"bench_{len(out) % 50}", "definition": t})
     return out
 
 
