@@ -175,6 +175,7 @@ fn replicas_starting_together_migrate_once() {
         s.join().unwrap().unwrap();
     }
     // One schema, one first publication.
-    assert_eq!(pg_execute(&url, "SELECT 1 FROM meta WHERE key = 'schema' AND value = 1").unwrap(), 1);
+    let schema = format!("SELECT 1 FROM meta WHERE key = 'schema' AND value = {}", mcp_warden_aggregator::pg::SCHEMA_VERSION);
+    assert_eq!(pg_execute(&url, &schema).unwrap(), 1);
     assert_eq!(pg_execute(&url, "SELECT 1 FROM publication").unwrap(), 1);
 }
