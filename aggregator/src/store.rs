@@ -6,7 +6,9 @@
 //! keeps a second aggregator process off the same file.
 //!
 //! Schema versions: 1, then 2 (the audit log's hash chain: [`crate::audit`]). Opening a version 1
-//! database migrates it in one transaction, computing the chain over its existing entries.
+//! database migrates it in one transaction, computing the chain over its existing entries. The
+//! tables of held tool changes, approvals and definition scans were added to version 2 as
+//! `CREATE TABLE IF NOT EXISTS` (additive: an older aggregator opening the file ignores them).
 
 use crate::audit;
 use crate::state::{ServerState, State, Totals};
