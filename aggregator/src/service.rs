@@ -43,7 +43,12 @@ struct Inner {
     verifying: tokio::sync::Semaphore,
     /// Where the audit head is exported (see [`crate::anchor`]).
     anchor: Mutex<Anchor>,
+    /// Called before each page of a verification is hashed (tests pause a verification there).
+    verify_hook: Mutex<Option<VerifyHook>>,
 }
+
+/// See [`Service::on_verify_page`].
+pub type VerifyHook = Arc<dyn Fn() + Send + Sync>;
 
 /// Audit entries read per engine call of a verification.
 const AUDIT_PAGE: u32 = 500;
@@ -95,6 +100,7 @@ impl Service {
                 health,
                 verifying: tokio::sync::Semaphore::new(1),
                 anchor,
+                verify_hook: Mutex::new(None),
             }),
         })
     }
@@ -167,7 +173,11 @@ impl Service {
         loop {
             let (rows, last) = self.run(move |e, _| e.audit_page(after, AUDIT_PAGE)).await?;
             let anchored = anchors.clone();
+            let hook = self.inner.verify_hook.lock().unwrap_or_else(PoisonError::into_inner).clone();
             let hashed = tokio::task::spawn_blocking(move || {
+                if let Some(hook) = hook {
+                    hook();
+                }
                 for r in &rows {
                     if let Some(why) = anchor::check(&anchored, r.id, &r.hash) {
                         return (v.clone(), Some(v.broken_at(r.id, why)), after);
@@ -198,6 +208,13 @@ impl Service {
                 return Ok(done);
             }
         }
+    }
+
+    /// Runs `hook` before each page of a verification is hashed, where the verification holds
+    /// neither the engine nor the database (tests check that writes go on meanwhile).
+    #[doc(hidden)]
+    pub fn on_verify_page(&self, hook: Option<VerifyHook>) {
+        *self.inner.verify_hook.lock().unwrap_or_else(PoisonError::into_inner) = hook;
     }
 
     /// Exports the audit chain's head if it moved (log, metrics, anchor file).
