@@ -62,6 +62,9 @@ pub enum AuditAction {
     AutoQuarantine,
     /// An operator released it.
     Release,
+    /// The aggregator forgot it: no sidecar, scanner or operator knew it for
+    /// `server_retention_ms`.
+    Forget,
 }
 
 impl AuditAction {
@@ -70,6 +73,7 @@ impl AuditAction {
             AuditAction::Quarantine => "quarantine",
             AuditAction::AutoQuarantine => "auto_quarantine",
             AuditAction::Release => "release",
+            AuditAction::Forget => "forget",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -77,6 +81,7 @@ impl AuditAction {
             "quarantine" => Some(AuditAction::Quarantine),
             "auto_quarantine" => Some(AuditAction::AutoQuarantine),
             "release" => Some(AuditAction::Release),
+            "forget" => Some(AuditAction::Forget),
             _ => None,
         }
     }
