@@ -56,6 +56,9 @@ pub struct Settings {
     /// A file the audit chain's head is appended to whenever it moves (for an operator to ship
     /// elsewhere); verifications check the chain against it.
     pub audit_anchor_file: Option<std::path::PathBuf>,
+    /// A file holding a secret key (at least 32 bytes) kept apart from the database: each
+    /// exported head is signed with it (HMAC-SHA256), and verifications refuse unsigned anchors.
+    pub audit_anchor_key_file: Option<std::path::PathBuf>,
     /// What one sidecar credential's findings may do (see [`crate::policy`]).
     pub sidecar: SidecarPolicy,
     /// The most raters one rater may vouch for at once (withdrawn vouches do not count).
@@ -83,6 +86,7 @@ impl Default for Settings {
             max_vouches_per_rater: 100,
             sidecar: SidecarPolicy::default(),
             audit_anchor_file: None,
+            audit_anchor_key_file: None,
             metrics_require_token: false,
             limits: Limits::default(),
         }
@@ -106,6 +110,7 @@ struct RawSettings {
     #[serde(default)]
     sidecar: RawSidecar,
     audit_anchor_file: Option<std::path::PathBuf>,
+    audit_anchor_key_file: Option<std::path::PathBuf>,
     metrics_require_token: Option<bool>,
     #[serde(default)]
     limits: RawLimits,
@@ -226,6 +231,7 @@ impl Settings {
         set(&mut s.server_retention_ms, raw.server_retention_ms);
         set(&mut s.max_vouches_per_rater, raw.max_vouches_per_rater);
         s.audit_anchor_file = raw.audit_anchor_file;
+        s.audit_anchor_key_file = raw.audit_anchor_key_file;
         let (sc, rs) = (&mut s.sidecar, raw.sidecar);
         set(&mut sc.quarantine_min_severity, rs.quarantine_min_severity);
         set(&mut sc.server_budget, rs.server_budget);
@@ -303,6 +309,12 @@ impl Settings {
         ms_range("sidecar.release_cooldown_ms", self.sidecar.release_cooldown_ms, 0, YEAR_MS)?;
         if !(1..=10_000).contains(&self.max_vouches_per_rater) {
             return Err(err("max_vouches_per_rater", format!("must be in 1..=10000, got {}", self.max_vouches_per_rater)));
+        }
+        if let Some(key) = &self.audit_anchor_key_file {
+            if self.audit_anchor_file.is_none() {
+                return Err(err("audit_anchor_key_file", "signs the lines of audit_anchor_file, which is not set"));
+            }
+            crate::anchor::load_key(key).map_err(|e| err("audit_anchor_key_file", e))?;
         }
         self.limits.validate()?;
         Ok(())
@@ -523,6 +535,8 @@ mod tests {
             (r#"{"trust":{"prior_successes":0}}"#, "field `trust.prior_successes`: must be a positive number"),
             (r#"{"max_servers":0}"#, "field `max_servers`: must be in 1..=1000000"),
             (r#"{"server_retention_ms":60000}"#, "field `server_retention_ms`: must be in 3600000..="),
+            (r#"{"audit_anchor_key_file":"k"}"#, "field `audit_anchor_key_file`: signs the lines of audit_anchor_file, which is not set"),
+            (r#"{"audit_anchor_file":"a","audit_anchor_key_file":"/nonexistent/anchor.key"}"#, "field `audit_anchor_key_file`: cannot read /nonexistent/anchor.key"),
             (r#"{"limits":{"rates":{"sidecar":{"per_second":0,"burst":5}}}}"#, "field `limits.rates.sidecar.per_second`: must be in"),
             (r#"{"limits":{"rates":{"reader":{"per_second":1,"burst":0}}}}"#, "field `limits.rates.reader.burst`: must be in 1..="),
             (r#"{"limits":{"rates":{"reader":{"per_second":1}}}}"#, "field `limits.rates.reader`: missing field `burst`"),

@@ -72,6 +72,10 @@ impl Service {
         let guard = Arc::new(Guard::new(settings.limits.clone(), tokens.clone()));
         let (operators, now) = (tokens.operators(), clock.now_ms());
         let settings_anchor = settings.audit_anchor_file.clone();
+        let anchor_key = match &settings.audit_anchor_key_file {
+            Some(p) => Some(anchor::load_key(p).map_err(|e| OpenError(format!("audit_anchor_key_file: {e}")))?),
+            None => None,
+        };
         // On a thread of its own: PostgreSQL's blocking client runs its own runtime, which must
         // not start inside the caller's (this is called from async code).
         let engine = std::thread::scope(|s| {
@@ -82,7 +86,7 @@ impl Service {
         let shared = engine.is_shared();
         let mut engine = engine;
         let health = Mutex::new(engine.health_view());
-        let anchor = Mutex::new(Anchor::new(settings_anchor));
+        let anchor = Mutex::new(Anchor::new(settings_anchor, anchor_key));
         let publication = engine.publication();
         let metrics = engine.metrics();
         Ok(Service {
@@ -162,12 +166,18 @@ impl Service {
     /// time (others wait their turn, never the engine).
     pub async fn verify_audit(&self) -> Result<AuditVerification, ApiError> {
         let _turn = self.inner.verifying.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
-        let path = self.inner.anchor.lock().unwrap_or_else(PoisonError::into_inner).path().map(|p| p.to_path_buf());
-        let anchors = match path {
-            Some(p) => anchor::read(&p).map_err(ApiError::internal)?,
+        let (path, key) = {
+            let a = self.inner.anchor.lock().unwrap_or_else(PoisonError::into_inner);
+            (a.path().map(|p| p.to_path_buf()), a.key().cloned())
+        };
+        let read = match path {
+            Some(p) => anchor::read(&p, key.as_ref()).map_err(ApiError::internal)?,
             None => Default::default(),
         };
-        let anchors = Arc::new(anchors);
+        if let Some((id, reason)) = read.forged {
+            return Ok(AuditVerification { ok: false, entries: 0, head: None, broken: Some(BrokenLink { id, reason }) });
+        }
+        let anchors = Arc::new(read.heads);
         let mut v = Verifier::new();
         let mut after = 0i64;
         loop {
