@@ -541,11 +541,11 @@ impl Tx<'_> {
         }
     }
 
-    /// Removes what is stored about `server` (its audit entries stay).
-    pub fn forget_server(&mut self, server: &str) -> Result<(), Error> {
+    /// Removes what is stored about `servers` (their audit entries stay).
+    pub fn forget_servers(&mut self, servers: &[String]) -> Result<(), Error> {
         match self {
-            Tx::Sqlite(tx) => Ok(store::forget_server(tx, server)?),
-            Tx::Postgres(tx) => pg::forget_server(tx, server),
+            Tx::Sqlite(tx) => Ok(store::forget_servers(tx, servers)?),
+            Tx::Postgres(tx) => pg::forget_servers(tx, servers),
         }
     }
 }

@@ -52,7 +52,8 @@ const DETAIL_EVENTS: u32 = 50;
 const DETAIL_RATERS: usize = 50;
 const PRUNE_EVERY_MS: u64 = 3_600_000;
 /// Servers forgotten per evaluation round at most (each one an audit entry in the round's
-/// transaction); the rest wait for the next rounds.
+/// transaction, which holds writes up meanwhile); the rest wait for the next rounds. A round
+/// that forgets costs about one publication of the document plus the audit entries.
 const FORGET_PER_ROUND: usize = 1_000;
 
 /// One version of the scores document, serialized once, served to every poller.
@@ -273,13 +274,15 @@ impl Ctx<'_, '_> {
                  (server_retention_ms {retention_ms})"
             );
             self.tx.insert_audit(now, AGGREGATOR, AuditAction::Forget, &name, &reason, score)?;
-            self.tx.forget_server(&name)?;
             self.state.servers.remove(&name);
             self.state.ratings.remove(&name);
             self.policy.forget(&name);
             self.dirty.remove(&name);
             info!(server = name.as_str(), last_known_ms = last, "server forgotten after server_retention_ms");
             self.forgotten.push(name);
+        }
+        if !self.forgotten.is_empty() {
+            self.tx.forget_servers(&self.forgotten)?;
         }
         Ok(())
     }

@@ -807,18 +807,19 @@ pub fn policy_change(tx: &mut Transaction<'_>, c: &Change) -> Result<(), Error> 
     Ok(())
 }
 
-/// Removes everything stored about `server` but its audit entries (the log is append-only).
-pub fn forget_server(tx: &mut Transaction<'_>, server: &str) -> Result<(), Error> {
+/// Removes everything stored about `servers` but their audit entries (the log is append-only),
+/// one statement per table for all of them.
+pub fn forget_servers(tx: &mut Transaction<'_>, servers: &[String]) -> Result<(), Error> {
     for sql in [
-        "DELETE FROM servers WHERE name = $1",
-        "DELETE FROM ratings WHERE subject_kind = 'server' AND subject = $1",
-        "DELETE FROM security_events WHERE server = $1",
-        "DELETE FROM flags WHERE server = $1",
-        "DELETE FROM history WHERE server = $1",
-        "DELETE FROM policy_kinds WHERE server = $1",
-        "DELETE FROM policy_seen WHERE server = $1",
+        "DELETE FROM servers WHERE name = ANY($1)",
+        "DELETE FROM ratings WHERE subject_kind = 'server' AND subject = ANY($1)",
+        "DELETE FROM security_events WHERE server = ANY($1)",
+        "DELETE FROM flags WHERE server = ANY($1)",
+        "DELETE FROM history WHERE server = ANY($1)",
+        "DELETE FROM policy_kinds WHERE server = ANY($1)",
+        "DELETE FROM policy_seen WHERE server = ANY($1)",
     ] {
-        tx.execute(sql, &[&server])?;
+        tx.execute(sql, &[&servers])?;
     }
     Ok(())
 }

@@ -734,8 +734,8 @@ pub fn policy_change(conn: &Connection, c: &Change) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Removes everything stored about `server` but its audit entries (the log is append-only).
-pub fn forget_server(conn: &Connection, server: &str) -> rusqlite::Result<()> {
+/// Removes everything stored about `servers` but their audit entries (the log is append-only).
+pub fn forget_servers(conn: &Connection, servers: &[String]) -> rusqlite::Result<()> {
     for sql in [
         "DELETE FROM servers WHERE name = ?1",
         "DELETE FROM ratings WHERE subject_kind = 'server' AND subject = ?1",
@@ -745,7 +745,10 @@ pub fn forget_server(conn: &Connection, server: &str) -> rusqlite::Result<()> {
         "DELETE FROM policy_kinds WHERE server = ?1",
         "DELETE FROM policy_seen WHERE server = ?1",
     ] {
-        conn.prepare_cached(sql)?.execute([server])?;
+        let mut stmt = conn.prepare_cached(sql)?;
+        for server in servers {
+            stmt.execute([server])?;
+        }
     }
     Ok(())
 }
