@@ -50,9 +50,15 @@ pub struct Settings {
     pub batch_retention_ms: u64,
     /// The most servers the aggregator tracks; writes naming more are refused (507).
     pub max_servers: usize,
+    /// A server no sidecar reported, and no scanner or operator acted on, for this long is
+    /// forgotten (with an audit entry); a quarantined one is kept until released. 0: never.
+    pub server_retention_ms: u64,
     /// A file the audit chain's head is appended to whenever it moves (for an operator to ship
     /// elsewhere); verifications check the chain against it.
     pub audit_anchor_file: Option<std::path::PathBuf>,
+    /// A file holding a secret key (at least 32 bytes) kept apart from the database: each
+    /// exported head is signed with it (HMAC-SHA256), and verifications refuse unsigned anchors.
+    pub audit_anchor_key_file: Option<std::path::PathBuf>,
     /// What one sidecar credential's findings may do (see [`crate::policy`]).
     pub sidecar: SidecarPolicy,
     /// The most raters one rater may vouch for at once (withdrawn vouches do not count).
@@ -76,9 +82,11 @@ impl Default for Settings {
             security_dedup_window_ms: 24 * HOUR_MS,
             batch_retention_ms: 7 * 24 * HOUR_MS,
             max_servers: 10_000,
+            server_retention_ms: 30 * 24 * HOUR_MS,
             max_vouches_per_rater: 100,
             sidecar: SidecarPolicy::default(),
             audit_anchor_file: None,
+            audit_anchor_key_file: None,
             metrics_require_token: false,
             limits: Limits::default(),
         }
@@ -97,10 +105,12 @@ struct RawSettings {
     security_dedup_window_ms: Option<u64>,
     batch_retention_ms: Option<u64>,
     max_servers: Option<usize>,
+    server_retention_ms: Option<u64>,
     max_vouches_per_rater: Option<usize>,
     #[serde(default)]
     sidecar: RawSidecar,
     audit_anchor_file: Option<std::path::PathBuf>,
+    audit_anchor_key_file: Option<std::path::PathBuf>,
     metrics_require_token: Option<bool>,
     #[serde(default)]
     limits: RawLimits,
@@ -218,8 +228,10 @@ impl Settings {
         set(&mut s.security_dedup_window_ms, raw.security_dedup_window_ms);
         set(&mut s.batch_retention_ms, raw.batch_retention_ms);
         set(&mut s.max_servers, raw.max_servers);
+        set(&mut s.server_retention_ms, raw.server_retention_ms);
         set(&mut s.max_vouches_per_rater, raw.max_vouches_per_rater);
         s.audit_anchor_file = raw.audit_anchor_file;
+        s.audit_anchor_key_file = raw.audit_anchor_key_file;
         let (sc, rs) = (&mut s.sidecar, raw.sidecar);
         set(&mut sc.quarantine_min_severity, rs.quarantine_min_severity);
         set(&mut sc.server_budget, rs.server_budget);
@@ -280,6 +292,10 @@ impl Settings {
         if !(1..=1_000_000).contains(&self.max_servers) {
             return Err(err("max_servers", format!("must be in 1..=1000000, got {}", self.max_servers)));
         }
+        if self.server_retention_ms != 0 {
+            ms_range("server_retention_ms", self.server_retention_ms, HOUR_MS, 10 * YEAR_MS)
+                .map_err(|e| err(&e.field, format!("{} (or 0: never forget)", e.message)))?;
+        }
         if self.sidecar.server_budget > 1_000_000 {
             return Err(err("sidecar.server_budget", format!("must be in 0..=1000000, got {}", self.sidecar.server_budget)));
         }
@@ -293,6 +309,12 @@ impl Settings {
         ms_range("sidecar.release_cooldown_ms", self.sidecar.release_cooldown_ms, 0, YEAR_MS)?;
         if !(1..=10_000).contains(&self.max_vouches_per_rater) {
             return Err(err("max_vouches_per_rater", format!("must be in 1..=10000, got {}", self.max_vouches_per_rater)));
+        }
+        if let Some(key) = &self.audit_anchor_key_file {
+            if self.audit_anchor_file.is_none() {
+                return Err(err("audit_anchor_key_file", "signs the lines of audit_anchor_file, which is not set"));
+            }
+            crate::anchor::load_key(key).map_err(|e| err("audit_anchor_key_file", e))?;
         }
         self.limits.validate()?;
         Ok(())
@@ -484,6 +506,8 @@ mod tests {
         assert_eq!(s.trust.severity_penalty, [0.02, 0.1, 0.5, 3.0]);
         assert_eq!(s.trust.min_trust, 0.4);
         assert_eq!(s.evaluate_interval_ms, 500);
+        let s = Settings::from_json(br#"{"server_retention_ms":0}"#).unwrap();
+        assert_eq!(s.server_retention_ms, 0, "0 never forgets");
     }
 
     #[test]
@@ -510,6 +534,9 @@ mod tests {
             (r#"{"trust":{"severity_penalty":{"low":5}}}"#, "field `trust.severity_penalty`: penalties must not decrease"),
             (r#"{"trust":{"prior_successes":0}}"#, "field `trust.prior_successes`: must be a positive number"),
             (r#"{"max_servers":0}"#, "field `max_servers`: must be in 1..=1000000"),
+            (r#"{"server_retention_ms":60000}"#, "field `server_retention_ms`: must be in 3600000..="),
+            (r#"{"audit_anchor_key_file":"k"}"#, "field `audit_anchor_key_file`: signs the lines of audit_anchor_file, which is not set"),
+            (r#"{"audit_anchor_file":"a","audit_anchor_key_file":"/nonexistent/anchor.key"}"#, "field `audit_anchor_key_file`: cannot read /nonexistent/anchor.key"),
             (r#"{"limits":{"rates":{"sidecar":{"per_second":0,"burst":5}}}}"#, "field `limits.rates.sidecar.per_second`: must be in"),
             (r#"{"limits":{"rates":{"reader":{"per_second":1,"burst":0}}}}"#, "field `limits.rates.reader.burst`: must be in 1..="),
             (r#"{"limits":{"rates":{"reader":{"per_second":1}}}}"#, "field `limits.rates.reader`: missing field `burst`"),

@@ -8,7 +8,7 @@ use crate::views::{
     AuditAction, AuditEntry, AuditVerification, DefinitionScan, FlagRecord, HeldChange, HistorySample, RaterRating,
     SecurityEventRecord, ToolApprovalRecord,
 };
-use crate::{audit, pg, store};
+use crate::{audit, pg, policy, store};
 use mcp_warden_core::trust::wire::{FlagRequest, SecurityEvent, Subject, TrustState};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -92,6 +92,8 @@ impl From<Error> for ApiError {
 /// What a replica's cache is rebuilt from, read in one snapshot.
 pub struct Snapshot {
     pub state: State,
+    /// The ingestion policy's durable memory.
+    pub policy: policy::Memory,
     pub version: u64,
     /// The published document as stored (PostgreSQL only): (version, JSON).
     pub publication: Option<(u64, String)>,
@@ -217,9 +219,7 @@ impl Db {
     /// Everything the cache is rebuilt from, in one consistent read.
     pub fn snapshot(&mut self) -> Result<Snapshot, Error> {
         match self {
-            Db::Sqlite { conn, .. } => {
-                Ok(Snapshot { state: store::load(conn)?, version: store::version(conn)?, publication: None, changes: None })
-            }
+            Db::Sqlite { conn, .. } => Ok(sqlite_snapshot(conn)?),
             Db::Postgres(pg) => {
                 let mut tx = pg
                     .client()?
@@ -370,10 +370,21 @@ impl Db {
     }
 }
 
+fn sqlite_snapshot(conn: &rusqlite::Connection) -> rusqlite::Result<Snapshot> {
+    Ok(Snapshot {
+        state: store::load(conn)?,
+        policy: store::load_policy(conn)?,
+        version: store::version(conn)?,
+        publication: None,
+        changes: None,
+    })
+}
+
 fn pg_snapshot(c: &mut impl postgres::GenericClient) -> Result<Snapshot, Error> {
     Ok(Snapshot {
         changes: Some(pg::changes(c)?),
         state: pg::load(c)?,
+        policy: pg::load_policy(c)?,
         version: pg::version(c)?,
         publication: pg::publication(c)?,
     })
@@ -392,7 +403,7 @@ impl Tx<'_> {
     /// The whole state as this transaction sees it (under the write lock: the latest).
     pub fn snapshot(&mut self) -> Result<Snapshot, Error> {
         match self {
-            Tx::Sqlite(tx) => Ok(Snapshot { state: store::load(tx)?, version: store::version(tx)?, publication: None, changes: None }),
+            Tx::Sqlite(tx) => Ok(sqlite_snapshot(tx)?),
             Tx::Postgres(tx) => pg_snapshot(tx),
         }
     }
@@ -560,10 +571,26 @@ impl Tx<'_> {
         }
     }
 
-    pub fn prune(&mut self, history_before: u64, batches_before: u64) -> Result<(usize, usize), Error> {
+    pub fn prune(&mut self, history_before: u64, batches_before: u64, budget_before: u64, seen_before: u64) -> Result<(usize, usize), Error> {
         match self {
-            Tx::Sqlite(tx) => Ok(store::prune(tx, history_before, batches_before)?),
-            Tx::Postgres(tx) => pg::prune(tx, history_before, batches_before),
+            Tx::Sqlite(tx) => Ok(store::prune(tx, history_before, batches_before, budget_before, seen_before)?),
+            Tx::Postgres(tx) => pg::prune(tx, history_before, batches_before, budget_before, seen_before),
+        }
+    }
+
+    /// Stores one change of the ingestion policy's durable memory.
+    pub fn policy_change(&mut self, c: &policy::Change) -> Result<(), Error> {
+        match self {
+            Tx::Sqlite(tx) => Ok(store::policy_change(tx, c)?),
+            Tx::Postgres(tx) => pg::policy_change(tx, c),
+        }
+    }
+
+    /// Removes what is stored about `servers` (their audit entries stay).
+    pub fn forget_servers(&mut self, servers: &[String]) -> Result<(), Error> {
+        match self {
+            Tx::Sqlite(tx) => Ok(store::forget_servers(tx, servers)?),
+            Tx::Postgres(tx) => pg::forget_servers(tx, servers),
         }
     }
 }

@@ -59,6 +59,10 @@ const DETAIL_RATERS: usize = 50;
 const PRUNE_EVERY_MS: u64 = 3_600_000;
 /// The rule of the security event a sidecar sends for a change it holds out of `tools/list`.
 pub const HELD_RULE: &str = "pin/tool-held";
+/// Servers forgotten per evaluation round at most (each one an audit entry in the round's
+/// transaction, which holds writes up meanwhile); the rest wait for the next rounds. A round
+/// that forgets costs about one publication of the document plus the audit entries.
+const FORGET_PER_ROUND: usize = 1_000;
 
 /// One version of the scores document, serialized once, served to every poller.
 #[derive(Debug, Clone)]
@@ -143,7 +147,7 @@ pub struct Engine {
     /// Vouches changed since rater standing was last computed: the next tick recomputes it
     /// (off the write path: a vouch acknowledges once it is on disk).
     standing_stale: bool,
-    /// What one sidecar's findings may do (memory only).
+    /// What one sidecar's findings may do (its safety memory stored with the state).
     policy: Policy,
     /// The mesh-wide scan's inspector: the core's built-in rules, detector and policy.
     inspector: Inspector,
@@ -166,6 +170,8 @@ struct Ctx<'a, 't> {
     policy: &'a mut Policy,
     /// The approvals or the verdicts changed: publish a new document even if no score moved.
     lists_changed: bool,
+    /// Servers forgotten in this write (removed from the published document).
+    forgotten: Vec<String>,
 }
 
 /// Quarantines `srv` by the aggregator's own decision, with an audit entry.
@@ -215,7 +221,7 @@ impl Ctx<'_, '_> {
         let targets: Vec<String> =
             if self.full { self.state.servers.keys().cloned().collect() } else { self.dirty.iter().cloned().collect() };
         let mut fresh = Vec::with_capacity(targets.len());
-        let mut any_moved = force || self.lists_changed;
+        let mut any_moved = force || self.lists_changed || !self.forgotten.is_empty();
         let State { servers: states, ratings, standing, .. } = &mut *self.state;
         for name in targets {
             let Some(srv) = states.get_mut(&name) else { continue };
@@ -247,6 +253,9 @@ impl Ctx<'_, '_> {
             return Ok(None);
         }
         let mut scores = published.scores.clone();
+        for name in &self.forgotten {
+            scores.remove(name);
+        }
         for (name, score) in fresh {
             scores.insert(name, Arc::new(score));
         }
@@ -321,6 +330,43 @@ impl Ctx<'_, '_> {
         Ok(())
     }
 
+    /// Forgets (at most `FORGET_PER_ROUND`) servers that no sidecar reported and no scanner or
+    /// operator acted on since `retention_ms` ago, with an audit entry each. A quarantined
+    /// server is kept: forgetting it would lift its quarantine.
+    fn forget_stale(&mut self, retention_ms: u64) -> Result<(), ApiError> {
+        if retention_ms == 0 {
+            return Ok(());
+        }
+        let (now, cutoff) = (self.now, self.now.saturating_sub(retention_ms));
+        let stale: Vec<(String, u64)> = self
+            .state
+            .servers
+            .iter()
+            .filter(|(_, s)| s.quarantine.is_none())
+            .map(|(name, s)| (name.clone(), last_known_ms(s)))
+            .filter(|(_, last)| *last < cutoff)
+            .take(FORGET_PER_ROUND)
+            .collect();
+        for (name, last) in stale {
+            let score = self.score(&name).map(|s| s.score).unwrap_or(0.0);
+            let reason = format!(
+                "forgotten: no sidecar reported it and no scanner or operator acted on it since {last} ms \
+                 (server_retention_ms {retention_ms})"
+            );
+            self.tx.insert_audit(now, AGGREGATOR, AuditAction::Forget, &name, &reason, score)?;
+            self.state.servers.remove(&name);
+            self.state.ratings.remove(&name);
+            self.policy.forget(&name);
+            self.dirty.remove(&name);
+            info!(server = name.as_str(), last_known_ms = last, "server forgotten after server_retention_ms");
+            self.forgotten.push(name);
+        }
+        if !self.forgotten.is_empty() {
+            self.tx.forget_servers(&self.forgotten)?;
+        }
+        Ok(())
+    }
+
     fn persist_dirty(&mut self) -> Result<(), ApiError> {
         for name in &self.dirty {
             if let Some(srv) = self.state.servers.get(name) {
@@ -346,6 +392,17 @@ fn scan_definition(insp: &Inspector, fp: &str, server: &str, def: &serde_json::V
     rules.truncate(MAX_VERDICT_RULES);
     let tool = def.get("name").and_then(serde_json::Value::as_str).map(|n| validate::truncate(n, validate::MAX_ID));
     DefinitionScan { fingerprint: fp.to_string(), server: server.to_string(), tool, severity, rules, scanned_ms: now }
+}
+
+/// When a sidecar, scanner or operator last showed the server exists: first seen, last
+/// reported, last finding or flag, last released (a rating alone does not keep a server).
+fn last_known_ms(s: &ServerState) -> u64 {
+    let q = s.quarantine.as_ref().map(|q| q.since_ms);
+    [Some(s.first_seen_ms), s.totals.last_report_ms, s.released_ms, q, Some(s.security.updated_ms)]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0)
 }
 
 fn event_reason(e: &SecurityEvent, by: &str) -> String {
@@ -388,8 +445,11 @@ fn check_capacity_with<'n>(
         return Err(ApiError::new(
             axum::http::StatusCode::INSUFFICIENT_STORAGE,
             format!(
-                "the aggregator tracks at most {} servers (max_servers); this write would add {} new ones",
+                "the aggregator tracks at most {} servers (max_servers) and tracks {}; this write would add {} new \
+                 ones. Servers nobody reports are forgotten after server_retention_ms; raise max_servers if the \
+                 mesh has more",
                 settings.max_servers,
+                state.servers.len(),
                 new.len()
             ),
         ));
@@ -399,10 +459,13 @@ fn check_capacity_with<'n>(
 
 /// Replaces the cache with `snap`: the state, and on PostgreSQL the published document as the
 /// replicas stored it (served byte for byte, so one version is one document whichever replica
-/// answers). `true` when the next evaluation must publish (SQLite: the document is rebuilt).
+/// answers), and the ingestion policy's durable memory. `true` when the next evaluation must
+/// publish (SQLite: the document is rebuilt).
+#[allow(clippy::too_many_arguments)]
 fn install(
     snap: Snapshot,
     state: &mut State,
+    policy: &mut Policy,
     published: &mut Arc<Published>,
     publication: &Publication,
     seen_changes: &mut Option<i64>,
@@ -412,6 +475,7 @@ fn install(
     let mut fresh = snap.state;
     fresh.recompute_standing(pretrusted, &settings.trust);
     *state = fresh;
+    policy.restore(snap.policy);
     *seen_changes = snap.changes;
     match snap.publication {
         Some((version, doc)) => {
@@ -489,6 +553,7 @@ impl Engine {
         let force = install(
             snap,
             &mut engine.state,
+            &mut engine.policy,
             &mut engine.published,
             &engine.publication,
             &mut engine.seen_changes,
@@ -526,6 +591,7 @@ impl Engine {
         let force = install(
             snap,
             &mut self.state,
+            &mut self.policy,
             &mut self.published,
             &self.publication,
             &mut self.seen_changes,
@@ -554,6 +620,7 @@ impl Engine {
         install(
             snap,
             &mut self.state,
+            &mut self.policy,
             &mut self.published,
             &self.publication,
             &mut self.seen_changes,
@@ -612,6 +679,7 @@ impl Engine {
                     self.force_publish |= install(
                         snap,
                         &mut self.state,
+                        &mut self.policy,
                         &mut self.published,
                         &self.publication,
                         &mut self.seen_changes,
@@ -632,8 +700,12 @@ impl Engine {
                 withheld: 0,
                 policy: &mut self.policy,
                 lists_changed: false,
+                forgotten: Vec::new(),
             };
             let r = f(&mut ctx).inspect_err(|e| precondition = e.status.is_client_error())?;
+            for change in ctx.policy.drain() {
+                ctx.tx.policy_change(&change)?;
+            }
             let next = ctx.evaluate(&self.published, self.force_publish)?;
             ctx.persist_dirty()?;
             let auto_quarantines = ctx.auto_quarantines;
@@ -663,8 +735,13 @@ impl Engine {
                 Ok(r)
             }
             Err(e) => {
-                if !precondition {
+                // The policy's memory must not keep what the disk did not take either.
+                if !precondition || self.policy.has_pending() {
                     self.stale = true;
+                }
+                if e.status == axum::http::StatusCode::INSUFFICIENT_STORAGE {
+                    self.metrics.servers_refused("max_servers", 1);
+                    warn!("a write was refused: {}", e.message);
                 }
                 if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
                     let since = self.write_failure.as_ref().map_or(now, |(since, _)| *since);
@@ -722,7 +799,7 @@ impl Engine {
                 if !ctx.state.servers.contains_key(&r.server) && !new.contains(r.server.as_str()) && !dropped.contains(&r.server) {
                     if new.len() >= room {
                         dropped.insert(r.server.clone());
-                    } else if !ctx.policy.admit_new_server(&who.name, now) {
+                    } else if !ctx.policy.admit_new_server(&who.name, &r.server, now) {
                         unadmitted += 1;
                         dropped.insert(r.server.clone());
                     } else {
@@ -800,17 +877,23 @@ impl Engine {
                 }
                 if let Some((e, _, _)) = counted.iter().find(|(_, _, q)| *q) {
                     if ctx.quarantine_critical(&r.server, event_reason(e, &who.name))? {
-                        ctx.policy.quarantined(&r.server, policy::kind(&e.rule));
+                        ctx.policy.quarantined(&r.server, policy::kind(&e.rule), now);
                     }
                 }
             }
-            Ok(Some((dropped, ctx.withheld)))
+            Ok(Some((dropped, ctx.withheld, unadmitted)))
         })?;
-        let Some((dropped, withheld)) = outcome else {
+        let Some((dropped, withheld, unadmitted)) = outcome else {
             self.metrics.signal_batch(true, 0, 0);
             return Ok(ack(true, self.published.version, Vec::new()));
         };
         self.metrics.signal_batch(false, batch.servers.len() - dropped.len(), dropped.len());
+        if unadmitted > 0 {
+            self.metrics.servers_refused("new_servers_per_window", unadmitted as u64);
+        }
+        if dropped.len() > unadmitted {
+            self.metrics.servers_refused("max_servers", (dropped.len() - unadmitted) as u64);
+        }
         if withheld > 0 {
             self.metrics.findings_withheld(withheld);
             warn!(
@@ -1078,6 +1161,8 @@ impl Engine {
             let (h, b) = tx.prune(
                 now.saturating_sub(self.settings.history_retention_ms),
                 now.saturating_sub(self.settings.batch_retention_ms),
+                now.saturating_sub(self.settings.sidecar.budget_window_ms),
+                now.saturating_sub(self.settings.security_dedup_window_ms),
             )?;
             tx.commit()?;
             self.last_prune_ms = now;
@@ -1089,7 +1174,13 @@ impl Engine {
             self.state.recompute_standing(&self.pretrusted, &self.settings.trust);
             self.standing_stale = false;
         }
-        self.write(now, true, |_| Ok(()))
+        let retention = self.settings.server_retention_ms;
+        let forgotten = self.write(now, true, |ctx| {
+            ctx.forget_stale(retention)?;
+            Ok(ctx.forgotten.len())
+        })?;
+        self.metrics.decision(AuditAction::Forget.as_str(), forgotten as u64);
+        Ok(())
     }
 
     /// `GET /v1/servers/{server}`.

@@ -52,6 +52,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SubjectLabels {
     subject: &'static str,
 }
@@ -112,6 +117,7 @@ pub struct Metrics {
     version: Gauge,
     audit_head: Gauge,
     findings_withheld: Counter,
+    servers_refused: Family<ReasonLabels, Counter>,
     definitions_scanned: Counter,
     servers: Family<StateLabels, Gauge>,
     server_score: Family<ServerLabels, F64Gauge>,
@@ -142,6 +148,7 @@ impl Metrics {
             version: Gauge::default(),
             audit_head: Gauge::default(),
             findings_withheld: Counter::default(),
+            servers_refused: Family::default(),
             definitions_scanned: Counter::default(),
             servers: Family::default(),
             server_score: Family::default(),
@@ -170,7 +177,7 @@ impl Metrics {
         r.register("flags", "Scanner flags accepted, by severity and whether they counted (not a repeat)", m.flags.clone());
         r.register(
             "decisions",
-            "Quarantine decisions: quarantine and release by operators, auto_quarantine by the aggregator",
+            "Audit decisions: quarantine and release by operators, auto_quarantine and forget by the aggregator",
             m.decisions.clone(),
         );
         r.register("store_writes", "Database write transactions, by result (committed, failed)", m.store_writes.clone());
@@ -189,6 +196,12 @@ impl Metrics {
             "definitions_scanned",
             "Tool definitions scanned for the mesh (each fingerprint once)",
             m.definitions_scanned.clone(),
+        );
+        r.register(
+            "servers_refused",
+            "New servers not tracked: reports dropped or writes refused (507), because the aggregator tracks max_servers, \
+             or because a sidecar credential introduced new_servers_per_window already",
+            m.servers_refused.clone(),
         );
         r.register(
             "audit_head_id",
@@ -224,7 +237,10 @@ impl Metrics {
                 m.flags.get_or_create_owned(&FlagLabels { severity, counted });
             }
         }
-        for action in ["quarantine", "release", "auto_quarantine"] {
+        for reason in ["max_servers", "new_servers_per_window"] {
+            m.servers_refused.get_or_create_owned(&ReasonLabels { reason });
+        }
+        for action in ["quarantine", "release", "auto_quarantine", "forget"] {
             m.decisions.get_or_create_owned(&ActionLabels { action });
         }
         for result in ["committed", "failed"] {
@@ -269,7 +285,7 @@ impl Metrics {
         self.flags.get_or_create(&FlagLabels { severity, counted: if counted { "true" } else { "false" } }).inc();
     }
 
-    /// `action` is `quarantine`, `release` or `auto_quarantine` (the audit log's actions).
+    /// `action` is `quarantine`, `release`, `auto_quarantine` or `forget` (the audit log's actions).
     pub fn decision(&self, action: &'static str, n: u64) {
         if n > 0 {
             self.decisions.get_or_create(&ActionLabels { action }).inc_by(n);
@@ -278,6 +294,11 @@ impl Metrics {
 
     pub fn definitions_scanned(&self, n: u64) {
         self.definitions_scanned.inc_by(n);
+    }
+
+    /// `n` new servers not tracked, for `reason` (`max_servers` or `new_servers_per_window`).
+    pub fn servers_refused(&self, reason: &'static str, n: u64) {
+        self.servers_refused.get_or_create(&ReasonLabels { reason }).inc_by(n);
     }
 
     pub fn findings_withheld(&self, n: u64) {
@@ -301,6 +322,10 @@ impl Metrics {
     pub fn render<'a>(&self, version: u64, servers: impl Iterator<Item = &'a ServerScore>) -> Result<String, std::fmt::Error> {
         self.version.set(i64::try_from(version).unwrap_or(i64::MAX));
         let mut counts = [0i64; 3];
+        // Only the servers of this document: a forgotten server's series go with it.
+        self.server_score.clear();
+        self.server_state.clear();
+        self.server_component.clear();
         for s in servers {
             let server = s.server.clone();
             self.server_score.get_or_create(&ServerLabels { server: server.clone() }).set(s.score);

@@ -8,6 +8,7 @@
 //! Each write bumps the `changes` counter; a replica whose counter is behind reloads its cache.
 
 use crate::audit;
+use crate::policy::{self, BudgetEntry, Change, KindsEntry, Phase, SeenEntry, Spent};
 use crate::state::{ServerState, State, Totals};
 use crate::store::state_str;
 use crate::validate::{truncate, MAX_EVIDENCE};
@@ -33,8 +34,8 @@ const WRITE_LOCK: i64 = KEY_BASE + 2;
 const LEADER_LOCK: i64 = KEY_BASE + 3;
 
 /// Migrations in order: (version, SQL). Each runs once, in the transaction that records it.
-const MIGRATIONS: &[(i64, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2)];
-pub const SCHEMA_VERSION: i64 = 2;
+const MIGRATIONS: &[(i64, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2), (3, MIGRATION_3)];
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Held tool changes, operators' approvals of tool definitions, and the mesh-wide scan of
 /// definitions (see SQLite's tables).
@@ -71,6 +72,36 @@ CREATE TABLE definition_scans (
     scanned_ms  BIGINT NOT NULL
 );
 CREATE INDEX definition_scans_at ON definition_scans (scanned_ms);
+"#;
+
+/// The ingestion policy's durable memory (SQLite creates the same tables on open; see
+/// store.rs and policy.rs): the kinds of finding behind a quarantine and a release, and each
+/// sidecar credential's spent budgets, shared by the replicas like the rest of the state.
+const MIGRATION_3: &str = r#"
+CREATE TABLE policy_kinds (
+    server TEXT NOT NULL,
+    phase  TEXT NOT NULL CHECK (phase IN ('quarantined', 'released')),
+    kinds  TEXT NOT NULL,
+    at_ms  BIGINT NOT NULL,
+    PRIMARY KEY (server, phase)
+);
+CREATE TABLE policy_budget (
+    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    credential TEXT NOT NULL,
+    spent_on   TEXT NOT NULL CHECK (spent_on IN ('penalty', 'new_server')),
+    server     TEXT NOT NULL,
+    at_ms      BIGINT NOT NULL
+);
+CREATE INDEX policy_budget_at ON policy_budget (at_ms);
+CREATE TABLE policy_seen (
+    server   TEXT NOT NULL,
+    tool     TEXT,
+    kind     TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    at_ms    BIGINT NOT NULL
+);
+CREATE INDEX policy_seen_server ON policy_seen (server);
+CREATE INDEX policy_seen_at ON policy_seen (at_ms);
 "#;
 
 /// The schema of SQLite's version 2, in PostgreSQL's types, plus what replicas share: the
@@ -830,8 +861,103 @@ pub fn server_ratings(c: &mut impl GenericClient, server: &str) -> Result<Vec<Ra
         .collect()
 }
 
-pub fn prune(tx: &mut Transaction<'_>, history_before: u64, batches_before: u64) -> Result<(usize, usize), Error> {
+pub fn prune(
+    tx: &mut Transaction<'_>,
+    history_before: u64,
+    batches_before: u64,
+    budget_before: u64,
+    seen_before: u64,
+) -> Result<(usize, usize), Error> {
     let h = tx.execute("DELETE FROM history WHERE at_ms < $1", &[&i(history_before)])?;
     let b = tx.execute("DELETE FROM batches WHERE received_ms < $1", &[&i(batches_before)])?;
+    tx.execute("DELETE FROM policy_budget WHERE at_ms < $1", &[&i(budget_before)])?;
+    tx.execute("DELETE FROM policy_seen WHERE at_ms < $1", &[&i(seen_before)])?;
     Ok((usize::try_from(h).unwrap_or(usize::MAX), usize::try_from(b).unwrap_or(usize::MAX)))
+}
+
+/// The ingestion policy's durable memory.
+pub fn load_policy(c: &mut impl GenericClient) -> Result<policy::Memory, Error> {
+    let mut m = policy::Memory::default();
+    for r in c.query("SELECT server, phase, kinds, at_ms FROM policy_kinds", &[])? {
+        let phase: String = get(&r, 1)?;
+        let kinds: String = get(&r, 2)?;
+        m.kinds.push(KindsEntry {
+            server: get(&r, 0)?,
+            phase: Phase::parse(&phase).ok_or_else(|| bad("policy phase", &phase))?,
+            kinds: kinds.split(',').filter(|k| !k.is_empty()).map(str::to_string).collect(),
+            at_ms: u(get(&r, 3)?),
+        });
+    }
+    for r in c.query("SELECT credential, spent_on, server, at_ms FROM policy_budget ORDER BY id", &[])? {
+        let on: String = get(&r, 1)?;
+        m.budget.push(BudgetEntry {
+            credential: get(&r, 0)?,
+            on: Spent::parse(&on).ok_or_else(|| bad("budget kind", &on))?,
+            server: get(&r, 2)?,
+            at_ms: u(get(&r, 3)?),
+        });
+    }
+    for r in c.query("SELECT server, tool, kind, severity, at_ms FROM policy_seen", &[])? {
+        let sev: String = get(&r, 3)?;
+        m.seen.push(SeenEntry {
+            server: get(&r, 0)?,
+            tool: get(&r, 1)?,
+            kind: get(&r, 2)?,
+            severity: severity(&sev)?,
+            at_ms: u(get(&r, 4)?),
+        });
+    }
+    Ok(m)
+}
+
+/// Stores one change of the policy's durable memory.
+pub fn policy_change(tx: &mut Transaction<'_>, c: &Change) -> Result<(), Error> {
+    match c {
+        Change::Kinds(k) => {
+            tx.execute(
+                "INSERT INTO policy_kinds (server, phase, kinds, at_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (server, phase) DO UPDATE SET kinds = excluded.kinds, at_ms = excluded.at_ms",
+                &[&k.server, &k.phase.as_str(), &k.kinds.join(","), &i(k.at_ms)],
+            )?;
+        }
+        Change::ClearKinds { server, phase } => {
+            tx.execute("DELETE FROM policy_kinds WHERE server = $1 AND phase = $2", &[server, &phase.as_str()])?;
+        }
+        Change::Budget(b) => {
+            tx.execute(
+                "INSERT INTO policy_budget (credential, spent_on, server, at_ms) VALUES ($1, $2, $3, $4)",
+                &[&b.credential, &b.on.as_str(), &b.server, &i(b.at_ms)],
+            )?;
+        }
+        Change::Seen(e) | Change::Unseen(e) => {
+            tx.execute(
+                "DELETE FROM policy_seen WHERE server = $1 AND tool IS NOT DISTINCT FROM $2 AND kind = $3 AND severity = $4",
+                &[&e.server, &e.tool, &e.kind, &e.severity.as_str()],
+            )?;
+            if matches!(c, Change::Seen(_)) {
+                tx.execute(
+                    "INSERT INTO policy_seen (server, tool, kind, severity, at_ms) VALUES ($1, $2, $3, $4, $5)",
+                    &[&e.server, &e.tool, &e.kind, &e.severity.as_str(), &i(e.at_ms)],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes everything stored about `servers` but their audit entries (the log is append-only),
+/// one statement per table for all of them.
+pub fn forget_servers(tx: &mut Transaction<'_>, servers: &[String]) -> Result<(), Error> {
+    for sql in [
+        "DELETE FROM servers WHERE name = ANY($1)",
+        "DELETE FROM ratings WHERE subject_kind = 'server' AND subject = ANY($1)",
+        "DELETE FROM security_events WHERE server = ANY($1)",
+        "DELETE FROM flags WHERE server = ANY($1)",
+        "DELETE FROM history WHERE server = ANY($1)",
+        "DELETE FROM policy_kinds WHERE server = ANY($1)",
+        "DELETE FROM policy_seen WHERE server = ANY($1)",
+    ] {
+        tx.execute(sql, &[&servers])?;
+    }
+    Ok(())
 }

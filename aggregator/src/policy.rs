@@ -15,8 +15,13 @@
 //!   quarantine again for `release_cooldown_ms`;
 //! - one credential introduces at most `new_servers_per_window` servers per `budget_window_ms`.
 //!
-//! Memory only (bounded): after a restart a repeated finding may count once more, and budgets
-//! start afresh. Time is passed in.
+//! What safety rests on is stored with the state ([`Memory`], written in the same transaction
+//! as the write that changed it, through the [`Change`]s the engine drains): the kinds behind a
+//! quarantine and a release, each credential's spent budgets, and the findings that counted
+//! (de-duplication). So a restart, or another replica on PostgreSQL, neither lifts a cool-down,
+//! nor counts a repeated finding again, nor hands a credential a fresh budget. Corroboration
+//! stays in memory (bounded): after a restart it starts afresh, which only withholds.
+//! Time is passed in.
 
 use mcp_warden_core::trust::wire::Severity;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -80,6 +85,107 @@ pub struct Verdict {
 
 type Key = (Option<String>, &'static str, Severity);
 
+/// What a credential's budget was spent on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spent {
+    /// An uncorroborated finding raised this server's penalty.
+    Penalty,
+    /// It introduced this server.
+    NewServer,
+}
+
+impl Spent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Spent::Penalty => "penalty",
+            Spent::NewServer => "new_server",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Spent> {
+        match s {
+            "penalty" => Some(Spent::Penalty),
+            "new_server" => Some(Spent::NewServer),
+            _ => None,
+        }
+    }
+}
+
+/// One spending of a credential's budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetEntry {
+    pub credential: String,
+    pub on: Spent,
+    pub server: String,
+    pub at_ms: u64,
+}
+
+/// Which kinds of finding a row of [`Memory`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The kinds behind the server's current quarantine.
+    Quarantined,
+    /// The kinds its last release by an operator covers (none: every kind).
+    Released,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Quarantined => "quarantined",
+            Phase::Released => "released",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Phase> {
+        match s {
+            "quarantined" => Some(Phase::Quarantined),
+            "released" => Some(Phase::Released),
+            _ => None,
+        }
+    }
+}
+
+/// The kinds of one server in one phase, since `at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindsEntry {
+    pub server: String,
+    pub phase: Phase,
+    pub kinds: Vec<String>,
+    pub at_ms: u64,
+}
+
+/// A finding that counted on `server`: the same (tool, kind, severity) within the
+/// de-duplication window is a repeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenEntry {
+    pub server: String,
+    pub tool: Option<String>,
+    pub kind: String,
+    pub severity: Severity,
+    pub at_ms: u64,
+}
+
+/// The policy's durable memory, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub kinds: Vec<KindsEntry>,
+    pub budget: Vec<BudgetEntry>,
+    pub seen: Vec<SeenEntry>,
+}
+
+/// A change of the durable memory, for the write that caused it to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Replaces the server's row of this phase.
+    Kinds(KindsEntry),
+    /// Removes the server's row of this phase.
+    ClearKinds { server: String, phase: Phase },
+    Budget(BudgetEntry),
+    /// Replaces the entry of the same (server, tool, kind, severity).
+    Seen(SeenEntry),
+    /// Removes that entry (the server's memory is full: its oldest goes).
+    Unseen(SeenEntry),
+}
+
 /// The policy's memory.
 #[derive(Debug, Default)]
 pub struct Policy {
@@ -96,6 +202,8 @@ pub struct Policy {
     quarantined_for: HashMap<String, BTreeSet<&'static str>>,
     /// server -> (released at, kinds that had quarantined it).
     released: HashMap<String, (u64, BTreeSet<&'static str>)>,
+    /// Changes of the durable memory not yet stored.
+    journal: Vec<Change>,
 }
 
 fn trim(q: &mut VecDeque<(u64, String)>, since: u64) {
@@ -109,12 +217,56 @@ impl Policy {
         Policy { params, ..Policy::default() }
     }
 
+    /// Replaces the durable memory with what the database holds (at start, and whenever the
+    /// engine reloads its state); the in-memory de-duplication and corroboration stay.
+    pub fn restore(&mut self, m: Memory) {
+        self.journal.clear();
+        self.quarantined_for.clear();
+        self.released.clear();
+        self.spent.clear();
+        self.introduced.clear();
+        self.seen.clear();
+        for e in m.seen {
+            let key: Key = (e.tool, kind(&e.kind), e.severity);
+            self.seen.entry(e.server).or_default().insert(key, e.at_ms);
+        }
+        for e in m.kinds {
+            let kinds: BTreeSet<&'static str> = e.kinds.iter().map(|k| kind(k)).collect();
+            match e.phase {
+                Phase::Quarantined => {
+                    self.quarantined_for.insert(e.server, kinds);
+                }
+                Phase::Released => {
+                    self.released.insert(e.server, (e.at_ms, kinds));
+                }
+            }
+        }
+        let mut budget = m.budget;
+        budget.sort_by_key(|b| b.at_ms);
+        for b in budget {
+            match b.on {
+                Spent::Penalty => self.spent.entry(b.credential).or_default().push_back((b.at_ms, b.server)),
+                Spent::NewServer => self.introduced.entry(b.credential).or_default().push_back(b.at_ms),
+            }
+        }
+    }
+
+    /// The changes of the durable memory since the last call, for the current write to store.
+    pub fn drain(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.journal)
+    }
+
+    /// Are changes waiting to be stored? (A write that fails then must reload the memory.)
+    pub fn has_pending(&self) -> bool {
+        !self.journal.is_empty()
+    }
+
     fn since(&self, now: u64) -> u64 {
         now.saturating_sub(self.params.budget_window_ms)
     }
 
-    /// May `who` introduce one more server now? Counts it if so.
-    pub fn admit_new_server(&mut self, who: &str, now: u64) -> bool {
+    /// May `who` introduce `server` now? Counts it if so.
+    pub fn admit_new_server(&mut self, who: &str, server: &str, now: u64) -> bool {
         let since = self.since(now);
         let cap = self.params.new_servers_per_window;
         let q = self.introduced.entry(who.to_string()).or_default();
@@ -125,6 +277,12 @@ impl Policy {
             return false;
         }
         q.push_back(now);
+        self.journal.push(Change::Budget(BudgetEntry {
+            credential: who.to_string(),
+            on: Spent::NewServer,
+            server: server.to_string(),
+            at_ms: now,
+        }));
         true
     }
 
@@ -176,13 +334,28 @@ impl Policy {
                     return Verdict { counts: false, severity, quarantines: false, over_budget: true };
                 }
                 spent.push_back((now, server.to_string()));
+                self.journal.push(Change::Budget(BudgetEntry {
+                    credential: who.to_string(),
+                    on: Spent::Penalty,
+                    server: server.to_string(),
+                    at_ms: now,
+                }));
             }
         }
         let seen = self.seen.entry(server.to_string()).or_default();
-        seen.insert(key, now);
+        seen.insert(key.clone(), now);
+        let entry = |(tool, kind, severity): Key, at_ms: u64| SeenEntry {
+            server: server.to_string(),
+            tool,
+            kind: kind.to_string(),
+            severity,
+            at_ms,
+        };
+        self.journal.push(Change::Seen(entry(key, now)));
         if seen.len() > KEYS_PER_SERVER {
-            if let Some(oldest) = seen.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone()) {
+            if let Some((oldest, at)) = seen.iter().min_by_key(|(_, at)| **at).map(|(k, at)| (k.clone(), *at)) {
                 seen.remove(&oldest);
+                self.journal.push(Change::Unseen(entry(oldest, at)));
             }
         }
         let asked = severity == Severity::Critical || (asks_quarantine && severity >= self.params.quarantine_min_severity);
@@ -202,18 +375,25 @@ impl Policy {
         }
     }
 
-    /// A finding of `kind` quarantined `server`.
-    pub fn quarantined(&mut self, server: &str, kind: &'static str) {
-        self.quarantined_for.entry(server.to_string()).or_default().insert(kind);
+    /// A finding of `kind` quarantined `server` at `now`.
+    pub fn quarantined(&mut self, server: &str, kind: &'static str, now: u64) {
+        let kinds = self.quarantined_for.entry(server.to_string()).or_default();
+        kinds.insert(kind);
+        let kinds = kinds.iter().map(|k| k.to_string()).collect();
+        self.journal.push(Change::Kinds(KindsEntry { server: server.to_string(), phase: Phase::Quarantined, kinds, at_ms: now }));
     }
 
     /// An operator released `server` at `now`.
     pub fn released(&mut self, server: &str, now: u64) {
         let kinds = self.quarantined_for.remove(server).unwrap_or_default();
+        let stored = kinds.iter().map(|k| k.to_string()).collect();
         self.released.insert(server.to_string(), (now, kinds));
+        self.journal.push(Change::ClearKinds { server: server.to_string(), phase: Phase::Quarantined });
+        self.journal.push(Change::Kinds(KindsEntry { server: server.to_string(), phase: Phase::Released, kinds: stored, at_ms: now }));
     }
 
-    /// Forgets what is known of `server` (it was forgotten by the aggregator).
+    /// Forgets what is known of `server` (it was forgotten by the aggregator, which removes its
+    /// stored rows itself).
     pub fn forget(&mut self, server: &str) {
         self.seen.remove(server);
         self.reporters.remove(server);
@@ -287,7 +467,7 @@ mod tests {
     fn a_release_sticks_for_the_cool_down_unless_a_new_kind_arrives() {
         let mut p = Policy::new(SidecarPolicy::default());
         assert!(crit(&mut p, "s1", "w", "unicode/tag-characters", 1).quarantines);
-        p.quarantined("w", "unicode");
+        p.quarantined("w", "unicode", 5);
         p.released("w", 10);
         // Same kind, even renamed or on another tool, within the cool-down: no quarantine.
         let v = p.finding("s1", "w", Some("other-tool"), "unicode/x", Severity::Critical, false, 20, Some(0), None);
@@ -306,8 +486,57 @@ mod tests {
     #[test]
     fn new_servers_per_credential_are_bounded() {
         let mut p = Policy::new(SidecarPolicy { new_servers_per_window: 10, ..SidecarPolicy::default() });
-        assert_eq!((0..100).filter(|_| p.admit_new_server("s1", 1)).count(), 10);
-        assert!(p.admit_new_server("s2", 1));
-        assert!(p.admit_new_server("s1", 2 + H));
+        assert_eq!((0..100).filter(|i| p.admit_new_server("s1", &format!("n{i}"), 1)).count(), 10);
+        assert!(p.admit_new_server("s2", "x", 1));
+        assert!(p.admit_new_server("s1", "y", 2 + H));
+    }
+
+    /// Replays what a policy stored into a fresh one (a restart).
+    fn restarted(p: &mut Policy, stored: &mut Memory) -> Policy {
+        for c in p.drain() {
+            match c {
+                Change::Kinds(k) => {
+                    stored.kinds.retain(|e| !(e.server == k.server && e.phase == k.phase));
+                    stored.kinds.push(k);
+                }
+                Change::ClearKinds { server, phase } => stored.kinds.retain(|e| !(e.server == server && e.phase == phase)),
+                Change::Budget(b) => stored.budget.push(b),
+                Change::Seen(e) => {
+                    stored.seen.retain(|x| !(x.server == e.server && x.tool == e.tool && x.kind == e.kind && x.severity == e.severity));
+                    stored.seen.push(e);
+                }
+                Change::Unseen(e) => {
+                    stored.seen.retain(|x| !(x.server == e.server && x.tool == e.tool && x.kind == e.kind && x.severity == e.severity))
+                }
+            }
+        }
+        let mut fresh = Policy::new(p.params.clone());
+        fresh.restore(stored.clone());
+        fresh
+    }
+
+    #[test]
+    fn cool_downs_and_budgets_survive_a_restart() {
+        let mut p = Policy::new(SidecarPolicy { server_budget: 2, new_servers_per_window: 3, ..SidecarPolicy::default() });
+        let mut stored = Memory::default();
+        assert!(crit(&mut p, "s1", "w", "unicode/tag-characters", 1).quarantines);
+        p.quarantined("w", "unicode", 1);
+        let mut p = restarted(&mut p, &mut stored);
+        p.released("w", 10);
+        assert!(crit(&mut p, "s1", "v", "poison/a", 11).counts);
+        assert_eq!((0..5).filter(|i| p.admit_new_server("s1", &format!("n{i}"), 12)).count(), 3);
+        let mut p = restarted(&mut p, &mut stored);
+        // The release still holds the same kind off, and only that kind.
+        let v = p.finding("s1", "w", Some("t2"), "unicode/x", Severity::Critical, false, 20, Some(0), Some(10));
+        assert!(!v.quarantines, "{v:?}");
+        // The budget is spent (w and v): a third server is withheld, and no new server admitted.
+        assert!(crit(&mut p, "s1", "u", "poison/a", 21).over_budget);
+        assert!(!p.admit_new_server("s1", "n9", 22));
+        // A different kind on w is new evidence (w is within budget already).
+        assert!(crit(&mut p, "s1", "w", "poison/secret-file", 23).quarantines);
+        // A repeat of a finding that counted before the restart is still a repeat.
+        let mut p = restarted(&mut p, &mut stored);
+        assert!(!crit(&mut p, "s1", "w", "poison/renamed", 24).counts);
+        assert!(!crit(&mut p, "s1", "w", "unicode/tag-characters", 25).counts);
     }
 }

@@ -43,7 +43,12 @@ struct Inner {
     verifying: tokio::sync::Semaphore,
     /// Where the audit head is exported (see [`crate::anchor`]).
     anchor: Mutex<Anchor>,
+    /// Called before each page of a verification is hashed (tests pause a verification there).
+    verify_hook: Mutex<Option<VerifyHook>>,
 }
+
+/// See [`Service::on_verify_page`].
+pub type VerifyHook = Arc<dyn Fn() + Send + Sync>;
 
 /// Audit entries read per engine call of a verification.
 const AUDIT_PAGE: u32 = 500;
@@ -67,6 +72,10 @@ impl Service {
         let guard = Arc::new(Guard::new(settings.limits.clone(), tokens.clone()));
         let (operators, now) = (tokens.operators(), clock.now_ms());
         let settings_anchor = settings.audit_anchor_file.clone();
+        let anchor_key = match &settings.audit_anchor_key_file {
+            Some(p) => Some(anchor::load_key(p).map_err(|e| OpenError(format!("audit_anchor_key_file: {e}")))?),
+            None => None,
+        };
         // On a thread of its own: PostgreSQL's blocking client runs its own runtime, which must
         // not start inside the caller's (this is called from async code).
         let engine = std::thread::scope(|s| {
@@ -77,7 +86,7 @@ impl Service {
         let shared = engine.is_shared();
         let mut engine = engine;
         let health = Mutex::new(engine.health_view());
-        let anchor = Mutex::new(Anchor::new(settings_anchor));
+        let anchor = Mutex::new(Anchor::new(settings_anchor, anchor_key));
         let publication = engine.publication();
         let metrics = engine.metrics();
         Ok(Service {
@@ -95,6 +104,7 @@ impl Service {
                 health,
                 verifying: tokio::sync::Semaphore::new(1),
                 anchor,
+                verify_hook: Mutex::new(None),
             }),
         })
     }
@@ -156,18 +166,28 @@ impl Service {
     /// time (others wait their turn, never the engine).
     pub async fn verify_audit(&self) -> Result<AuditVerification, ApiError> {
         let _turn = self.inner.verifying.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
-        let path = self.inner.anchor.lock().unwrap_or_else(PoisonError::into_inner).path().map(|p| p.to_path_buf());
-        let anchors = match path {
-            Some(p) => anchor::read(&p).map_err(ApiError::internal)?,
+        let (path, key) = {
+            let a = self.inner.anchor.lock().unwrap_or_else(PoisonError::into_inner);
+            (a.path().map(|p| p.to_path_buf()), a.key().cloned())
+        };
+        let read = match path {
+            Some(p) => anchor::read(&p, key.as_ref()).map_err(ApiError::internal)?,
             None => Default::default(),
         };
-        let anchors = Arc::new(anchors);
+        if let Some((id, reason)) = read.forged {
+            return Ok(AuditVerification { ok: false, entries: 0, head: None, broken: Some(BrokenLink { id, reason }) });
+        }
+        let anchors = Arc::new(read.heads);
         let mut v = Verifier::new();
         let mut after = 0i64;
         loop {
             let (rows, last) = self.run(move |e, _| e.audit_page(after, AUDIT_PAGE)).await?;
             let anchored = anchors.clone();
+            let hook = self.inner.verify_hook.lock().unwrap_or_else(PoisonError::into_inner).clone();
             let hashed = tokio::task::spawn_blocking(move || {
+                if let Some(hook) = hook {
+                    hook();
+                }
                 for r in &rows {
                     if let Some(why) = anchor::check(&anchored, r.id, &r.hash) {
                         return (v.clone(), Some(v.broken_at(r.id, why)), after);
@@ -198,6 +218,13 @@ impl Service {
                 return Ok(done);
             }
         }
+    }
+
+    /// Runs `hook` before each page of a verification is hashed, where the verification holds
+    /// neither the engine nor the database (tests check that writes go on meanwhile).
+    #[doc(hidden)]
+    pub fn on_verify_page(&self, hook: Option<VerifyHook>) {
+        *self.inner.verify_hook.lock().unwrap_or_else(PoisonError::into_inner) = hook;
     }
 
     /// Exports the audit chain's head if it moved (log, metrics, anchor file).

@@ -11,6 +11,7 @@
 //! `CREATE TABLE IF NOT EXISTS` (additive: an older aggregator opening the file ignores them).
 
 use crate::audit;
+use crate::policy::{self, BudgetEntry, Change, KindsEntry, Phase, SeenEntry, Spent};
 use crate::state::{ServerState, State, Totals};
 use crate::validate::{truncate, MAX_EVIDENCE};
 use crate::views::{
@@ -175,6 +176,35 @@ CREATE TABLE IF NOT EXISTS definition_scans (
     scanned_ms  INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS definition_scans_at ON definition_scans (scanned_ms);
+-- The ingestion policy's durable memory (policy.rs). Created on open, so schema 2 databases
+-- get them without a migration. Per server and phase ('quarantined': the kinds of finding
+-- behind its current quarantine; 'released': the kinds its last release covers), kinds
+-- comma-separated.
+CREATE TABLE IF NOT EXISTS policy_kinds (
+    server TEXT NOT NULL,
+    phase  TEXT NOT NULL CHECK (phase IN ('quarantined', 'released')),
+    kinds  TEXT NOT NULL,
+    at_ms  INTEGER NOT NULL,
+    PRIMARY KEY (server, phase)
+) WITHOUT ROWID;
+-- Each sidecar credential's spent budgets ('penalty', 'new_server'), kept one budget window.
+CREATE TABLE IF NOT EXISTS policy_budget (
+    credential TEXT NOT NULL,
+    spent_on   TEXT NOT NULL CHECK (spent_on IN ('penalty', 'new_server')),
+    server     TEXT NOT NULL,
+    at_ms      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS policy_budget_at ON policy_budget (at_ms);
+-- Findings that counted, per (server, tool, kind, severity), kept one de-duplication window.
+CREATE TABLE IF NOT EXISTS policy_seen (
+    server   TEXT NOT NULL,
+    tool     TEXT,
+    kind     TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    at_ms    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS policy_seen_server ON policy_seen (server);
+CREATE INDEX IF NOT EXISTS policy_seen_at ON policy_seen (at_ms);
 "#;
 
 /// Created after the audit table is in its current shape (a migration drops them meanwhile).
@@ -783,11 +813,96 @@ pub fn server_ratings(conn: &Connection, server: &str) -> rusqlite::Result<Vec<R
     rows.collect()
 }
 
-/// Deletes history and batch ids past their retention.
-pub fn prune(conn: &Connection, history_before: u64, batches_before: u64) -> rusqlite::Result<(usize, usize)> {
+/// Deletes history, batch ids, spent budgets and counted findings past their retention.
+pub fn prune(conn: &Connection, history_before: u64, batches_before: u64, budget_before: u64, seen_before: u64) -> rusqlite::Result<(usize, usize)> {
     let h = conn.execute("DELETE FROM history WHERE at_ms < ?1", [i(history_before)])?;
     let b = conn.execute("DELETE FROM batches WHERE received_ms < ?1", [i(batches_before)])?;
+    conn.execute("DELETE FROM policy_budget WHERE at_ms < ?1", [i(budget_before)])?;
+    conn.execute("DELETE FROM policy_seen WHERE at_ms < ?1", [i(seen_before)])?;
     Ok((h, b))
+}
+
+/// The ingestion policy's durable memory.
+pub fn load_policy(conn: &Connection) -> rusqlite::Result<policy::Memory> {
+    let mut m = policy::Memory::default();
+    let mut stmt = conn.prepare("SELECT server, phase, kinds, at_ms FROM policy_kinds")?;
+    let rows = stmt.query_map([], |r| {
+        let phase: String = r.get(1)?;
+        let kinds: String = r.get(2)?;
+        Ok(KindsEntry {
+            server: r.get(0)?,
+            phase: Phase::parse(&phase).ok_or_else(|| bad(1, "policy phase", &phase))?,
+            kinds: kinds.split(',').filter(|k| !k.is_empty()).map(str::to_string).collect(),
+            at_ms: u(r.get(3)?),
+        })
+    })?;
+    m.kinds = rows.collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare("SELECT credential, spent_on, server, at_ms FROM policy_budget")?;
+    let rows = stmt.query_map([], |r| {
+        let on: String = r.get(1)?;
+        Ok(BudgetEntry {
+            credential: r.get(0)?,
+            on: Spent::parse(&on).ok_or_else(|| bad(1, "budget kind", &on))?,
+            server: r.get(2)?,
+            at_ms: u(r.get(3)?),
+        })
+    })?;
+    m.budget = rows.collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare("SELECT server, tool, kind, severity, at_ms FROM policy_seen")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(SeenEntry { server: r.get(0)?, tool: r.get(1)?, kind: r.get(2)?, severity: severity(r, 3)?, at_ms: u(r.get(4)?) })
+    })?;
+    m.seen = rows.collect::<rusqlite::Result<_>>()?;
+    Ok(m)
+}
+
+/// Stores one change of the policy's durable memory.
+pub fn policy_change(conn: &Connection, c: &Change) -> rusqlite::Result<()> {
+    match c {
+        Change::Kinds(k) => {
+            conn.prepare_cached(
+                "INSERT INTO policy_kinds (server, phase, kinds, at_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (server, phase) DO UPDATE SET kinds = excluded.kinds, at_ms = excluded.at_ms",
+            )?
+            .execute(params![k.server, k.phase.as_str(), k.kinds.join(","), i(k.at_ms)])?;
+        }
+        Change::ClearKinds { server, phase } => {
+            conn.prepare_cached("DELETE FROM policy_kinds WHERE server = ?1 AND phase = ?2")?
+                .execute(params![server, phase.as_str()])?;
+        }
+        Change::Budget(b) => {
+            conn.prepare_cached("INSERT INTO policy_budget (credential, spent_on, server, at_ms) VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![b.credential, b.on.as_str(), b.server, i(b.at_ms)])?;
+        }
+        Change::Seen(e) | Change::Unseen(e) => {
+            conn.prepare_cached("DELETE FROM policy_seen WHERE server = ?1 AND tool IS ?2 AND kind = ?3 AND severity = ?4")?
+                .execute(params![e.server, e.tool, e.kind, e.severity.as_str()])?;
+            if matches!(c, Change::Seen(_)) {
+                conn.prepare_cached("INSERT INTO policy_seen (server, tool, kind, severity, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                    .execute(params![e.server, e.tool, e.kind, e.severity.as_str(), i(e.at_ms)])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes everything stored about `servers` but their audit entries (the log is append-only).
+pub fn forget_servers(conn: &Connection, servers: &[String]) -> rusqlite::Result<()> {
+    for sql in [
+        "DELETE FROM servers WHERE name = ?1",
+        "DELETE FROM ratings WHERE subject_kind = 'server' AND subject = ?1",
+        "DELETE FROM security_events WHERE server = ?1",
+        "DELETE FROM flags WHERE server = ?1",
+        "DELETE FROM history WHERE server = ?1",
+        "DELETE FROM policy_kinds WHERE server = ?1",
+        "DELETE FROM policy_seen WHERE server = ?1",
+    ] {
+        let mut stmt = conn.prepare_cached(sql)?;
+        for server in servers {
+            stmt.execute([server])?;
+        }
+    }
+    Ok(())
 }
 
 /// Deletes a rater's rating of `subject` (a withdrawn vouch leaves nothing behind).

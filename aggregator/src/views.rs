@@ -159,6 +159,9 @@ pub enum AuditAction {
     AutoQuarantine,
     /// An operator released it.
     Release,
+    /// The aggregator forgot it: no sidecar, scanner or operator knew it for
+    /// `server_retention_ms`.
+    Forget,
     /// An operator approved a held tool definition (by fingerprint).
     ApproveTool,
 }
@@ -169,6 +172,7 @@ impl AuditAction {
             AuditAction::Quarantine => "quarantine",
             AuditAction::AutoQuarantine => "auto_quarantine",
             AuditAction::Release => "release",
+            AuditAction::Forget => "forget",
             AuditAction::ApproveTool => "approve_tool",
         }
     }
@@ -177,6 +181,7 @@ impl AuditAction {
             "quarantine" => Some(AuditAction::Quarantine),
             "auto_quarantine" => Some(AuditAction::AutoQuarantine),
             "release" => Some(AuditAction::Release),
+            "forget" => Some(AuditAction::Forget),
             "approve_tool" => Some(AuditAction::ApproveTool),
             _ => None,
         }

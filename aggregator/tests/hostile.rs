@@ -361,3 +361,40 @@ async fn a_rewritten_and_rehashed_or_truncated_log_is_caught_by_the_anchored_hea
     assert_eq!(v["ok"], false, "{v}");
     assert!(v["broken"]["reason"].as_str().unwrap().contains("truncated"), "{v}");
 }
+
+#[tokio::test]
+async fn with_an_anchor_key_a_log_and_anchor_file_rewritten_together_are_caught() {
+    let dir = TempDir::new("anchor-key");
+    let (anchor_file, key_file) = (dir.path().join("audit-anchor.jsonl"), dir.path().join("anchor.key"));
+    std::fs::write(&key_file, "Zm9yIHRlc3RzIG9ubHk6IGEga2V5IG9mIGZvcnR5LWVpZ2h0IGJ5dGVz\n").unwrap();
+    let mut settings = relaxed();
+    settings.audit_anchor_file = Some(anchor_file.clone());
+    settings.audit_anchor_key_file = Some(key_file);
+    let h = Harness::with_settings(settings);
+    for (action, server) in [("quarantine", "w"), ("release", "w"), ("quarantine", "v"), ("release", "v")] {
+        h.post(&format!("/v1/servers/{server}/{action}"), OPERATOR, json!({"reason": "drill"})).await.ok();
+        assert!(h.svc.export_audit_head().await.unwrap());
+    }
+    assert!(std::fs::read_to_string(&anchor_file).unwrap().lines().all(|l| l.contains("\"mac\":")));
+    assert_eq!(h.get("/v1/audit/verify", READER).await.ok()["ok"], true);
+
+    // Someone who can write the database and the anchor file, but not read the key: entry 2
+    // rewritten, the chain re-hashed, and the anchor file's hashes replaced to match.
+    let anchored = anchor_file.clone();
+    let h = h.reopen_after(move |db| {
+        rewrite_and_rehash(db, 2, "never released");
+        let c = rusqlite::Connection::open(db).unwrap();
+        let mut text = std::fs::read_to_string(&anchored).unwrap();
+        for line in text.clone().lines() {
+            let mut l: serde_json::Value = serde_json::from_str(line).unwrap();
+            let hash: String = c.query_row("SELECT hash FROM audit WHERE id = ?1", [l["id"].as_i64().unwrap()], |r| r.get(0)).unwrap();
+            l["hash"] = json!(hash);
+            text = text.replace(line, &l.to_string());
+        }
+        std::fs::write(&anchored, text).unwrap();
+    });
+    let v = h.get("/v1/audit/verify", READER).await.ok();
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["broken"]["id"], 2, "the first line whose head was replaced: {v}");
+    assert!(v["broken"]["reason"].as_str().unwrap().contains("anchor file was edited"), "{v}");
+}

@@ -1,7 +1,8 @@
 //! Replicas on one PostgreSQL database, in-process: a batch counts once whichever replica gets
 //! it, one audit chain with writers on every replica, a version that only grows whichever
-//! replica answers, decisions reaching every replica, one leader at a time, and replicas that
-//! start together migrating once. They need a PostgreSQL server (`make test` runs the suite
+//! replica answers, decisions reaching every replica, one leader at a time, replicas that start
+//! together migrating once, and one credential's budget and a release's cool-down holding on
+//! every replica. They need a PostgreSQL server (`make test` runs the suite
 //! through `testbed/postgres.py`, which sets MCP_WARDEN_TEST_PG).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -175,7 +176,34 @@ fn replicas_starting_together_migrate_once() {
         s.join().unwrap().unwrap();
     }
     // One schema, one first publication.
-    let schema = format!("SELECT 1 FROM meta WHERE key = 'schema' AND value = {}", mcp_warden_aggregator::pg::SCHEMA_VERSION);
-    assert_eq!(pg_execute(&url, &schema).unwrap(), 1);
+    let current = mcp_warden_aggregator::pg::SCHEMA_VERSION;
+    assert_eq!(pg_execute(&url, &format!("SELECT 1 FROM meta WHERE key = 'schema' AND value = {current}")).unwrap(), 1);
     assert_eq!(pg_execute(&url, "SELECT 1 FROM publication").unwrap(), 1);
+}
+
+fn critical(id: &str, servers: &[String], rule: &str) -> serde_json::Value {
+    let reports: Vec<_> =
+        servers.iter().map(|s| json!({"server": s, "security": [{"rule": rule, "severity": "critical", "tool": "t"}]})).collect();
+    json!({"sidecar": "pod", "batch_id": id, "servers": reports})
+}
+
+#[tokio::test]
+async fn a_credentials_budget_and_a_release_hold_on_every_replica() {
+    let Some(r) = replicas(2) else { return };
+    let (a, b) = (&r[0], &r[1]);
+    let budget = a.settings.sidecar.server_budget;
+    let names: Vec<String> = (0..2 * budget).map(|i| format!("srv-{i}")).collect();
+    let traffic: Vec<_> = names.iter().map(|s| json!({"server": s, "outcomes": {"success": 5}})).collect();
+    a.post("/v1/signals", SIDECAR2, json!({"sidecar": "p2", "batch_id": "t", "servers": traffic})).await.ok();
+    // One credential spends its budget on replica a; replica b does not give it another.
+    a.post("/v1/signals", SIDECAR, critical("x", &names[..budget], "unicode/tag-characters")).await.ok();
+    b.post("/v1/signals", SIDECAR, critical("y", &names[budget..], "unicode/tag-characters")).await.ok();
+    let doc = b.scores().await;
+    let quarantined = doc["servers"].as_array().unwrap().iter().filter(|s| s["state"] == "quarantined").count();
+    assert_eq!(quarantined, budget, "{doc}");
+    // Released on a: the same kind reported to b stays in the cool-down.
+    a.post(&format!("/v1/servers/{}/release", names[0]), OPERATOR, json!({"reason": "reviewed"})).await.ok();
+    a.clock.advance(60_000);
+    b.post("/v1/signals", SIDECAR, critical("z", &names[..1], "unicode/renamed")).await.ok();
+    assert_ne!(b.detail(&names[0]).await["state"], "quarantined");
 }
