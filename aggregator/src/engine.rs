@@ -356,6 +356,8 @@ impl Ctx<'_, '_> {
             self.tx.insert_audit(now, AGGREGATOR, AuditAction::Forget, &name, &reason, score)?;
             self.state.servers.remove(&name);
             self.state.ratings.remove(&name);
+            // Its held changes were reports about it; an operator's approvals stay (decisions).
+            self.state.held.retain(|(server, _), _| server != &name);
             self.policy.forget(&name);
             self.dirty.remove(&name);
             info!(server = name.as_str(), last_known_ms = last, "server forgotten after server_retention_ms");

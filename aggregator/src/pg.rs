@@ -956,6 +956,7 @@ pub fn forget_servers(tx: &mut Transaction<'_>, servers: &[String]) -> Result<()
         "DELETE FROM history WHERE server = ANY($1)",
         "DELETE FROM policy_kinds WHERE server = ANY($1)",
         "DELETE FROM policy_seen WHERE server = ANY($1)",
+        "DELETE FROM held_changes WHERE server = ANY($1)",
     ] {
         tx.execute(sql, &[&servers])?;
     }

@@ -896,6 +896,7 @@ pub fn forget_servers(conn: &Connection, servers: &[String]) -> rusqlite::Result
         "DELETE FROM history WHERE server = ?1",
         "DELETE FROM policy_kinds WHERE server = ?1",
         "DELETE FROM policy_seen WHERE server = ?1",
+        "DELETE FROM held_changes WHERE server = ?1",
     ] {
         let mut stmt = conn.prepare_cached(sql)?;
         for server in servers {

@@ -63,6 +63,14 @@ async fn a_server_nobody_knows_for_the_retention_period_is_forgotten_with_an_aud
     let h = Harness::with_settings(settings);
     h.report(SIDECAR, "b1", "stale", 5, 0).await.ok();
     h.report(SIDECAR, "b2", "live", 5, 0).await.ok();
+    // A change a sidecar holds on each server (waiting for an operator).
+    for (batch, server) in [("h1", "stale"), ("h2", "live")] {
+        h.post("/v1/signals", SIDECAR, json!({"sidecar": "pod-1", "batch_id": batch, "servers": [{"server": server, "security": [{
+            "rule": "pin/tool-held", "severity": "medium", "tool": "t", "evidence": "held",
+            "old_fingerprint": "ffffffffffffffffffffffffffffffff", "new_fingerprint": "0123456789abcdef0123456789abcdef"}]}]}))
+            .await
+            .ok();
+    }
     h.post("/v1/ratings", RATER, json!({"subject": {"kind": "server", "name": "stale"}, "value": 0.9})).await.ok();
     h.post("/v1/servers/held/quarantine", OPERATOR, json!({"reason": "under review"})).await.ok();
     h.clock.advance(HOUR + HOUR / 2);
@@ -82,9 +90,14 @@ async fn a_server_nobody_knows_for_the_retention_period_is_forgotten_with_an_aud
     assert_eq!(h.get("/v1/audit/verify", READER).await.ok()["ok"], true);
     assert!(metrics(&h).await.contains("mcp_warden_aggregator_decisions_total{action=\"forget\"} 1"));
     assert!(!metrics(&h).await.contains("server=\"stale\""), "its series went with it");
+    let held_on = |v: serde_json::Value| -> Vec<String> {
+        v["held"].as_array().unwrap().iter().map(|c| c["server"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(held_on(h.get("/v1/approvals", READER).await.ok()), ["live"], "its held change went with it");
     // Forgotten on disk too; reported again, it is a new server with nothing of its past.
     let h = h.reopen();
     assert_eq!(h.get("/v1/servers/stale", READER).await.status, 404);
+    assert_eq!(held_on(h.get("/v1/approvals", READER).await.ok()), ["live"]);
     h.report(SIDECAR2, "b4", "stale", 1, 0).await.ok();
     let d = h.detail("stale").await;
     assert_eq!(d["ratings"]["count"], 0, "{d}");
