@@ -495,22 +495,27 @@ impl Matcher {
 /// (data URIs excepted): its byte range.
 pub(crate) fn find_base64(s: &str, min_len: usize) -> Option<(usize, usize)> {
     let b = s.as_bytes();
+    let class = |i: usize| b.get(i).map_or(0, |&c| B64_CLASS.get(usize::from(c)).copied().unwrap_or(0));
     let mut i = 0;
     while i < b.len() {
-        if !b.get(i).copied().is_some_and(is_b64) {
+        if class(i) == 0 {
             i += 1;
             continue;
         }
         let start = i;
-        let (mut up, mut low, mut dig) = (false, false, false);
-        while let Some(&c) = b.get(i).filter(|&&c| is_b64(c)) {
-            up |= c.is_ascii_uppercase();
-            low |= c.is_ascii_lowercase();
-            dig |= c.is_ascii_digit();
+        // Which of upper case, lower case and digits the run has (one table read a byte: tool
+        // results of many kilobytes go through here).
+        let mut seen = 0u8;
+        loop {
+            let c = class(i);
+            if c == 0 {
+                break;
+            }
+            seen |= c;
             i += 1;
         }
         let data_uri = s.get(..start).is_some_and(|p| p.ends_with("base64,"));
-        if i - start >= min_len && up && low && dig && !data_uri {
+        if i - start >= min_len && seen & B64_MIXED == B64_MIXED && !data_uri {
             let mut end = i;
             while b.get(end) == Some(&b'=') && end - i < 2 {
                 end += 1;
@@ -521,10 +526,36 @@ pub(crate) fn find_base64(s: &str, min_len: usize) -> Option<(usize, usize)> {
     None
 }
 
-#[inline(always)]
-fn is_b64(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_')
-}
+/// Bits of [`B64_CLASS`]: a base64 character, and which kind.
+const B64_ANY: u8 = 1;
+const B64_UPPER: u8 = 2;
+const B64_LOWER: u8 = 4;
+const B64_DIGIT: u8 = 8;
+const B64_MIXED: u8 = B64_UPPER | B64_LOWER | B64_DIGIT;
+
+/// Each byte's base64 class (0: not base64), standard and URL-safe alphabets.
+// Built at compile time, where `get_mut` is not available; `c` stays below 256.
+#[allow(clippy::indexing_slicing)]
+static B64_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = if b.is_ascii_uppercase() {
+            B64_ANY | B64_UPPER
+        } else if b.is_ascii_lowercase() {
+            B64_ANY | B64_LOWER
+        } else if b.is_ascii_digit() {
+            B64_ANY | B64_DIGIT
+        } else if matches!(b, b'+' | b'/' | b'-' | b'_') {
+            B64_ANY
+        } else {
+            0
+        };
+        c += 1;
+    }
+    t
+};
 
 /// Decodes standard or URL-safe base64 (padding optional); `None` if it is not base64.
 pub(crate) fn decode_base64(s: &str) -> Option<Vec<u8>> {
