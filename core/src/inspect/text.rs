@@ -59,6 +59,26 @@ fn is_zero_width(c: char) -> bool {
     matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{180E}')
 }
 
+/// Plain ASCII that `normalize` copies a run at a time: printable, not space, not `&` or `'`
+/// (which may start an entity or a contraction). One table read a byte.
+#[inline(always)]
+fn is_plain(b: u8) -> bool {
+    PLAIN.get(usize::from(b)).copied().unwrap_or(false)
+}
+
+// Built at compile time, where `get_mut` is not available; `c` stays below 256.
+#[allow(clippy::indexing_slicing)]
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b > b' ' && b < 0x7f && b != b'&' && b != b'\'';
+        c += 1;
+    }
+    t
+};
+
 fn is_bidi(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
@@ -143,7 +163,7 @@ impl Scratch {
                     i += 1;
                 } else {
                     let run = bytes.get(i..).unwrap_or(&[]);
-                    let len = run.iter().position(|&c| c <= b' ' || c >= 0x7f || c == b'&' || c == b'\'').unwrap_or(run.len());
+                    let len = run.iter().position(|&c| !is_plain(c)).unwrap_or(run.len());
                     let from = self.norm.len();
                     self.norm.push_str(s.get(i..i + len).unwrap_or(""));
                     if let Some(tail) = self.norm.get_mut(from..) {
@@ -222,8 +242,17 @@ impl Scratch {
         let mut start: Option<usize> = None;
         let mut i = 0;
         while let Some(&b) = bytes.get(i) {
+            if b.is_ascii_alphanumeric() {
+                start.get_or_insert(i);
+                // The rest of an ASCII run of letters and digits at once (texts of many KB).
+                i += 1;
+                while bytes.get(i).is_some_and(u8::is_ascii_alphanumeric) {
+                    i += 1;
+                }
+                continue;
+            }
             let (alnum, len) = if b < 0x80 {
-                (b.is_ascii_alphanumeric(), 1)
+                (false, 1)
             } else {
                 let c = norm.get(i..).and_then(|r| r.chars().next());
                 (c.is_some_and(char::is_alphanumeric), c.map_or(1, char::len_utf8))
