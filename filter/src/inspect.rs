@@ -37,7 +37,8 @@ struct ResultOnly<'a> {
 }
 
 /// A hash of the results of the answer's messages, or `None` when one is not a plain result.
-fn results_hash(body: &[u8], sse: bool, limit: usize) -> Option<u64> {
+/// Messages larger than `limit` are left out (pass at least the body's length to cover all).
+pub(crate) fn results_hash(body: &[u8], sse: bool, limit: usize) -> Option<u64> {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for msg in messages(body, sse, limit) {
         let r: ResultOnly<'_> = serde_json::from_slice(&msg).ok()?;

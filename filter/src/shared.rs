@@ -34,6 +34,9 @@ pub struct Shared {
     pub answer_templates: RefCell<HashMap<TemplateKey, (String, String)>>,
     /// Tool hints per server, with the shared-data version they were read at.
     pub tool_hints: RefCell<HashMap<String, (u32, ToolCatalog)>>,
+    /// Per server: the results hash of a `tools/list` answer whose hints the shared catalog
+    /// was seen to hold, and that catalog's version (see `tools::learn`).
+    pub learned_lists: RefCell<HashMap<String, (u64, u32)>>,
 }
 
 impl Shared {
@@ -49,6 +52,7 @@ impl Shared {
             list_verdicts: RefCell::new(VerdictCache::default()),
             answer_templates: RefCell::new(HashMap::new()),
             tool_hints: RefCell::new(HashMap::new()),
+            learned_lists: RefCell::new(HashMap::new()),
         }
     }
 
