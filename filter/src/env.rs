@@ -85,7 +85,7 @@ impl Env for VmEnv<'_> {
     }
 
     fn learn_tools(&self, server: usize, body: &[u8], sse: bool) {
-        tools::learn(self.server_name(server), body, sse, self.0.config.inspect_max_bytes)
+        tools::learn(self.0, self.server_name(server), body, sse, self.0.config.inspect_max_bytes)
     }
 
     fn retry_earn(&self) {

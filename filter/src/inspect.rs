@@ -16,7 +16,9 @@ use mcp_warden_core::inspect::{
 };
 use mcp_warden_core::mcp::sse::{frame_messages, message_datas};
 use std::collections::BTreeMap;
-use std::hash::Hasher;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
 
 /// Most tool names remembered for cross-server shadowing, per sidecar.
 const MAX_TOOL_OWNERS: usize = 4096;
@@ -37,8 +39,13 @@ struct ResultOnly<'a> {
 }
 
 /// A hash of the results of the answer's messages, or `None` when one is not a plain result.
-fn results_hash(body: &[u8], sse: bool, limit: usize) -> Option<u64> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+/// Messages larger than `limit` are left out (pass at least the body's length to cover all).
+/// Keyed per VM (drawn once from WASI's `random_get`, as every `HashMap` here is): with fixed
+/// keys a server could prepare a poisoned list hashing like a clean one it listed before, and
+/// the poisoned one would get the clean one's cached decision uninspected.
+pub(crate) fn results_hash(body: &[u8], sse: bool, limit: usize) -> Option<u64> {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    let mut h = KEYS.get_or_init(RandomState::new).build_hasher();
     for msg in messages(body, sse, limit) {
         let r: ResultOnly<'_> = serde_json::from_slice(&msg).ok()?;
         h.write(r.result.get().as_bytes());

@@ -36,6 +36,9 @@ pub struct Shared {
     pub tool_hints: RefCell<HashMap<String, (u32, ToolCatalog)>>,
     /// Tool definitions this VM has not sent for the mesh-wide scan yet (with an aggregator).
     pub outbox: RefCell<DefinitionOutbox>,
+    /// Per server: the results hash of a `tools/list` answer whose hints the shared catalog
+    /// was seen to hold, and that catalog's version (see `tools::learn`).
+    pub learned_lists: RefCell<HashMap<String, (u64, u32)>>,
 }
 
 impl Shared {
@@ -52,6 +55,7 @@ impl Shared {
             answer_templates: RefCell::new(HashMap::new()),
             tool_hints: RefCell::new(HashMap::new()),
             outbox: RefCell::new(DefinitionOutbox::default()),
+            learned_lists: RefCell::new(HashMap::new()),
         }
     }
 

@@ -3,6 +3,7 @@
 //! tell whether a failed or slow `tools/call` may go to another cluster.
 
 use crate::host::HostStore;
+use crate::inspect;
 use crate::shared::Shared;
 use crate::shared_json;
 use mcp_warden_core::breaker::SharedStore;
@@ -32,7 +33,18 @@ pub fn hints(shared: &Shared, server: &str, tool: &str) -> Option<ToolHints> {
 }
 
 /// Learns from a complete `tools/list` answer body (JSON or SSE) and stores what is new.
-pub fn learn(server: &str, body: &[u8], sse: bool, limit: usize) {
+///
+/// The usual case is the same list again: when the shared catalog has not changed (same CAS
+/// version) since it was seen to hold every hint of a list with the same results, nothing is
+/// parsed.
+pub fn learn(shared: &Shared, server: &str, body: &[u8], sse: bool, limit: usize) {
+    let key = key(server);
+    let (stored, cas) = HostStore.get(&key).unwrap_or((None, None));
+    let hash = inspect::results_hash(body, sse, body.len());
+    let seen = hash.zip(cas);
+    if seen.is_some() && shared.learned_lists.borrow().get(server).copied() == seen {
+        return;
+    }
     let mut learned = ToolCatalog::new();
     if sse {
         for data in message_datas(body, limit) {
@@ -44,12 +56,16 @@ pub fn learn(server: &str, body: &[u8], sse: bool, limit: usize) {
     if learned.is_empty() {
         return;
     }
-    let current: ToolCatalog = shared_json::load(&key(server));
+    let current: ToolCatalog = stored.as_deref().and_then(shared_json::parse).unwrap_or_default();
     if learned.iter().all(|(name, hints)| current.get(name) == Some(hints)) {
-        // The usual case: the same list again. No write.
+        // Known at this version: remembered (bounded by the configuration's servers). After a
+        // write of ours it is not: another worker may have written in between.
+        if let Some(seen) = seen {
+            shared.learned_lists.borrow_mut().insert(server.to_string(), seen);
+        }
         return;
     }
-    let result = shared_json::update::<ToolCatalog>(&key(server), |c| {
+    let result = shared_json::update::<ToolCatalog>(&key, |c| {
         for (name, hints) in &learned {
             if c.len() < mcp_warden_core::retry::MAX_TOOLS || c.contains_key(name) {
                 c.insert(name.clone(), *hints);

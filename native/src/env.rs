@@ -4,6 +4,7 @@
 //! breaker transitions and findings are counted on it.
 
 use crate::config::Shared;
+use std::cell::Cell;
 use crate::host::Stream;
 use crate::inspect;
 use crate::state::{self, lock};
@@ -20,13 +21,39 @@ use mcp_warden_core::Outcome;
 /// Most answer templates a configuration keeps (then it starts over).
 pub const MAX_ANSWER_TEMPLATES: usize = 256;
 
+/// A list body hashed in this hook (its address, length and whether SSE) and its results hash.
+type HashedList = (usize, usize, bool, Option<u64>);
+
 /// One hook's view of the shared state.
 pub struct ProcessEnv<'a> {
     pub shared: &'a Shared,
     pub stream: Stream,
+    /// The last list body hashed in this hook (its address and length, SSE) and its results
+    /// hash: learning tool hints and inspecting the list read the same bytes, hashed once.
+    list_hash: Cell<Option<HashedList>>,
+}
+
+impl<'a> ProcessEnv<'a> {
+    pub fn new(shared: &'a Shared, stream: Stream) -> Self {
+        ProcessEnv { shared, stream, list_hash: Cell::new(None) }
+    }
 }
 
 impl ProcessEnv<'_> {
+    /// [`inspect::results_hash`] of a list body with the inspector's list bound as the limit,
+    /// computed once per hook for the same bytes.
+    fn list_results_hash(&self, body: &[u8], sse: bool) -> Option<u64> {
+        let key = (body.as_ptr() as usize, body.len(), sse);
+        if let Some((p, n, s, h)) = self.list_hash.get() {
+            if (p, n, s) == key {
+                return h;
+            }
+        }
+        let h = inspect::results_hash(body, sse, self.shared.config.inspector.limits.max_list_bytes);
+        self.list_hash.set(Some((key.0, key.1, key.2, h)));
+        h
+    }
+
     fn cluster_name(&self, cluster: usize) -> &str {
         self.shared.config.cluster(cluster).map_or("", |c| c.name.as_str())
     }
@@ -140,6 +167,15 @@ impl Env for ProcessEnv<'_> {
     }
 
     fn learn_tools(&self, server: usize, body: &[u8], sse: bool) {
+        // The same results as the list last learned from for this server teach nothing new:
+        // skip the parse. Only when the hash covers every message (none left out by the bound).
+        let name = self.server_name(server);
+        let hash = (body.len() <= self.shared.config.inspector.limits.max_list_bytes)
+            .then(|| self.list_results_hash(body, sse))
+            .flatten();
+        if hash.is_some() && lock(&state::process().learned_lists).get(name).copied() == hash {
+            return;
+        }
         let mut learned = ToolCatalog::new();
         if sse {
             for data in message_datas(body, self.shared.config.inspect_max_bytes) {
@@ -148,13 +184,26 @@ impl Env for ProcessEnv<'_> {
         } else {
             learn_tools(body, &mut learned);
         }
-        let name = self.server_name(server);
+        if learned.is_empty() {
+            return;
+        }
+        // The list's hash is recorded under the hints' lock, so that it always names the list
+        // the hints were last learned from (another worker learning another list waits).
+        let remember = |hash: Option<u64>| {
+            if let Some(h) = hash {
+                // One entry per server with hints (bounded like them).
+                lock(&state::process().learned_lists).insert(name.to_string(), h);
+            }
+        };
         let known = |hints: &std::collections::HashMap<String, ToolCatalog>| {
             hints.get(name).is_some_and(|c| learned.iter().all(|(t, h)| c.get(t) == Some(h)))
         };
-        // The usual case, the same list again, only reads.
-        if learned.is_empty() || state::process().tool_hints.read().is_ok_and(|h| known(&h)) {
-            return;
+        // A list whose hints are all known already only reads.
+        if let Ok(hints) = state::process().tool_hints.read() {
+            if known(&hints) {
+                remember(hash);
+                return;
+            }
         }
         if let Ok(mut all) = state::process().tool_hints.write() {
             // Bounded by the configuration's servers, and MAX_TOOLS per server.
@@ -164,6 +213,7 @@ impl Env for ProcessEnv<'_> {
                     catalog.insert(tool, hints);
                 }
             }
+            remember(hash);
         }
     }
 
@@ -176,7 +226,8 @@ impl Env for ProcessEnv<'_> {
     }
 
     fn inspect_list(&self, server: usize, cluster: usize, kind: ListKind, body: &[u8], sse: bool) -> Decision {
-        inspect::list_answer(self.shared, self.stream, self.server_name(server), cluster, kind, body, sse)
+        let hash = self.list_results_hash(body, sse);
+        inspect::list_answer(self.shared, self.stream, self.server_name(server), cluster, kind, body, sse, hash)
     }
 
     fn inspect_oversized(&self, server: usize, cluster: usize, size: usize) -> Decision {

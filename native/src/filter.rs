@@ -64,7 +64,7 @@ impl Filter {
     /// Hands `event` to the flow and carries out its effects.
     fn run(&mut self, s: Stream, event: Event<'_>) -> flow::Action {
         let shared = Arc::clone(&self.shared);
-        let env = ProcessEnv { shared: &shared, stream: s };
+        let env = ProcessEnv::new(&shared, s);
         let now = host::now_ms();
         let mut out = Vec::new();
         let action = self.flow.on(&env, event, now, &mut out);
@@ -176,7 +176,7 @@ impl Filter {
         let s = Stream(envoy);
         // While paused, Envoy holds the earlier chunks for the filter: the size is everything so far.
         let size = s.request_body_size();
-        let env = ProcessEnv { shared: &self.shared, stream: s };
+        let env = ProcessEnv::new(&self.shared, s);
         let body = self.flow.wants_request_body(&env, size, end_of_stream).then(|| s.request_body());
         let action = self.run(s, Event::RequestBody { size, body: body.as_deref(), end_of_stream });
         self.request_paused = action == flow::Action::Pause;
@@ -197,13 +197,14 @@ impl Filter {
             return abi::HEADERS_CONTINUE;
         }
         let s = Stream(envoy);
-        let headers = s.headers(Map::Response);
-        let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        let status = get(":status").and_then(|v| v.parse().ok()).unwrap_or(0);
+        // Only the three headers the flow reads (not a copy of every header).
+        let (status, content_type, session_id) =
+            (s.header(Map::Response, ":status"), s.header(Map::Response, "content-type"), s.header(Map::Response, "mcp-session-id"));
+        let status = status.and_then(|v| v.parse().ok()).unwrap_or(0);
         let details = self.flow.needs_reply_details(status).then(|| (s.response_flags(), s.response_code_details()));
         // Envoy's own replies carry details other than `via_upstream`.
         let local_reply = details.as_ref().filter(|(_, d)| d != "via_upstream" && !d.is_empty()).map(|(f, d)| (*f, d.as_str()));
-        let head = ResponseHead { status, content_type: get("content-type"), session_id: get("mcp-session-id"), local_reply };
+        let head = ResponseHead { status, content_type: content_type.as_deref(), session_id: session_id.as_deref(), local_reply };
         let action = self.run(s, Event::ResponseHeaders { head, end_of_stream });
         self.response_paused = action == flow::Action::Pause;
         if self.response_paused {

@@ -12,7 +12,9 @@ use mcp_warden_core::inspect::{
     Violation,
 };
 use mcp_warden_core::mcp::sse::{frame_messages, message_datas};
-use std::hash::Hasher;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
 
 /// Most tool names remembered for cross-server shadowing, per process.
 const MAX_TOOL_OWNERS: usize = 4096;
@@ -25,8 +27,12 @@ struct ResultOnly<'a> {
 }
 
 /// A hash of the results of the answer's messages, or `None` when one is not a plain result.
-fn results_hash(body: &[u8], sse: bool, limit: usize) -> Option<u64> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+/// Messages larger than `limit` are left out (pass at least the body's length to cover all).
+pub fn results_hash(body: &[u8], sse: bool, limit: usize) -> Option<u64> {
+    // Keys drawn once per process: a server cannot craft two lists with the same hash offline
+    // (a cached verdict would then pass the second list uninspected).
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    let mut h = KEYS.get_or_init(RandomState::new).build_hasher();
     for msg in messages(body, sse, limit) {
         let r: ResultOnly<'_> = serde_json::from_slice(&msg).ok()?;
         h.write(r.result.get().as_bytes());
@@ -44,12 +50,23 @@ fn messages(body: &[u8], sse: bool, limit: usize) -> Vec<Vec<u8>> {
 }
 
 /// Inspects a complete list answer; an identical one (same results) gets the decision already
-/// taken for it without a second inspection (one cache entry per (server, kind)).
-pub fn list_answer(shared: &Shared, stream: Stream, server: &str, cluster: usize, kind: ListKind, body: &[u8], sse: bool) -> Decision {
+/// taken for it without a second inspection (one cache entry per (server, kind)). `hash` is
+/// [`results_hash`] of `body` with the inspector's `max_list_bytes` as the limit.
+#[allow(clippy::too_many_arguments)]
+pub fn list_answer(
+    shared: &Shared,
+    stream: Stream,
+    server: &str,
+    cluster: usize,
+    kind: ListKind,
+    body: &[u8],
+    sse: bool,
+    hash: Option<u64>,
+) -> Decision {
     // Keyed with the trust table's approvals and verdicts too: a decision taken before an
     // approval (or a verdict) arrived is not reused after it.
     let lists = state::process().trust.read().map_or(0, |t| t.lists);
-    let hash = results_hash(body, sse, shared.config.inspector.limits.max_list_bytes).map(|h| h ^ lists);
+    let hash = hash.map(|h| h ^ lists);
     let key = (server.to_string(), kind.key());
     if let (Some(hash), Some((h, decision))) = (hash, lock(&shared.list_verdicts).get(&key)) {
         if *h == hash {

@@ -76,6 +76,10 @@ pub struct Process {
     pub retry_budget: Mutex<RetryBudget>,
     /// Tool hints per logical server, learned from `tools/list` answers (bounded by `MAX_TOOLS`).
     pub tool_hints: RwLock<HashMap<String, ToolCatalog>>,
+    /// Per server name: the results hash of the `tools/list` answer its hints were last learned
+    /// from (set while holding `tool_hints`), so the same list again is not parsed again.
+    /// One entry per server in `tool_hints`.
+    pub learned_lists: Mutex<HashMap<String, u64>>,
     /// Tool definitions pinned per server (bounded per server and by the server count).
     pub pins: Mutex<Option<ToolPins>>,
     /// The first server that listed each tool name, for shadowing (bounded).
@@ -94,6 +98,7 @@ pub fn process() -> &'static Process {
         pending: Mutex::new(SignalAccumulator::default()),
         retry_budget: Mutex::new(RetryBudget::new(0.2, 10.0)),
         tool_hints: RwLock::new(HashMap::new()),
+        learned_lists: Mutex::new(HashMap::new()),
         pins: Mutex::new(None),
         tool_owners: Mutex::new(BTreeMap::new()),
         outbox: Mutex::new(DefinitionOutbox::default()),

@@ -59,6 +59,26 @@ fn is_zero_width(c: char) -> bool {
     matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{180E}')
 }
 
+/// Plain ASCII that `normalize` copies a run at a time: printable, not space, not `&` or `'`
+/// (which may start an entity or a contraction). One table read a byte.
+#[inline(always)]
+fn is_plain(b: u8) -> bool {
+    PLAIN.get(usize::from(b)).copied().unwrap_or(false)
+}
+
+// Built at compile time, where `get_mut` is not available; `c` stays below 256.
+#[allow(clippy::indexing_slicing)]
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b > b' ' && b < 0x7f && b != b'&' && b != b'\'';
+        c += 1;
+    }
+    t
+};
+
 fn is_bidi(c: char) -> bool {
     matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
@@ -143,7 +163,7 @@ impl Scratch {
                     i += 1;
                 } else {
                     let run = bytes.get(i..).unwrap_or(&[]);
-                    let len = run.iter().position(|&c| c <= b' ' || c >= 0x7f || c == b'&' || c == b'\'').unwrap_or(run.len());
+                    let len = run.iter().position(|&c| !is_plain(c)).unwrap_or(run.len());
                     let from = self.norm.len();
                     self.norm.push_str(s.get(i..i + len).unwrap_or(""));
                     if let Some(tail) = self.norm.get_mut(from..) {
@@ -222,8 +242,17 @@ impl Scratch {
         let mut start: Option<usize> = None;
         let mut i = 0;
         while let Some(&b) = bytes.get(i) {
+            if b.is_ascii_alphanumeric() {
+                start.get_or_insert(i);
+                // The rest of an ASCII run of letters and digits at once (texts of many KB).
+                i += 1;
+                while bytes.get(i).is_some_and(u8::is_ascii_alphanumeric) {
+                    i += 1;
+                }
+                continue;
+            }
             let (alnum, len) = if b < 0x80 {
-                (b.is_ascii_alphanumeric(), 1)
+                (false, 1)
             } else {
                 let c = norm.get(i..).and_then(|r| r.chars().next());
                 (c.is_some_and(char::is_alphanumeric), c.map_or(1, char::len_utf8))
@@ -495,22 +524,27 @@ impl Matcher {
 /// (data URIs excepted): its byte range.
 pub(crate) fn find_base64(s: &str, min_len: usize) -> Option<(usize, usize)> {
     let b = s.as_bytes();
+    let class = |i: usize| b.get(i).map_or(0, |&c| B64_CLASS.get(usize::from(c)).copied().unwrap_or(0));
     let mut i = 0;
     while i < b.len() {
-        if !b.get(i).copied().is_some_and(is_b64) {
+        if class(i) == 0 {
             i += 1;
             continue;
         }
         let start = i;
-        let (mut up, mut low, mut dig) = (false, false, false);
-        while let Some(&c) = b.get(i).filter(|&&c| is_b64(c)) {
-            up |= c.is_ascii_uppercase();
-            low |= c.is_ascii_lowercase();
-            dig |= c.is_ascii_digit();
+        // Which of upper case, lower case and digits the run has (one table read a byte: tool
+        // results of many kilobytes go through here).
+        let mut seen = 0u8;
+        loop {
+            let c = class(i);
+            if c == 0 {
+                break;
+            }
+            seen |= c;
             i += 1;
         }
         let data_uri = s.get(..start).is_some_and(|p| p.ends_with("base64,"));
-        if i - start >= min_len && up && low && dig && !data_uri {
+        if i - start >= min_len && seen & B64_MIXED == B64_MIXED && !data_uri {
             let mut end = i;
             while b.get(end) == Some(&b'=') && end - i < 2 {
                 end += 1;
@@ -521,10 +555,36 @@ pub(crate) fn find_base64(s: &str, min_len: usize) -> Option<(usize, usize)> {
     None
 }
 
-#[inline(always)]
-fn is_b64(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'-' | b'_')
-}
+/// Bits of [`B64_CLASS`]: a base64 character, and which kind.
+const B64_ANY: u8 = 1;
+const B64_UPPER: u8 = 2;
+const B64_LOWER: u8 = 4;
+const B64_DIGIT: u8 = 8;
+const B64_MIXED: u8 = B64_UPPER | B64_LOWER | B64_DIGIT;
+
+/// Each byte's base64 class (0: not base64), standard and URL-safe alphabets.
+// Built at compile time, where `get_mut` is not available; `c` stays below 256.
+#[allow(clippy::indexing_slicing)]
+static B64_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = if b.is_ascii_uppercase() {
+            B64_ANY | B64_UPPER
+        } else if b.is_ascii_lowercase() {
+            B64_ANY | B64_LOWER
+        } else if b.is_ascii_digit() {
+            B64_ANY | B64_DIGIT
+        } else if matches!(b, b'+' | b'/' | b'-' | b'_') {
+            B64_ANY
+        } else {
+            0
+        };
+        c += 1;
+    }
+    t
+};
 
 /// Decodes standard or URL-safe base64 (padding optional); `None` if it is not base64.
 pub(crate) fn decode_base64(s: &str) -> Option<Vec<u8>> {
