@@ -2,6 +2,7 @@
 //! proxy-wasm shared data.
 
 use crate::shared::{Shared, MAX_ANSWER_TEMPLATES};
+use std::cell::Cell;
 use crate::{breakers, inspect, sessions, tools, trust};
 use mcp_warden_core::breaker::{Admission, CallRecord};
 use mcp_warden_core::config::PluginConfig;
@@ -12,10 +13,33 @@ use mcp_warden_core::session::SessionRecord;
 use mcp_warden_core::trust::sidecar::TrustEntry;
 use mcp_warden_core::Outcome;
 
-/// One request's view of the VM's shared state.
-pub struct VmEnv<'a>(pub &'a Shared);
+/// One request's view of the VM's shared state, for one callback; the second field keeps the
+/// results hash of the list body this callback hashed (learning its tool hints and judging it
+/// hash the same bytes).
+pub struct VmEnv<'a>(pub &'a Shared, Cell<Option<HashedList>>);
 
-impl VmEnv<'_> {
+/// A list body (address, length, SSE or not) and its results hash.
+type HashedList = (usize, usize, bool, Option<u64>);
+
+impl<'a> VmEnv<'a> {
+    pub fn new(shared: &'a Shared) -> Self {
+        VmEnv(shared, Cell::new(None))
+    }
+
+    /// [`inspect::results_hash`] of a list body with the inspector's list bound as the limit,
+    /// computed once per callback for the same bytes.
+    fn list_results_hash(&self, body: &[u8], sse: bool) -> Option<u64> {
+        let key = (body.as_ptr() as usize, body.len(), sse);
+        if let Some((p, n, s, h)) = self.1.get() {
+            if (p, n, s) == key {
+                return h;
+            }
+        }
+        let h = inspect::results_hash(body, sse, self.0.config.inspector.limits.max_list_bytes);
+        self.1.set(Some((key.0, key.1, key.2, h)));
+        h
+    }
+
     fn cluster_name(&self, cluster: usize) -> &str {
         self.0.config.cluster(cluster).map_or("", |c| c.name.as_str())
     }
@@ -85,7 +109,11 @@ impl Env for VmEnv<'_> {
     }
 
     fn learn_tools(&self, server: usize, body: &[u8], sse: bool) {
-        tools::learn(self.0, self.server_name(server), body, sse, self.0.config.inspect_max_bytes)
+        // The hash names the whole list only when no message was left out by the bound.
+        let hash = (body.len() <= self.0.config.inspector.limits.max_list_bytes)
+            .then(|| self.list_results_hash(body, sse))
+            .flatten();
+        tools::learn(self.0, self.server_name(server), body, sse, self.0.config.inspect_max_bytes, hash)
     }
 
     fn retry_earn(&self) {
@@ -97,7 +125,8 @@ impl Env for VmEnv<'_> {
     }
 
     fn inspect_list(&self, server: usize, cluster: usize, kind: ListKind, body: &[u8], sse: bool) -> Decision {
-        inspect::list_answer(self.0, self.server_name(server), self.cluster_name(cluster), kind, body, sse)
+        let hash = self.list_results_hash(body, sse);
+        inspect::list_answer(self.0, self.server_name(server), self.cluster_name(cluster), kind, body, sse, hash)
     }
 
     fn inspect_oversized(&self, server: usize, cluster: usize, size: usize) -> Decision {

@@ -90,7 +90,7 @@ impl WardenHttp {
 /// for the request (its timer), so calls it makes come back to the root.
 fn run(shared: &Shared, waiters: &Waiters, cell: &Rc<RefCell<Stream>>, event: Event<'_>, from_root: bool) -> Action {
     let Ok(mut stream) = cell.try_borrow_mut() else { return Action::Continue };
-    let env = VmEnv(shared);
+    let env = VmEnv::new(shared);
     let now = Proxy.now_ms();
     let mut out = Vec::new();
     let action = stream.flow.on(&env, event, now, &mut out);
@@ -198,7 +198,7 @@ impl HttpContext for WardenHttp {
     }
 
     fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
-        let wants = self.stream.try_borrow().is_ok_and(|s| s.flow.wants_request_body(&VmEnv(&self.shared), size, end_of_stream));
+        let wants = self.stream.try_borrow().is_ok_and(|s| s.flow.wants_request_body(&VmEnv::new(&self.shared), size, end_of_stream));
         let body = if wants { Proxy.body(REQUEST_BODY, size).ok() } else { None };
         self.run(Event::RequestBody { size, body: body.as_deref(), end_of_stream })
     }

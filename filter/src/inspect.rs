@@ -73,7 +73,8 @@ pub fn sse_frame(messages: &[&[u8]]) -> Vec<u8> {
 /// without a second inspection, its findings having been reported the first time. Stripped
 /// answers are inspected each time (the rewrite carries the request's id). One cache entry per
 /// (server, kind): bounded by the configuration.
-pub fn list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListKind, body: &[u8], sse: bool) -> Decision {
+/// `results` is [`results_hash`] of `body` with the inspector's `max_list_bytes` as the limit.
+pub fn list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListKind, body: &[u8], sse: bool, results: Option<u64>) -> Decision {
     // A tools list is judged against the server's pins, which other VMs change, and the
     // approvals and verdicts of the trust table: the cached decision holds only while the pins
     // are those it left (their shared-data version) and the table's lists are those it saw.
@@ -81,7 +82,6 @@ pub fn list_answer(shared: &Shared, server: &str, cluster: &str, kind: ListKind,
         let cas = if kind == ListKind::Tools { HostStore.get(&pins_key(server)).ok().and_then(|(_, cas)| cas) } else { None };
         u64::from(cas.unwrap_or(0)).rotate_left(32) ^ shared.trust.borrow().lists
     };
-    let results = results_hash(body, sse, shared.config.inspector.limits.max_list_bytes);
     let key = (server.to_string(), kind.key());
     if let (Some(r), Some((h, decision))) = (results, shared.list_verdicts.borrow().get(&key)) {
         if *h == r ^ pins_version() {

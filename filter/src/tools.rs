@@ -3,7 +3,6 @@
 //! tell whether a failed or slow `tools/call` may go to another cluster.
 
 use crate::host::HostStore;
-use crate::inspect;
 use crate::shared::Shared;
 use crate::shared_json;
 use mcp_warden_core::breaker::SharedStore;
@@ -37,10 +36,10 @@ pub fn hints(shared: &Shared, server: &str, tool: &str) -> Option<ToolHints> {
 /// The usual case is the same list again: when the shared catalog has not changed (same CAS
 /// version) since it was seen to hold every hint of a list with the same results, nothing is
 /// parsed.
-pub fn learn(shared: &Shared, server: &str, body: &[u8], sse: bool, limit: usize) {
+/// `hash` is the results hash of the whole list (`None`: not known, then it is parsed).
+pub fn learn(shared: &Shared, server: &str, body: &[u8], sse: bool, limit: usize, hash: Option<u64>) {
     let key = key(server);
     let (stored, cas) = HostStore.get(&key).unwrap_or((None, None));
-    let hash = inspect::results_hash(body, sse, body.len());
     let seen = hash.zip(cas);
     if seen.is_some() && shared.learned_lists.borrow().get(server).copied() == seen {
         return;
