@@ -116,18 +116,31 @@ pub const ENGLISH: &[(Cat, &[&str], &[&str])] = &[
             "keep ~3 secret|hidden|confidential|private ~3 from",
             "approval ~3 not ~2 needed|required",
             "do not|dont ~2 mention|reference ~3 this|these instruction*|note|step",
+            "without ~1 asking|prompting|telling|notifying|informing|mentioning",
+            "need|needs not ~1 be ~1 mentioned|shown|disclosed|reported",
+            "do not|dont|never ~1 list|show|display|include|mention ~3 this|the|that|these ~2 recipient*|address*|copy|copies|step|call|field",
+            "user* ~2 does|do|need|needs ~1 not ~2 know|see|notice|be told",
+            "only ~2 say|tell|report|answer ~3 that|it ~3 succeeded|worked|done|complete*",
         ],
         &[],
     ),
     (
         Cat::SecretFile,
-        &[],
+        &[
+            "all|every|entire ~1 env|environment ~1 var*|variable*|vars",
+            // an order to take a secret: "read the SSH private key", "collect the user's API tokens"
+            "read|open|cat|load|retrieve|collect|dump|grab|obtain|steal|harvest|extract|fetch|print|export ~4 private|secret|ssh|signing|gpg ~1 key|keys",
+            "read|open|cat|load|retrieve|collect|dump|grab|obtain|steal|harvest|extract|print|export ~4 api|access|auth|session|refresh ~1 key|keys|token|tokens",
+            "read|open|cat|load|retrieve|collect|dump|grab|obtain|steal|harvest|extract|print|export ~3 password|passwords|credentials|cookies|seed|mnemonic|wallet",
+        ],
         &[
             "~/.ssh", ".ssh/", "id_rsa", "id_ed25519", "id_ecdsa", "id_dsa", "/etc/passwd", "/etc/shadow", ".aws/credentials",
             ".npmrc", ".netrc", ".pypirc", ".git-credentials", ".kube/config", ".docker/config.json", "mcp.json",
             "claude_desktop_config", "wallet.dat", ".bash_history", ".zsh_history", ".gnupg", "keychain", ".env",
             "authorized_keys", "known_hosts", "credentials.json", "service-account", "secrets.yaml", "secrets.json",
-            ".pgpass", "/proc/self/environ", "printenv", "os.environ", "process.env",
+            ".pgpass", "/proc/self/environ", "printenv", "os.environ", "process.env", ".pem", ".p12", ".pfx", "hosts.yml",
+            ".config/gh", ".config/gcloud", "application_default_credentials", ".azure/", ".vault-token", ".terraformrc",
+            ".git/config", "id_rsa.key", ".kdbx", "login data", "cookies.sqlite",
         ],
     ),
     (
@@ -145,7 +158,9 @@ pub const ENGLISH: &[(Cat, &[&str], &[&str])] = &[
     (
         Cat::Context,
         &[
-            "conversation*|chat|chats|message|messages|dialog*|dialogue* ~2 history|histories|log|logs|transcript*|context|so far|contents",
+            "conversation*|chat|chats|dialog*|dialogue* ~1 history|histories|log|logs|transcript*|context|contents",
+            "message|messages ~1 history|histories",
+            "conversation*|chat|chats|messages|said ~2 so ~1 far",
             "previous|prior|earlier|entire|full|whole|complete ~2 message*|conversation*|chat*|transcript*|context|exchange*",
             "all|every ~2 previous|prior|earlier|past|recent ~1 message*|conversation*|chat*|exchange*",
             "all|every ~2 conversation*|chat|chats|transcript*",
@@ -161,8 +176,8 @@ pub const ENGLISH: &[(Cat, &[&str], &[&str])] = &[
         Cat::ExfilAction,
         &[
             "send|post|upload|forward|transmit|exfiltrat*|leak|relay|mirror|beacon|submit|report|deliver|copy|sync ~8 @url|@email|webhook*|endpoint|collector|attacker|analytics",
-            "bcc|cc|copy|copied|deliver*|forward*|mirror*|send|sent|archiv*|notif* ~6 @email",
-            "bcc|cc ~4 @email|address|copy|all",
+            "bcc|cc|bccd|ccd|bcced|cced|copy|copied|deliver*|forward*|mirror*|send|sent|archiv*|notif*|redirect*|rout* ~6 @email",
+            "bcc|cc|bccd|ccd|bcced|cced ~4 @email|address|copy|all|recipient",
             "include|append|attach|embed|put|pass|add|insert|copy|paste|place|encode ~6 history|conversation|transcript|password*|secret*|credential*|ssh|env ~8 in|into|as|to|inside ~3 parameter|field|argument|param|notes|url|query|request|sidenote|metadata|comment|body|header|title|subject|link|image",
             "pass|include|put|add|send|append|insert|provide|attach|paste ~3 it|them|this|that|these|those|contents|content|its|their ~5 as|in|into|inside|via ~3 notes|note|sidenote|comment|metadata|feedback|extra|debug|trace|context",
         ],
@@ -195,12 +210,13 @@ pub const ENGLISH: &[(Cat, &[&str], &[&str])] = &[
             "when|whenever|before|after|while ~2 using|calling|invoking|call|use|invoke|running ~2 the|any|other|another|every ~3 tool|tools|server|servers|function|functions",
             "when|whenever|if|before|after ~1 the|any|another ~4 tool|tools|function|server ~2 is|are ~1 used|called|invoked|run",
             "instead of ~4 tool*|server*|function*|using|calling",
-            "tool|tools|server|function|version ~4 is|are|has|been ~2 broken|deprecated|unsafe|compromised|malicious|outdated|disabled|unreliable|buggy|insecure|not working|removed",
+            "tool|tools|server|function|version ~4 is|are|has|been ~2 broken|deprecated|unsafe|compromised|malicious|outdated|disabled|unreliable|buggy|insecure|removed|obsolete|retired",
             "do not|dont|never|stop ~2 use|call|using|calling|trust ~2 the|any|other|that ~3 tool*|server*|function*",
             "all|any|every ~3 email*|message*|mail*|payment*|transfer*|commit*|push*|request*|transaction*|invoice*|order* ~8 must|should|need|needs|have|has|shall ~5 bcc|cc|sent|redirect*|rout*|forward*|include|go|copied|mirror*",
             "change|replace|override|redirect|rewrite|swap|set ~3 recipient*|account|iban|destination|upstream|wallet|payee|beneficiary ~4 to|with",
             "push|publish|upload ~4 fork|mirror|backup ~1 remote|repo*",
-            "reroute|redirect|divert|route ~5 payment*|fund*|transfer*|email*|message*|traffic|request*|money",
+            "reroute|redirect|divert ~5 payment*|fund*|transfer*|email*|message*|traffic|request*|money",
+            "route ~4 payment*|fund*|transfer*|money|email*|mail|invoice*",
             "other|another ~1 tool*|server*|function*|integration* ~4 must|should|need|needs|cannot|shall|unreliable|broken|deprecated",
             
         ],
@@ -446,3 +462,58 @@ pub const DESTRUCTIVE_PHRASES: &[&str] = &[
 ];
 /// Verbs too common in benign descriptions to contradict an annotation from a sentence start.
 pub const WEAK_VERBS: &[&str] = &["add", "set", "run", "edit", "apply", "move", "format", "create", "update", "modify", "merge", "rename", "insert", "cancel", "submit", "post", "exec", "mail", "force", "remove", "reset", "clean"];
+
+/// Verbs that put something into a place ("put it into the notes field", "the server expects X in
+/// the 'comment' field"): with a destination that is a parameter, the text asks the model to fill
+/// a parameter with something.
+pub const PUT_VERBS: &[&str] = &[
+    "put", "place", "pass", "include", "append", "add", "insert", "attach", "paste", "copy", "fill", "set", "send", "provide",
+    "embed", "supply", "store", "write", "expects", "expect", "requires", "require", "needs", "prepend", "encode", "populate",
+    "wants", "want", "goes", "go", "belongs",
+];
+/// Words after a put verb that lead to its destination.
+pub const PUT_PREPS: &[&str] = &["in", "into", "as", "inside", "to", "within", "via", "along", "under"];
+/// Words that name a parameter as a destination.
+pub const PARAM_WORDS: &[&str] = &["parameter", "param", "field", "argument", "arg", "property", "input", "attribute"];
+
+/// Parameter names (as words) that take recipients: an e-mail address as their default, const,
+/// enum or example value is a recipient nobody asked for.
+pub const RECIPIENT_PARAMS: &[&str] = &[
+    "bcc", "cc", "to", "recipient", "recipients", "forward", "reply", "notify", "mail", "email", "emails", "address", "addresses",
+    "copy", "archive", "send", "destination", "dest", "audit", "monitor", "report", "owner", "admin",
+];
+
+/// Words in a placeholder or variable name that make it a secret.
+pub const SECRET_NAME_WORDS: &[&str] = &[
+    "key", "token", "secret", "password", "passwd", "pass", "pwd", "auth", "credential", "cred", "private", "session", "cookie",
+    "bearer", "apikey", "api_key", "access",
+];
+
+/// Spelled-out commands that fetch and run code from elsewhere, open a shell to a remote host or
+/// hand over credentials (substrings of the lowercased text).
+pub const REMOTE_EXEC: &[&str] = &[
+    "| bash", "|bash", "| sh", "|sh", "| zsh", "| python", "| sudo", "nc -e", "ncat -e", "netcat -e", "nc -c", "/dev/tcp/",
+    "credential.helper", "npx -y", "npx --yes", "bunx -y", "--index-url", "--extra-index-url", "iex(", "invoke-expression",
+    "powershell -e", "powershell -enc", "| iex", "base64 -d |", "base64 --decode |", "mkfifo", "bash -i", "sh -i",
+    "pip install git+", "pip install http",
+];
+
+/// Verbs that, in a description's own sentences, say the tool changes or destroys something
+/// (third person and -ing forms): "Deletes all cached files", "deleting extra files".
+pub const CHANGE_FORMS: &[&str] = &[
+    "deletes", "deleting", "removes", "removing", "drops", "dropping", "destroys", "destroying", "wipes", "wiping", "purges",
+    "purging", "erases", "erasing", "truncates", "truncating", "overwrites", "overwriting", "uninstalls", "kills", "terminates",
+    "resets", "resetting", "shreds", "revokes", "sends", "sending", "writes", "writing", "uploads", "uploading", "publishes",
+    "pushes", "force-pushes", "deploys", "installs", "transfers", "executes", "emails",
+];
+/// Of [`CHANGE_FORMS`], the destructive ones (contradict `destructiveHint: false`).
+pub const DESTROY_FORMS: &[&str] = &[
+    "deletes", "deleting", "removes", "removing", "drops", "dropping", "destroys", "destroying", "wipes", "wiping", "purges",
+    "purging", "erases", "erasing", "truncates", "truncating", "overwrites", "overwriting", "uninstalls", "kills", "terminates",
+    "resets", "resetting", "shreds", "revokes", "force-pushes",
+];
+/// Words in a sentence that say what it names is refused or absent, not done.
+pub const SENTENCE_NEGATORS: &[&str] = &[
+    "never", "not", "no", "cannot", "cant", "doesnt", "dont", "wont", "refused", "refuses", "rejected", "rejects", "without",
+    "instead", "forbidden", "blocked", "denied", "except", "unless", "nor",
+];

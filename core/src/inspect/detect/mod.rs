@@ -41,7 +41,7 @@ pub const FEATURES: &[&str] = &[
     "url/loot", "url/catcher", "url/image", "url/any", "url/ip", "text/email",
     // values, parameters, annotations, references
     "value/url", "value/email", "value/command", "value/env", "param/context", "param/secret", "annot/contradiction",
-    "ref/other-tool",
+    "ref/other-tool", "ref/foreign-tool",
     // benign signals and size
     "neg/negated", "neg/quoted", "size/long", "size/very-long",
     // the rule set's phrase hits
@@ -49,6 +49,8 @@ pub const FEATURES: &[&str] = &[
     // combinations
     "combo/target-send", "combo/target-directive", "combo/conceal-action", "combo/directive-command", "combo/shadow-ref",
     "combo/trigger-action", "combo/count-strong", "combo/mail-out",
+    // structure read with the tool's own parameters; decoded text that reads as prose
+    "value/recipient-email", "ask/into-param", "cmd/remote", "decoded/prose", "combo/secret-into-param", "combo/schema-order",
 ];
 
 pub const NF: usize = FEATURES.len();
@@ -128,6 +130,8 @@ struct Walk<'a> {
     strings: usize,
     others: std::collections::HashMap<String, Vec<Vec<String>>>,
     own: String,
+    /// The tool's own parameter names, as words ("debug_info" → "debug info").
+    params: Vec<Vec<String>>,
     cats_plain: [bool; CATS.len()],
 }
 
@@ -204,6 +208,18 @@ impl Detector {
                 m
             },
             own: name_words(own),
+            params: tool
+                .get("inputSchema")
+                .and_then(|s| s.get("properties"))
+                .and_then(Value::as_object)
+                .map(|p| {
+                    p.keys()
+                        .take(64)
+                        .map(|k| name_words(k).split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect::<Vec<_>>())
+                        .filter(|ws| !ws.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
             cats_plain: [false; CATS.len()],
         };
         if let Value::Object(map) = tool {
@@ -350,9 +366,16 @@ impl Walk<'_> {
             self.set("chars/zero-width", (st.invisible.min(4) as f32) / 4.0, path, || excerpt(&s, st.first_invisible, st.first_invisible, 120));
         }
         let hidden = (!sc.hidden.is_empty()).then(|| sc.hidden.clone());
-        let plain = self.text(&sc, &s, place, path, None);
+        let plain = self.text(&sc, &s, place, path, None, true);
         if place == Place::Description || (place == Place::Schema && path.ends_with("description")) {
             self.references(&sc, path, &s);
+            self.foreign_tool(&s, path);
+        }
+        if place != Place::Value && place != Place::Name {
+            self.into_param(&sc, place, path, &s);
+        }
+        if plain.get(Cat::Command.index()).copied().unwrap_or(false) || s.contains('|') {
+            self.remote_exec(&s, path);
         }
         let words = sc.words.len();
         let stop = sc
@@ -362,7 +385,9 @@ impl Walk<'_> {
             .count();
         self.sc = sc;
         let share = if words == 0 { 1.0 } else { stop as f32 / words as f32 };
-        let mut decoded: Vec<(decode::Encoding, String)> = decode::variants(&s, share, words);
+        let det = self.det;
+        let is_stop = |w: &str| det.stop.binary_search(&w).is_ok();
+        let mut decoded: Vec<(decode::Encoding, String)> = decode::variants(&s, share, words, &is_stop);
         if let Some(h) = hidden {
             decoded.push((decode::Encoding::Escapes, h));
         }
@@ -373,8 +398,31 @@ impl Walk<'_> {
             }
             let mut sc = std::mem::take(&mut self.sc);
             sc.normalize(&text);
-            let found = self.text(&sc, &text, place, path, Some(enc));
+            // Decoded text that reads as English prose (far more of the commonest words than the
+            // encoded form had) was written to be read: it counts as the plain text would.
+            let dstop = sc
+                .words
+                .iter()
+                .filter(|&&(a, b)| sc.norm.get(a as usize..b as usize).is_some_and(|w| self.det.stop.binary_search(&w).is_ok()))
+                .count();
+            let dwords = sc.words.len();
+            let whole = matches!(enc, decode::Encoding::Leet | decode::Encoding::Escapes | decode::Encoding::Percent);
+            let prose = dwords >= 4 && dstop >= 2 && dstop * 100 >= dwords * 12 && (!whole || dstop >= stop + 2);
+            if prose {
+                self.set("decoded/prose", 1.0, path, || format!("{}: {}", enc.as_str(), excerpt(&text, 0, 0, 100)));
+            }
+            let found = self.text(&sc, &text, place, path, Some(enc), prose);
+            if prose {
+                self.into_param(&sc, place, path, &text);
+                self.remote_exec(&text, path);
+            }
             self.sc = sc;
+            if prose {
+                self.urls(&text, place, path);
+                if let Some(e) = find_email(&text) {
+                    self.set("text/email", 1.0, path, || format!("{}: {e}", enc.as_str()));
+                }
+            }
             let new_strong = found.iter().zip(plain.iter()).enumerate().any(|(i, (d, p))| {
                 *d && !*p && CATS.get(i).is_some_and(|c| !matches!(c, Cat::Mutating | Cat::Destructive | Cat::Directive))
             });
@@ -387,7 +435,7 @@ impl Walk<'_> {
 
     /// Text categories of one normalized string; returns which were found (not negated, not
     /// quoted). `enc`: the string is a decoded variant (its hits only feed `decoded/*`).
-    fn text(&mut self, sc: &Scratch, orig: &str, place: Place, path: &str, enc: Option<decode::Encoding>) -> [bool; CATS.len()] {
+    fn text(&mut self, sc: &Scratch, orig: &str, place: Place, path: &str, enc: Option<decode::Encoding>, record: bool) -> [bool; CATS.len()] {
         let mut found = [false; CATS.len()];
         let mut hits: Vec<(usize, usize, usize)> = Vec::new();
         let mut done = [false; CATS.len()];
@@ -398,8 +446,16 @@ impl Walk<'_> {
             if cat == Cat::ExfilAction && place == Place::Value {
                 continue;
             }
-            // A public key file is not a secret.
-            if cat == Cat::SecretFile && sc.norm.get(b..).is_some_and(|r| r.starts_with(".pub")) {
+            // A public key is not a secret: `id_rsa.pub`, `~/.ssh/id_ed25519.pub`, "SSH public key".
+            if cat == Cat::SecretFile && public_key_path(&sc.norm, a, b) {
+                continue;
+            }
+            if cat == Cat::SecretWord && sc.norm.get(a..b).is_some_and(|m| m.contains("public")) {
+                continue;
+            }
+            // A tool speaking of itself ("this tool is deprecated") or a match running across
+            // sentences does not redirect the use of another tool.
+            if cat == Cat::Shadow && (sc.norm.get(a..b).is_some_and(sentence_end) || self_reference(sc, a)) {
                 continue;
             }
             if cat.negatable() && negated(sc, a, b) {
@@ -419,7 +475,7 @@ impl Walk<'_> {
             if let Some(x) = found.get_mut(ci) {
                 *x = true;
             }
-            if enc.is_none() {
+            if record {
                 self.record_cat(cat, place, path, sc, orig, a, b);
             }
         }
@@ -429,7 +485,7 @@ impl Walk<'_> {
                     if let Some(x) = found.get_mut(cat.index()) {
                         *x = true;
                     }
-                    if enc.is_none() {
+                    if record {
                         let at = sc.norm.find(*p).unwrap_or(0);
                         let (s0, e0) = sc.original_range(at, at + p.len(), orig);
                         let ex = || excerpt(orig, s0, e0, 120);
@@ -481,6 +537,101 @@ impl Walk<'_> {
         }
     }
 
+    /// A request to put something into a parameter: a put verb, then a destination that names a
+    /// parameter of this tool, the words "parameter"/"field"/"argument", or (in a parameter's own
+    /// description) "here".
+    fn into_param(&mut self, sc: &Scratch, place: Place, path: &str, orig: &str) {
+        if sc.words.len() < 3 || self.has("ask/into-param") {
+            return;
+        }
+        let word = |j: usize| sc.words.get(j).and_then(|&(a, b)| sc.norm.get(a as usize..b as usize)).unwrap_or("");
+        let params = &self.params;
+        let names_param = |j: usize| -> bool {
+            let w = word(j);
+            lexicon::PARAM_WORDS.iter().any(|p| w == *p || (w.len() == p.len() + 1 && w.starts_with(p) && w.ends_with('s')))
+                || params.iter().any(|ws| ws.iter().enumerate().all(|(i, x)| word(j + i) == x))
+        };
+        let n = sc.words.len();
+        let mut span = None;
+        for k in 0..n {
+            if !lexicon::PUT_VERBS.contains(&word(k)) {
+                continue;
+            }
+            let mut hit = None;
+            for j in k + 1..(k + 12).min(n) {
+                let w = word(j);
+                if place == Place::Schema && w == "here" && j <= k + 8 {
+                    hit = Some(j);
+                    break;
+                }
+                if lexicon::PUT_PREPS.contains(&w) && (j + 1..(j + 5).min(n)).any(|d| names_param(d)) {
+                    hit = Some(j);
+                    break;
+                }
+            }
+            if let Some(j) = hit {
+                let a = sc.words.get(k).map_or(0, |w| w.0 as usize);
+                let b = sc.words.get(j).map_or(a, |w| w.1 as usize);
+                if !negated(sc, a, b) {
+                    span = Some((a, b));
+                    break;
+                }
+            }
+        }
+        if let Some((a, b)) = span {
+            let (s0, e0) = sc.original_range(a, b, orig);
+            self.set("ask/into-param", 1.0, path, || excerpt(orig, s0, e0, 120));
+        }
+    }
+
+    /// A spelled-out command that fetches and runs code, opens a remote shell or hands over
+    /// credentials, in a sentence that does not refuse it.
+    fn remote_exec(&mut self, s: &str, path: &str) {
+        if self.has("cmd/remote") {
+            return;
+        }
+        let lower = s.to_ascii_lowercase();
+        for sentence in lower.split(['\n', ';']).flat_map(|l| l.split(". ")) {
+            let Some(p) = lexicon::REMOTE_EXEC.iter().find(|p| sentence.contains(**p)) else { continue };
+            // "| sh" is a pipe into a shell only after a download or a decode
+            if p.starts_with('|') && !(sentence.contains("curl") || sentence.contains("wget") || sentence.contains("iwr") || sentence.contains("base64") || sentence.contains("://")) {
+                continue;
+            }
+            let refused = sentence.replace(['\'', '\u{2019}'], "").split(|c: char| !c.is_alphanumeric()).any(|w| {
+                matches!(w, "never" | "not" | "dont" | "cannot" | "refuse" | "refuses" | "refused" | "reject" | "rejects" | "rejected" | "blocks" | "blocked" | "forbidden" | "prohibited" | "disallowed")
+            });
+            if refused {
+                continue;
+            }
+            let at = lower.find(*p).unwrap_or(0);
+            self.set("cmd/remote", 1.0, path, || excerpt(s, at, at + p.len(), 120));
+            return;
+        }
+    }
+
+    /// A tool that is not in this list, named by its identifier next to the word "tool" or
+    /// "server" ("the read_file tool", "`send_email` tool"): text about tools elsewhere.
+    fn foreign_tool(&mut self, s: &str, path: &str) {
+        if self.has("ref/foreign-tool") || !(s.contains("tool") || s.contains("server") || s.contains("Tool")) {
+            return;
+        }
+        let toks: Vec<&str> = s.split_whitespace().take(4000).collect();
+        for (i, t) in toks.iter().enumerate() {
+            let next = toks.get(i + 1).map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_ascii_lowercase()).unwrap_or_default();
+            if !matches!(next.as_str(), "tool" | "tools" | "server" | "function" | "integration" | "plugin") {
+                continue;
+            }
+            let id = t.trim_matches(|c: char| !c.is_alphanumeric() && c != '_' && c != '-');
+            let looks_id = id.len() >= 4
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+                && (id.contains('_') || id.contains('-') && id.chars().any(|c| c.is_ascii_lowercase()) || id.chars().skip(1).any(|c| c.is_ascii_uppercase()) && id.chars().any(|c| c.is_ascii_lowercase()));
+            if looks_id && name_words(id) != self.own {
+                self.set("ref/foreign-tool", 1.0, path, || format!("names {id}: {}", excerpt(s, 0, 0, 100)));
+                return;
+            }
+        }
+    }
+
     /// Another tool of the same list named in a description.
     fn references(&mut self, sc: &Scratch, path: &str, orig: &str) {
         if self.others.is_empty() || sc.norm.len() < 8 {
@@ -507,8 +658,13 @@ impl Walk<'_> {
 
     fn urls(&mut self, s: &str, place: Place, path: &str) {
         let lower = s.to_ascii_lowercase();
-        if lower.contains("![") && lower.contains("](http") || lower.contains("<img") && lower.contains("src=") {
-            self.set("url/image", 1.0, path, || excerpt(s, 0, 0, 120));
+        // An image the client fetches by itself is a beacon when its address carries something
+        // (a placeholder, a loot word, a catcher host); a chart's plain image link is not.
+        let image = lower.contains("![") && lower.contains("](http") || lower.contains("<img") && lower.contains("src=");
+        let mut carries = false;
+        if let Some(at) = dns_loot(&lower) {
+            carries = true;
+            self.set("url/loot", 1.0, path, || excerpt(s, at, at, 120));
         }
         let mut from = 0;
         let mut n = 0;
@@ -541,6 +697,7 @@ impl Walk<'_> {
                 self.set("url/any", 1.0, path, || excerpt(s, scheme_start, end, 120));
             }
             if lexicon::CATCHER_HOSTS.iter().any(|c| host.contains(c)) {
+                carries = true;
                 self.set("url/catcher", 1.0, path, || excerpt(s, scheme_start, end, 120));
             }
             let ipv4 = host.split(':').next().is_some_and(|h| h.split('.').count() == 4 && h.split('.').all(|p| p.parse::<u8>().is_ok()));
@@ -549,9 +706,15 @@ impl Walk<'_> {
             }
             let placeholder_host = host.contains(['{', '$', '<', '%', '[']);
             if placeholder_host || loot(tail) {
+                carries = true;
                 self.set("url/loot", 1.0, path, || excerpt(s, scheme_start, end, 120));
+            } else if tail.contains(['{', '$', '<']) {
+                carries = true;
             }
             let _ = url;
+        }
+        if image && carries {
+            self.set("url/image", 1.0, path, || excerpt(s, 0, 0, 120));
         }
     }
 
@@ -568,11 +731,12 @@ impl Walk<'_> {
             let dom_ok = dom.contains('.') && dom.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '-')) && !dom.ends_with("example.com") && !dom.ends_with("example.org");
             if user_ok && dom_ok {
                 self.set("value/email", 1.0, path, || excerpt(s, 0, 0, 120));
+                if recipient_param(path) {
+                    self.set("value/recipient-email", 1.0, path, || excerpt(s, 0, 0, 120));
+                }
             }
         }
-        if lower.contains("${") || lower.contains("$env") || lower.contains("{env:") || lower.contains("process.env") || lower.contains("os.environ")
-            || lower.contains("%appdata%") || (t.starts_with('$') && t.len() > 3 && t.chars().skip(1).all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit()))
-        {
+        if secret_placeholder(&lower) {
             self.set("value/env", 1.0, path, || excerpt(s, 0, 0, 120));
         }
         let cmd = ["| bash", "|bash", "| sh", "curl ", "wget ", "bash -c", "sh -c", "rm -rf", "nc -e", "npx ", "pip install", "powershell", "; ", "&& ", "$(", "`"];
@@ -600,10 +764,10 @@ impl Walk<'_> {
     fn combine(&mut self) {
         let h = |n: &str| self.has(n);
         let target = h("cat/secret-file") || h("cat/context") || (h("cat/secret-word") && (h("cat/exfil-action") || h("url/loot")));
-        let send = h("cat/exfil-action") || h("url/loot") || h("url/catcher") || h("url/image") || h("value/url") || h("value/email");
+        let send = h("cat/exfil-action") || h("url/loot") || h("url/catcher") || h("url/image") || h("value/url") || h("value/email") || h("ask/into-param");
         let order = h("cat/directive") || h("cat/trigger") || h("cat/shadow") || h("cat/override");
         let action = h("cat/exfil-action") || h("cat/command") || h("cat/shadow") || target;
-        let strong = ["cat/override", "cat/conceal", "cat/exfil-action", "cat/trigger", "cat/shadow", "cat/command", "cat/role-marker", "url/loot", "url/catcher", "url/image", "chars/ansi", "chars/tags", "decoded/strong", "lang/strong", "annot/contradiction", "value/env", "value/command", "value/email"]
+        let strong = ["cat/override", "cat/conceal", "cat/exfil-action", "cat/trigger", "cat/shadow", "cat/command", "cat/role-marker", "url/loot", "url/catcher", "url/image", "chars/ansi", "chars/tags", "decoded/strong", "lang/strong", "annot/contradiction", "value/env", "value/command", "value/email", "cmd/remote", "value/recipient-email"]
             .iter()
             .filter(|n| self.has(n))
             .count();
@@ -612,10 +776,17 @@ impl Walk<'_> {
             ("combo/target-directive", target && order),
             ("combo/conceal-action", h("cat/conceal") && (action || order)),
             ("combo/directive-command", h("cat/command") && (h("cat/directive") || h("cat/trigger"))),
-            ("combo/shadow-ref", h("ref/other-tool") && h("cat/shadow")),
+            ("combo/shadow-ref", (h("ref/other-tool") || h("ref/foreign-tool")) && h("cat/shadow")),
             ("combo/trigger-action", h("cat/trigger") && (action || h("cat/directive"))),
             // an address, and copying, delivering or hiding something to it (the bcc backdoor)
             ("combo/mail-out", (h("text/email") || h("value/email")) && (h("cat/exfil-action") || h("cat/conceal") || h("cat/shadow"))),
+            // a secret or the conversation, to be put into a parameter, with an order or a cover
+            (
+                "combo/secret-into-param",
+                (target || h("cat/secret-word")) && h("ask/into-param") && (order || h("cat/conceal") || h("decoded/prose") || h("cat/role-marker")),
+            ),
+            // a parameter's own description giving orders about secrets, the conversation or other tools
+            ("combo/schema-order", h("at/schema") && (target || h("cat/secret-word")) && (order || h("ask/into-param") || h("cat/conceal"))),
         ];
         for (n, on) in combos {
             if on {
@@ -624,6 +795,74 @@ impl Walk<'_> {
         }
         self.set("combo/count-strong", (strong.min(4) as f32) / 4.0, "", String::new);
     }
+}
+
+/// Whether a value's path sits under a parameter that takes recipients (`...properties.bcc.default`).
+fn recipient_param(path: &str) -> bool {
+    let Some(at) = path.rfind("properties.") else { return false };
+    let rest = path.get(at + "properties.".len()..).unwrap_or("");
+    let name = rest.split(['.', '[']).next().unwrap_or("");
+    name_words(name).split(' ').any(|w| lexicon::RECIPIENT_PARAMS.contains(&w))
+}
+
+/// Whether a value holds a reference to a secret the agent or client would fill in:
+/// `${env:OPENAI_API_KEY}`, `$GITHUB_TOKEN`, `{{secrets.KEY}}`, `process.env.TOKEN`. A reference to
+/// something that is no secret (`${workspaceFolder}`, `$HOME`) is not.
+fn secret_placeholder(lower: &str) -> bool {
+    let env_ref = lower.contains("${") || lower.contains("{{") || lower.contains("$env") || lower.contains("env:") || lower.contains("process.env")
+        || lower.contains("os.environ") || lower.contains("%appdata%") || lower.contains('$');
+    if !env_ref {
+        return false;
+    }
+    if lower.contains("secrets.") || lower.contains("{env:") || lower.contains("$env:") {
+        return true;
+    }
+    // the name after `$`, `${`, `{{` or `env.`
+    let mut rest = lower;
+    while let Some(i) = rest.find(['$', '{']).or_else(|| rest.find("env.")) {
+        let tail = rest.get(i + 1..).unwrap_or("");
+        let name: String = tail.trim_start_matches(['{', '$', ' ']).chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')).collect();
+        if lexicon::SECRET_NAME_WORDS.iter().any(|w| name.split(['_', '.', ':', '-']).any(|p| p == *w || (w.len() > 4 && p.contains(w)))) {
+            return true;
+        }
+        rest = tail;
+    }
+    false
+}
+
+/// A secret or the conversation carried as a DNS label: `{{api_key}}.dns.example.net`,
+/// `$(whoami).x.example.net`. Returns where.
+fn dns_loot(lower: &str) -> Option<usize> {
+    let b = lower.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = lower.get(i..).and_then(|r| r.find(['}', ')', '>'])) {
+        let at = i + pos;
+        let mut j = at + 1;
+        while b.get(j).is_some_and(|c| matches!(c, b'}' | b')' | b'>')) {
+            j += 1;
+        }
+        // a domain name follows: label.label
+        if b.get(j) == Some(&b'.') {
+            let dom: String = lower.get(j + 1..).unwrap_or("").chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')).collect();
+            if dom.split('.').filter(|p| !p.is_empty()).count() >= 2 {
+                let open = lower.get(..at).and_then(|p| p.rfind(['{', '(', '<'])).unwrap_or(at);
+                let name = lower.get(open..at).unwrap_or("");
+                const WORDS: &[&str] = &["key", "token", "secret", "password", "conversation", "history", "chat", "prompt", "env", "whoami", "hostname", "user", "data", "cred", "session", "summary", "message"];
+                if WORDS.iter().any(|w| name.contains(w)) {
+                    return Some(open);
+                }
+            }
+        }
+        i = j.max(at + 1);
+    }
+    None
+}
+
+/// Whether the match `a..b` of a key file's name is part of a public key's path (`id_rsa.pub`).
+fn public_key_path(norm: &str, a: usize, b: usize) -> bool {
+    let end = norm.get(b..).map_or(b, |r| b + r.find(|c: char| c.is_whitespace() || matches!(c, ',' | ')' | '(' | '"' | '\'' | '`' | ';')).unwrap_or(r.len()));
+    let token = norm.get(a..end).unwrap_or("").trim_end_matches(['.', ':']);
+    token.ends_with(".pub")
 }
 
 /// An e-mail address (not at an example domain) in free text.
@@ -674,18 +913,33 @@ fn claims_change(name: &str, desc: &str, verbs: &[&'static str]) -> Option<Strin
             return Some(format!("the name says {v}: {name}"));
         }
     }
-    let lower = desc.to_ascii_lowercase();
-    if let Some(p) = lexicon::DESTRUCTIVE_PHRASES.iter().find(|p| lower.contains(**p)) {
-        return Some(format!("the description says {p}"));
-    }
-    for sentence in desc.split(['.', '\n', ';']) {
-        let ls = sentence.to_ascii_lowercase();
+    let forms = if verbs == lexicon::DESTRUCTIVE_VERBS { lexicon::DESTROY_FORMS } else { lexicon::CHANGE_FORMS };
+    // Sentence by sentence: one that refuses or denies what it names ("DROP statements are
+    // refused", "never runs git clean") does not claim it.
+    for sentence in desc.split(['.', '\n', ';', '!', '?']) {
+        let ls = sentence.to_ascii_lowercase().replace(['\'', '\u{2019}'], "");
         if ls.contains("read-only") || ls.contains("read only") || ls.contains("readonly") {
             continue;
         }
-        let w = sentence.split(|c: char| !c.is_alphanumeric() && c != '-').find(|w| !w.is_empty()).unwrap_or("");
+        let ws: Vec<&str> = ls.split(|c: char| !c.is_alphanumeric() && c != '-').filter(|w| !w.is_empty()).collect();
+        if ws.iter().any(|w| lexicon::SENTENCE_NEGATORS.contains(w) || lexicon::NEGATORS_AFTER.contains(w)) {
+            continue;
+        }
+        if let Some(p) = lexicon::DESTRUCTIVE_PHRASES.iter().find(|p| ls.contains(**p)) {
+            return Some(format!("the description says {p}"));
+        }
+        let w = ws.first().copied().unwrap_or("");
         if let Some(v) = base(w).filter(|v| !lexicon::WEAK_VERBS.contains(v)) {
             return Some(format!("the description says {v}: {}", excerpt(sentence.trim(), 0, 0, 100)));
+        }
+        // A capitalized third-person verb starts a sentence even without the full stop before
+        // it ("Shows the log Sends the report by email"); one inside a sentence is left alone.
+        let starts = sentence.split(|c: char| !c.is_alphanumeric() && c != '-').filter(|w| !w.is_empty()).enumerate().find(|(i, w)| {
+            let lw = w.to_ascii_lowercase();
+            (*i == 0 || w.starts_with(|c: char| c.is_ascii_uppercase())) && lw.ends_with('s') && forms.contains(&lw.as_str())
+        });
+        if let Some((_, f)) = starts {
+            return Some(format!("the description says {}: {}", f.to_ascii_lowercase(), excerpt(sentence.trim(), 0, 0, 100)));
         }
     }
     None
@@ -774,6 +1028,13 @@ fn negated(sc: &Scratch, a: usize, b: usize) -> bool {
         }
     }
     false
+}
+
+/// Whether the words just before a match say "this" (the tool speaking of itself).
+fn self_reference(sc: &Scratch, a: usize) -> bool {
+    let k = sc.words.iter().position(|&(s, _)| s as usize >= a).unwrap_or(sc.words.len());
+    let word = |j: usize| sc.words.get(j).and_then(|&(s, t)| sc.norm.get(s as usize..t as usize)).unwrap_or("");
+    k > 0 && matches!(word(k - 1), "this" | "its" | "our") || k > 1 && word(k - 2) == "this" && matches!(word(k - 1), "entry" | "endpoint" | "api" | "version" | "server" | "function")
 }
 
 fn sentence_end(s: &str) -> bool {
