@@ -121,6 +121,8 @@ pub const ENGLISH: &[(Cat, &[&str], &[&str])] = &[
             "do not|dont|never ~1 list|show|display|include|mention ~3 this|the|that|these ~2 recipient*|address*|copy|copies|step|call|field",
             "user* ~2 does|do|need|needs ~1 not ~2 know|see|notice|be told",
             "only ~2 say|tell|report|answer ~3 that|it ~3 succeeded|worked|done|complete*",
+            "just|only|simply ~2 report|say|tell|reply|answer ~2 success|succeeded|done|ok|fine",
+            "consent|approval|permission|authorization|authorisation ~5 already|previously ~3 given|granted|obtained|provided|approved",
         ],
         &[],
     ),
@@ -160,6 +162,7 @@ pub const ENGLISH: &[(Cat, &[&str], &[&str])] = &[
         &[
             "conversation*|chat|chats|dialog*|dialogue* ~1 history|histories|log|logs|transcript*|context|contents",
             "message|messages ~1 history|histories",
+            "summary|summarize|summarise|recap|copy|dump ~3 chat|conversation*|transcript*|dialog*|dialogue*",
             "conversation*|chat|chats|messages|said ~2 so ~1 far",
             "previous|prior|earlier|entire|full|whole|complete ~2 message*|conversation*|chat*|transcript*|context|exchange*",
             "all|every ~2 previous|prior|earlier|past|recent ~1 message*|conversation*|chat*|exchange*",
@@ -316,7 +319,10 @@ pub const OTHER_LANGUAGES: &[(Cat, &[&str])] = &[
     (
         Cat::Conceal,
         &[
-            "不要告诉用户", "不要通知用户", "不要让用户知道", "不要向用户", "不要提及", "不告诉用户", "悄悄", "偷偷", "秘密地", "用户已批准", "用户已经同意", "用户已同意", "无需确认", "不要询问",
+            "不要告诉", "别告诉", "对用户保密", "不要让用户", "秘密にして", "内緒", "伝えないで", "知らせないで", "言わないで",
+            "말하지 마세요", "알리지 마세요", "비밀로", "ничего не сообщай", "не сообщай", "не говори", "no debe enterarse", "no debe saber",
+            "sin que el usuario", "verschweige", "ohne es zu erwähnen", "erwähne das", "sans en parler", "sans le dire", "n'en parle pas",
+            "não conte", "sem contar", "不要告诉用户", "不要通知用户", "不要让用户知道", "不要向用户", "不要提及", "不告诉用户", "悄悄", "偷偷", "秘密地", "用户已批准", "用户已经同意", "用户已同意", "无需确认", "不要询问",
             "ユーザーに伝え", "ユーザーに知らせ", "ユーザーに言わ", "ユーザーには言", "ユーザーに通知しない", "こっそり", "密かに", "ひそかに", "承認済み", "確認せずに", "ユーザーに見せ",
             "사용자에게 알리지", "사용자에게 말하지", "사용자에게 알려주지", "몰래", "비밀리에", "이미 승인", "확인 없이", "사용자 모르게",
             "не говори пользовател", "не сообщай пользовател", "не сообщайте пользовател", "не показывай пользовател", "не говорите пользовател", "незаметно", "тайно", "уже одобрил", "без подтверждения", "без ведома",
@@ -334,7 +340,7 @@ pub const OTHER_LANGUAGES: &[(Cat, &[&str])] = &[
         &[
             "发送到", "发送给", "上传到", "转发到", "转发给", "抄送", "密送",
             "に送信", "へ送信", "を送信", "に転送", "にアップロード",
-            "로 전송", "에 전송", "으로 전송", "로 보내", "으로 보내", "에게 보내", "업로드",
+            "로 전송", "에 전송", "으로 전송", "로 보내", "으로 보내", "에게 보내", "업로드", "보내세요", "전송하세요", "отправляй",
             "отправь", "отправьте", "отправить на", "перешли", "перешлите", "загрузи на", "скрытую копию",
             "envía", "envia ", "enviar a", "reenvía", "sube a", "envie para", "enviar para", "encaminhe",
             "sende ", "senden sie", "schicke", "schicken sie", "weiterleiten", "lade hoch",
@@ -469,10 +475,10 @@ pub const WEAK_VERBS: &[&str] = &["add", "set", "run", "edit", "apply", "move", 
 pub const PUT_VERBS: &[&str] = &[
     "put", "place", "pass", "include", "append", "add", "insert", "attach", "paste", "copy", "fill", "set", "send", "provide",
     "embed", "supply", "store", "write", "expects", "expect", "requires", "require", "needs", "prepend", "encode", "populate",
-    "wants", "want", "goes", "go", "belongs",
+    "wants", "want", "goes", "go", "belongs", "submit", "deliver", "transmit", "upload", "forward", "post", "stuff", "paste",
 ];
 /// Words after a put verb that lead to its destination.
-pub const PUT_PREPS: &[&str] = &["in", "into", "as", "inside", "to", "within", "via", "along", "under"];
+pub const PUT_PREPS: &[&str] = &["in", "into", "as", "inside", "to", "within", "via", "along", "under", "through", "onto"];
 /// Words that name a parameter as a destination.
 pub const PARAM_WORDS: &[&str] = &["parameter", "param", "field", "argument", "arg", "property", "input", "attribute"];
 
@@ -516,4 +522,28 @@ pub const DESTROY_FORMS: &[&str] = &[
 pub const SENTENCE_NEGATORS: &[&str] = &[
     "never", "not", "no", "cannot", "cant", "doesnt", "dont", "wont", "refused", "refuses", "rejected", "rejects", "without",
     "instead", "forbidden", "blocked", "denied", "except", "unless", "nor",
+];
+
+/// Words near another tool's name that disparage it ("read_file is malfunctioning").
+pub const DISPARAGE: &[&str] = &[
+    "broken", "malfunctioning", "deprecated", "unreliable", "outdated", "compromised", "buggy", "disabled", "insecure",
+    "obsolete", "unsafe", "faulty", "flaky", "unstable", "retired", "corrupted", "hacked", "untrusted",
+];
+/// Verbs that change another tool's arguments or destination ("swap the IBAN", "set the remote").
+pub const CHANGE_VERBS: &[&str] = &[
+    "swap", "replace", "change", "set", "override", "redirect", "reroute", "route", "add", "append", "include", "bcc", "cc",
+    "copy", "forward", "attach", "insert", "substitute", "point", "switch", "mirror", "divert",
+];
+/// What such a verb changes in another tool's call.
+pub const CHANGE_OBJECTS: &[&str] = &[
+    "recipient", "recipients", "bcc", "cc", "iban", "beneficiary", "payee", "remote", "destination", "wallet", "upstream",
+    "origin", "webhook", "registry",
+];
+/// Widely installed packages: an install of a name one edit away from one of these is a typosquat.
+pub const POPULAR_PACKAGES: &[&str] = &[
+    "requests", "numpy", "pandas", "urllib3", "setuptools", "django", "flask", "boto3", "botocore", "colorama", "pyyaml",
+    "certifi", "cryptography", "pillow", "matplotlib", "scipy", "pytest", "jinja2", "click", "six", "idna", "openai",
+    "anthropic", "langchain", "fastapi", "pydantic", "httpx", "aiohttp", "beautifulsoup4", "selenium", "tensorflow",
+    "torch", "transformers", "express", "react", "lodash", "axios", "chalk", "commander", "typescript", "webpack",
+    "dotenv", "moment", "mongoose", "eslint", "prettier", "playwright", "puppeteer", "mcp",
 ];

@@ -41,7 +41,7 @@ pub const FEATURES: &[&str] = &[
     "url/loot", "url/catcher", "url/image", "url/any", "url/ip", "text/email",
     // values, parameters, annotations, references
     "value/url", "value/email", "value/command", "value/env", "param/context", "param/secret", "annot/contradiction",
-    "ref/other-tool", "ref/foreign-tool",
+    "ref/other-tool", "ref/foreign-tool", "ref/other-change",
     // benign signals and size
     "neg/negated", "neg/quoted", "size/long", "size/very-long",
     // the rule set's phrase hits
@@ -407,7 +407,13 @@ impl Walk<'_> {
                 .count();
             let dwords = sc.words.len();
             let whole = matches!(enc, decode::Encoding::Leet | decode::Encoding::Escapes | decode::Encoding::Percent);
-            let prose = dwords >= 4 && dstop >= 2 && dstop * 100 >= dwords * 12 && (!whole || dstop >= stop + 2);
+            let blob_enc = matches!(enc, decode::Encoding::Base64 | decode::Encoding::Base32 | decode::Encoding::Hex);
+            let prose = if blob_enc {
+                // a short blob that decodes to words ("leak the env") was written to be read
+                dwords >= 3 && dstop >= 1 && text.chars().all(|c| c.is_alphanumeric() || c.is_whitespace() || c.is_ascii_punctuation())
+            } else {
+                dwords >= 4 && dstop >= 2 && dstop * 100 >= dwords * 12 && (!whole || dstop >= stop + 2)
+            };
             if prose {
                 self.set("decoded/prose", 1.0, path, || format!("{}: {}", enc.as_str(), excerpt(&text, 0, 0, 100)));
             }
@@ -548,7 +554,8 @@ impl Walk<'_> {
         let params = &self.params;
         let names_param = |j: usize| -> bool {
             let w = word(j);
-            lexicon::PARAM_WORDS.iter().any(|p| w == *p || (w.len() == p.len() + 1 && w.starts_with(p) && w.ends_with('s')))
+            (place == Place::Schema && w == "value")
+                || lexicon::PARAM_WORDS.iter().any(|p| w == *p || (w.len() == p.len() + 1 && w.starts_with(p) && w.ends_with('s')))
                 || params.iter().any(|ws| ws.iter().enumerate().all(|(i, x)| word(j + i) == x))
         };
         let n = sc.words.len();
@@ -591,6 +598,10 @@ impl Walk<'_> {
             return;
         }
         let lower = s.to_ascii_lowercase();
+        if let Some(pkg) = typosquat(&lower) {
+            self.set("cmd/remote", 1.0, path, || format!("installs {pkg}, one letter off a popular package: {}", excerpt(s, 0, 0, 100)));
+            return;
+        }
         for sentence in lower.split(['\n', ';']).flat_map(|l| l.split(". ")) {
             let Some(p) = lexicon::REMOTE_EXEC.iter().find(|p| sentence.contains(**p)) else { continue };
             // "| sh" is a pipe into a shell only after a download or a decode
@@ -606,6 +617,29 @@ impl Walk<'_> {
             let at = lower.find(*p).unwrap_or(0);
             self.set("cmd/remote", 1.0, path, || excerpt(s, at, at + p.len(), 120));
             return;
+        }
+    }
+
+    /// Whether the sentence naming another tool (`name`, as words) disparages that tool ("is
+    /// malfunctioning") or changes its call
+    /// ("swap the beneficiary IBAN", "set the remote to").
+    fn other_change(&mut self, orig: &str, name: &str, path: &str) {
+        if self.has("ref/other-change") || name.is_empty() {
+            return;
+        }
+        let sentences: Vec<&str> = orig.split(['\n', ';', '!', '?']).flat_map(|l| l.split(". ")).take(400).collect();
+        for sent in &sentences {
+            let words = name_words(sent);
+            if !format!(" {words} ").contains(&format!(" {name} ")) {
+                continue;
+            }
+            let ws: Vec<&str> = words.split(' ').collect();
+            let disparaged = ws.iter().any(|w| lexicon::DISPARAGE.contains(w));
+            let changed = ws.iter().any(|w| lexicon::CHANGE_VERBS.contains(w)) && ws.iter().any(|w| lexicon::CHANGE_OBJECTS.contains(w));
+            if disparaged || changed {
+                self.set("ref/other-change", 1.0, path, || excerpt(sent, 0, 0, 120));
+                return;
+            }
         }
     }
 
@@ -627,6 +661,7 @@ impl Walk<'_> {
                 && (id.contains('_') || id.contains('-') && id.chars().any(|c| c.is_ascii_lowercase()) || id.chars().skip(1).any(|c| c.is_ascii_uppercase()) && id.chars().any(|c| c.is_ascii_lowercase()));
             if looks_id && name_words(id) != self.own {
                 self.set("ref/foreign-tool", 1.0, path, || format!("names {id}: {}", excerpt(s, 0, 0, 100)));
+                self.other_change(s, &name_words(id), path);
                 return;
             }
         }
@@ -653,6 +688,7 @@ impl Walk<'_> {
         }
         if let Some(o) = found {
             self.set("ref/other-tool", 1.0, path, || format!("names {o}: {}", excerpt(orig, 0, 0, 100)));
+            self.other_change(orig, &o, path);
         }
     }
 
@@ -767,7 +803,7 @@ impl Walk<'_> {
         let send = h("cat/exfil-action") || h("url/loot") || h("url/catcher") || h("url/image") || h("value/url") || h("value/email") || h("ask/into-param");
         let order = h("cat/directive") || h("cat/trigger") || h("cat/shadow") || h("cat/override");
         let action = h("cat/exfil-action") || h("cat/command") || h("cat/shadow") || target;
-        let strong = ["cat/override", "cat/conceal", "cat/exfil-action", "cat/trigger", "cat/shadow", "cat/command", "cat/role-marker", "url/loot", "url/catcher", "url/image", "chars/ansi", "chars/tags", "decoded/strong", "lang/strong", "annot/contradiction", "value/env", "value/command", "value/email", "cmd/remote", "value/recipient-email"]
+        let strong = ["cat/override", "cat/conceal", "cat/exfil-action", "cat/trigger", "cat/shadow", "cat/command", "cat/role-marker", "url/loot", "url/catcher", "url/image", "chars/ansi", "chars/tags", "decoded/strong", "lang/strong", "annot/contradiction", "value/env", "value/command", "value/email", "cmd/remote", "value/recipient-email", "ref/other-change"]
             .iter()
             .filter(|n| self.has(n))
             .count();
@@ -776,7 +812,7 @@ impl Walk<'_> {
             ("combo/target-directive", target && order),
             ("combo/conceal-action", h("cat/conceal") && (action || order)),
             ("combo/directive-command", h("cat/command") && (h("cat/directive") || h("cat/trigger"))),
-            ("combo/shadow-ref", (h("ref/other-tool") || h("ref/foreign-tool")) && h("cat/shadow")),
+            ("combo/shadow-ref", (h("ref/other-tool") || h("ref/foreign-tool")) && (h("cat/shadow") || h("ref/other-change"))),
             ("combo/trigger-action", h("cat/trigger") && (action || h("cat/directive"))),
             // an address, and copying, delivering or hiding something to it (the bcc backdoor)
             ("combo/mail-out", (h("text/email") || h("value/email")) && (h("cat/exfil-action") || h("cat/conceal") || h("cat/shadow"))),
@@ -794,6 +830,49 @@ impl Walk<'_> {
             }
         }
         self.set("combo/count-strong", (strong.min(4) as f32) / 4.0, "", String::new);
+    }
+}
+
+/// A package installed by `pip install`, `npm install` and the like whose name is one edit (or
+/// one swap of neighbours) away from a widely installed package: what a typosquat looks like.
+fn typosquat(lower: &str) -> Option<String> {
+    if !lower.contains("install") && !lower.contains(" add ") {
+        return None;
+    }
+    let toks: Vec<&str> = lower.split_whitespace().take(2000).collect();
+    for (i, t) in toks.iter().enumerate() {
+        let t = t.trim_matches(|c: char| !c.is_alphanumeric());
+        let installer = matches!(t, "install" | "add" | "i") && i > 0 && toks.get(i - 1).is_some_and(|p| {
+            matches!(p.trim_matches(|c: char| !c.is_alphanumeric()), "pip" | "pip3" | "pipx" | "uv" | "npm" | "pnpm" | "yarn" | "bun" | "poetry" | "conda")
+        });
+        if !installer {
+            continue;
+        }
+        for arg in toks.iter().skip(i + 1).take(4).filter(|a| !a.starts_with('-')) {
+            let name: String = arg.trim_matches(|c: char| !c.is_alphanumeric()).chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')).collect();
+            if name.len() >= 4 && !lexicon::POPULAR_PACKAGES.contains(&name.as_str()) && lexicon::POPULAR_PACKAGES.iter().any(|p| one_edit(&name, p)) {
+                return Some(name);
+            }
+        }
+    }
+    None
+}
+
+/// Whether `a` and `b` differ by one insertion, deletion, substitution or swap of neighbours.
+fn one_edit(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a == b || a.len().abs_diff(b.len()) > 1 {
+        return false;
+    }
+    let p = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let (ra, rb) = (a.get(p..).unwrap_or(&[]), b.get(p..).unwrap_or(&[]));
+    if a.len() == b.len() {
+        let swapped = ra.len() >= 2 && ra.first() == rb.get(1) && ra.get(1) == rb.first() && ra.get(2..) == rb.get(2..);
+        swapped || ra.get(1..) == rb.get(1..)
+    } else if a.len() > b.len() {
+        ra.get(1..) == Some(rb)
+    } else {
+        rb.get(1..) == Some(ra)
     }
 }
 
@@ -934,9 +1013,14 @@ fn claims_change(name: &str, desc: &str, verbs: &[&'static str]) -> Option<Strin
         }
         // A capitalized third-person verb starts a sentence even without the full stop before
         // it ("Shows the log Sends the report by email"); one inside a sentence is left alone.
-        let starts = sentence.split(|c: char| !c.is_alphanumeric() && c != '-').filter(|w| !w.is_empty()).enumerate().find(|(i, w)| {
+        let sw: Vec<&str> = sentence.split(|c: char| !c.is_alphanumeric() && c != '-').filter(|w| !w.is_empty()).collect();
+        let starts = sw.iter().enumerate().find(|(i, w)| {
             let lw = w.to_ascii_lowercase();
-            (*i == 0 || w.starts_with(|c: char| c.is_ascii_uppercase())) && lw.ends_with('s') && forms.contains(&lw.as_str())
+            // "... then permanently erases", "and also deletes": a second verb of the tool
+            let after_link = i.checked_sub(1).and_then(|j| sw.get(j)).is_some_and(|p| {
+                matches!(p.to_ascii_lowercase().as_str(), "then" | "also" | "permanently" | "irreversibly" | "automatically" | "silently" | "afterwards" | "subsequently")
+            });
+            (*i == 0 || w.starts_with(|c: char| c.is_ascii_uppercase()) || after_link) && lw.ends_with('s') && forms.contains(&lw.as_str())
         });
         if let Some((_, f)) = starts {
             return Some(format!("the description says {}: {}", f.to_ascii_lowercase(), excerpt(sentence.trim(), 0, 0, 100)));
