@@ -124,7 +124,7 @@ pub fn variants(s: &str, stopword_share: f32, words: usize, is_stop: &dyn Fn(&st
     // or reversed; a definition written in plain English is not decoded this way.
     // So may a description whose words turn into common English words once rotated or reversed
     // (three or more of them: "gur", "naq", "bg"; "eht", "dna", "ot").
-    let (rot_hits, rev_hits) = if words >= 4 && s.is_ascii() { flipped_stopwords(s, is_stop) } else { (0, 0) };
+    let (rot_hits, rev_hits) = if words >= 4 && stopword_share < 0.3 && s.is_ascii() { flipped_stopwords(s, is_stop) } else { (0, 0) };
     if words >= 4 && stopword_share < 0.12 && s.is_ascii() {
         out.push((Encoding::Rot13, rot13(s)));
         out.push((Encoding::Reversed, s.chars().rev().collect()));
@@ -143,6 +143,11 @@ pub fn variants(s: &str, stopword_share: f32, words: usize, is_stop: &dyn Fn(&st
             out.push((Encoding::Rot13, rot13(&joined)));
             out.push((Encoding::Reversed, joined.chars().rev().collect()));
         }
+    }
+    if rev_hits >= 2 {
+        // each word reversed in place ("drawrof eht"): two such words are enough to try
+        // (the variant counts only if it reads as prose)
+        out.push((Encoding::Reversed, s.split(' ').map(|w| w.chars().rev().collect::<String>()).collect::<Vec<_>>().join(" ")));
     }
     if let Some(t) = leet_text(s) {
         out.push((Encoding::Leet, t));
@@ -243,7 +248,11 @@ fn hex_text(s: &str) -> Option<String> {
         while b.get(i).is_some_and(u8::is_ascii_hexdigit) || (b.get(i) == Some(&b' ') && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && i > start) {
             i += 1;
         }
-        let run: Vec<u8> = b.get(start..i)?.iter().copied().filter(|c| *c != b' ').collect();
+        let mut run: Vec<u8> = b.get(start..i)?.iter().copied().filter(|c| *c != b' ').collect();
+        // a spaced run ("73 65 6e") may take the first letter of the next word ("... 74 Drop")
+        if run.len() % 2 == 1 && b.get(start..i).is_some_and(|r| r.contains(&b' ')) {
+            run.pop();
+        }
         if run.len() >= MIN_RUN && run.len().is_multiple_of(2) && run.iter().any(u8::is_ascii_alphabetic) {
             let bytes: Option<Vec<u8>> = run
                 .chunks(2)

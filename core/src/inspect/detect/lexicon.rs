@@ -122,6 +122,7 @@ pub const ENGLISH: &[(Cat, &[&str], &[&str])] = &[
             "user* ~2 does|do|need|needs ~1 not ~2 know|see|notice|be told",
             "only ~2 say|tell|report|answer ~3 that|it ~3 succeeded|worked|done|complete*",
             "just|only|simply ~2 report|say|tell|reply|answer ~2 success|succeeded|done|ok|fine",
+            "silent|hidden|secret|invisible|undisclosed|covert ~1 copy|copies|recipient*|cc|bcc|duplicate*",
             "consent|approval|permission|authorization|authorisation ~5 already|previously ~3 given|granted|obtained|provided|approved",
         ],
         &[],
@@ -231,11 +232,12 @@ pub const ENGLISH: &[(Cat, &[&str], &[&str])] = &[
             "you|assistant|model|ai|agent|llm|claude|gpt|chatgpt|copilot ~2 must|shall|required",
             "before|prior ~1 to ~1 using|calling|invoking ~2 this|the ~1 tool",
             "otherwise ~4 not|fail*|error*|break*",
-            "always|must|first|mandatory|required ~3 call|use|run|send|include|read|add|append|invoke|execute|pass|provide|attach|fetch|visit|open|load",
+            "always|must|first|mandatory|required ~3 call|use|run|send|include|read|add|append|invoke|execute|pass|provide|attach|fetch|visit|open|load|set|fill|populate|copy|paste|put",
             "note|message|instruction*|reminder to ~2 ai|assistant|model|llm|agent|claude",
             "dear|attention|hey ai|assistant|model|llm|agent|claude",
             "important|critical|mandatory|urgent|attention",
             "make|ensure|remember ~1 sure|to|that",
+            "read|open|load|fetch|cat|get ~2 it|them|this|that|these ~1 first|beforehand",
             "this is ~2 required|mandatory|critical|essential",
         ],
         &[],
@@ -395,7 +397,7 @@ pub const NEGATORS_BEFORE: &[&str] = &[
     "forbidden", "disallow", "disallows", "disallowed", "skip", "skips", "outside", "avoid", "avoids", "protect", "protects",
     "redact", "redacts", "redacted", "mask", "masks", "masked", "strip", "strips", "filter", "filters", "sanitize", "sanitizes",
     "hide", "hides", "nor", "neither", "unless", "guard", "guards", "detect", "detects", "flag", "flags", "warn", "warns",
-    "ignore", "ignores", "ignored", "refusing", "unlike", "never", "against", "scan", "scans", "lint", "audit", "audits",
+    "ignore", "ignores", "ignored", "refusing", "unlike", "never", "against", "scan", "scans", "lint", "audits",
 ];
 
 /// Words that, shortly after a match, say it is refused.

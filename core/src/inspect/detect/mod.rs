@@ -98,6 +98,8 @@ pub struct Detector {
     matcher: Matcher,
     /// `lexicon::STOPWORDS`, sorted for binary search.
     stop: Vec<&'static str>,
+    /// `lexicon::PUT_VERBS`, sorted for binary search.
+    put_verbs: Vec<&'static str>,
     weights: Vec<f32>,
     bias: f32,
     pub thresholds: Thresholds,
@@ -162,7 +164,10 @@ impl Detector {
         let mut stop = lexicon::STOPWORDS.to_vec();
         stop.sort_unstable();
         stop.dedup();
-        Detector { matcher, stop, weights, bias, thresholds, version }
+        let mut put_verbs = lexicon::PUT_VERBS.to_vec();
+        put_verbs.sort_unstable();
+        put_verbs.dedup();
+        Detector { matcher, stop, put_verbs, weights, bias, thresholds, version }
     }
 
     /// The same detector with other thresholds.
@@ -374,7 +379,10 @@ impl Walk<'_> {
         if place != Place::Value && place != Place::Name {
             self.into_param(&sc, place, path, &s);
         }
-        if plain.get(Cat::Command.index()).copied().unwrap_or(false) || s.contains('|') {
+        if plain.get(Cat::Command.index()).copied().unwrap_or(false)
+            || s.contains('|')
+            || ["install", "credential", "npx", "/dev/tcp", " -e ", "index-url"].iter().any(|w| s.contains(w))
+        {
             self.remote_exec(&s, path);
         }
         let words = sc.words.len();
@@ -464,7 +472,7 @@ impl Walk<'_> {
             if cat == Cat::Shadow && (sc.norm.get(a..b).is_some_and(sentence_end) || self_reference(sc, a)) {
                 continue;
             }
-            if cat.negatable() && negated(sc, a, b) {
+            if cat.negatable() && negated(sc, a, b, orig) {
                 if enc.is_none() {
                     let (s0, e0) = sc.original_range(a, b, orig);
                     self.set("neg/negated", 1.0, path, || excerpt(orig, s0, e0, 120));
@@ -561,10 +569,19 @@ impl Walk<'_> {
         let n = sc.words.len();
         let mut span = None;
         for k in 0..n {
-            if !lexicon::PUT_VERBS.contains(&word(k)) {
+            if self.det.put_verbs.binary_search(&word(k)).is_err() {
                 continue;
             }
             let mut hit = None;
+            // "set this to", "fill this with": in a parameter's description, this parameter
+            if place == Place::Schema && matches!(word(k + 1), "this" | "it") && matches!(word(k + 2), "to" | "with" | "as" | "from") {
+                let a = sc.words.get(k).map_or(0, |w| w.0 as usize);
+                let b = sc.words.get(k + 2).map_or(a, |w| w.1 as usize);
+                if !negated(sc, a, b, orig) {
+                    span = Some((a, b));
+                    break;
+                }
+            }
             for j in k + 1..(k + 12).min(n) {
                 let w = word(j);
                 if place == Place::Schema && w == "here" && j <= k + 8 {
@@ -579,7 +596,7 @@ impl Walk<'_> {
             if let Some(j) = hit {
                 let a = sc.words.get(k).map_or(0, |w| w.0 as usize);
                 let b = sc.words.get(j).map_or(a, |w| w.1 as usize);
-                if !negated(sc, a, b) {
+                if !negated(sc, a, b, orig) {
                     span = Some((a, b));
                     break;
                 }
@@ -649,10 +666,11 @@ impl Walk<'_> {
         if self.has("ref/foreign-tool") || !(s.contains("tool") || s.contains("server") || s.contains("Tool")) {
             return;
         }
-        let toks: Vec<&str> = s.split_whitespace().take(4000).collect();
-        for (i, t) in toks.iter().enumerate() {
-            let next = toks.get(i + 1).map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_ascii_lowercase()).unwrap_or_default();
-            if !matches!(next.as_str(), "tool" | "tools" | "server" | "function" | "integration" | "plugin") {
+        let mut prev: Option<&str> = None;
+        for next in s.split_whitespace().take(4000) {
+            let Some(t) = prev.replace(next) else { continue };
+            let n = next.trim_matches(|c: char| !c.is_alphanumeric());
+            if !["tool", "tools", "server", "function", "integration", "plugin"].iter().any(|w| n.eq_ignore_ascii_case(w)) {
                 continue;
             }
             let id = t.trim_matches(|c: char| !c.is_alphanumeric() && c != '_' && c != '-');
@@ -1086,7 +1104,13 @@ fn loot(tail: &str) -> bool {
 
 /// Whether a match is refused rather than asked for: a negating word in the six words before it,
 /// or a refusing participle in the four after.
-fn negated(sc: &Scratch, a: usize, b: usize) -> bool {
+fn negated(sc: &Scratch, a: usize, b: usize, orig: &str) -> bool {
+    // a paragraph break (gone from the normalized text) ends the window too
+    let para = |x: usize, y: usize| {
+        let (o0, _) = sc.original_range(x, x + 1, orig);
+        let (o1, _) = sc.original_range(y, y + 1, orig);
+        orig.get(o0.min(o1)..o1.max(o0)).is_some_and(|t| t.contains('\n'))
+    };
     let k = sc.words.iter().position(|&(s, _)| s as usize >= a).unwrap_or(sc.words.len());
     let e = sc.words.iter().position(|&(s, _)| s as usize >= b).unwrap_or(sc.words.len());
     let word = |j: usize| sc.words.get(j).and_then(|&(s, t)| sc.norm.get(s as usize..t as usize)).unwrap_or("");
@@ -1094,7 +1118,7 @@ fn negated(sc: &Scratch, a: usize, b: usize) -> bool {
     for j in (k.saturating_sub(6)..k).rev() {
         let (_, t) = sc.words.get(j).copied().unwrap_or((0, 0));
         let between = sc.norm.get(t as usize..a).unwrap_or("");
-        if sentence_end(between) && j + 1 < k {
+        if (sentence_end(between) || para(t as usize, a)) && j + 1 < k {
             break;
         }
         if lexicon::NEGATORS_BEFORE.contains(&word(j)) {
