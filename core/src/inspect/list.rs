@@ -242,9 +242,10 @@ fn message(
     }?;
     let mut items = Vec::with_capacity(list.len());
     let names: Vec<&str> = list.iter().filter_map(|v| kind.names().iter().find_map(|k| v.get(*k).and_then(Value::as_str))).collect();
+    let others = super::detect::Others::new(&names);
     for value in &list {
         let mut span = Span { start: 0, end: 0, name: String::new(), max: None, held: false };
-        entry(cx, kind, value, &names, &mut span, verdict, pins);
+        entry(cx, kind, value, &others, &mut span, verdict, pins);
         items.push(span);
     }
     Some(Located { start: 0, end: 0, items, placed: false })
@@ -332,7 +333,7 @@ fn message_in_pieces(
                 continue;
             }
         };
-        entry(cx, kind, &value, &[], &mut span, verdict, pins);
+        entry(cx, kind, &value, &super::detect::Others::default(), &mut span, verdict, pins);
         items.push(span);
     }
     start.map(|s| Located { start: s, end: s + list.get().len(), items, placed: true })
@@ -343,7 +344,7 @@ fn entry(
     cx: &mut Cx<'_>,
     kind: ListKind,
     value: &Value,
-    others: &[&str],
+    others: &super::detect::Others,
     span: &mut Span,
     verdict: &mut ListVerdict,
     pins: &mut Option<&mut ToolPins>,
@@ -498,8 +499,9 @@ pub fn inspect_tool(insp: &Inspector, server: &str, tool: &Value, others: &[&str
     let mut verdict = ListVerdict::pass(ListKind::Tools);
     let mut span = Span { start: 0, end: 0, name: String::new(), max: None, held: false };
     let mut pins: Option<&mut ToolPins> = None;
-    entry(&mut cx, ListKind::Tools, tool, others, &mut span, &mut verdict, &mut pins);
-    let assessment = insp.detector().map(|d| d.assess(tool, others, cx.legacy));
+    let others = super::detect::Others::new(others);
+    entry(&mut cx, ListKind::Tools, tool, &others, &mut span, &mut verdict, &mut pins);
+    let assessment = insp.detector().map(|d| d.assess_with(tool, &others, cx.legacy));
     let mut action = span.max.map_or(Action::Pass, |s| insp.action_for(s));
     action = action.max(cx.other_max.map_or(Action::Pass, |s| insp.action_for(s)));
     if !cx.findings.is_empty() {

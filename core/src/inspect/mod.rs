@@ -461,9 +461,9 @@ impl<'i> Cx<'i> {
 
     /// The detector's verdict on the current item: its evidence (low) and, when the score
     /// passes a threshold, `detect/tool-poisoning` at the severity the threshold gives.
-    pub fn assess(&mut self, value: &serde_json::Value, others: &[&str]) {
+    pub fn assess(&mut self, value: &serde_json::Value, others: &detect::Others) {
         let Some(det) = self.insp.detector.clone() else { return };
-        let a = det.assess(value, others, self.legacy);
+        let a = det.assess_with(value, others, self.legacy);
         let Some(level) = det.level(a.score) else { return };
         let max = self.insp.limits.evidence_max_chars;
         let mut summary: Vec<&str> = a.evidence.iter().map(|e| e.feature).collect();

@@ -160,13 +160,19 @@ pub fn variants(s: &str, stopword_share: f32, words: usize, is_stop: &dyn Fn(&st
 fn flipped_stopwords(s: &str, is_stop: &dyn Fn(&str) -> bool) -> (usize, usize) {
     let (mut rot, mut rev) = (0, 0);
     let mut buf = [0u8; 8];
+    let mut low = [0u8; 8];
     for w in s.split(|c: char| !c.is_ascii_alphabetic()).filter(|w| (2..=5).contains(&w.len())) {
-        let lower = w.to_ascii_lowercase();
-        if is_stop(&lower) {
+        let n = w.len();
+        for (i, c) in w.bytes().enumerate() {
+            if let Some(b) = low.get_mut(i) {
+                *b = c.to_ascii_lowercase();
+            }
+        }
+        let lower = low.get(..n).unwrap_or(&[]);
+        if std::str::from_utf8(lower).is_ok_and(is_stop) {
             continue;
         }
-        let n = lower.len();
-        for (i, c) in lower.bytes().enumerate() {
+        for (i, c) in lower.iter().enumerate() {
             if let Some(b) = buf.get_mut(i) {
                 *b = b'a' + (c - b'a' + 13) % 26;
             }
@@ -174,13 +180,16 @@ fn flipped_stopwords(s: &str, is_stop: &dyn Fn(&str) -> bool) -> (usize, usize) 
         if std::str::from_utf8(buf.get(..n).unwrap_or(&[])).is_ok_and(is_stop) {
             rot += 1;
         }
-        for (i, c) in lower.bytes().rev().enumerate() {
-            if let Some(b) = buf.get_mut(i) {
-                *b = c;
+        // reversed ("eht", "dna", "ot"), leaving out English words whose reversal is common ("no", "ton")
+        if !matches!(lower, b"no" | b"ton" | b"lla" | b"si" | b"ti") {
+            for (i, c) in lower.iter().rev().enumerate() {
+                if let Some(b) = buf.get_mut(i) {
+                    *b = *c;
+                }
             }
-        }
-        if std::str::from_utf8(buf.get(..n).unwrap_or(&[])).is_ok_and(is_stop) {
-            rev += 1;
+            if std::str::from_utf8(buf.get(..n).unwrap_or(&[])).is_ok_and(is_stop) {
+                rev += 1;
+            }
         }
     }
     (rot, rev)

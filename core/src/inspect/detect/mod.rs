@@ -124,16 +124,41 @@ enum Place {
     Meta,
 }
 
+/// The names of a list's tools, read once per list: first word → the names (as word lists)
+/// starting with it, so a description is checked with one lookup per word.
+#[derive(Debug, Clone, Default)]
+pub struct Others {
+    map: std::collections::HashMap<String, Vec<Vec<String>>>,
+}
+
+impl Others {
+    pub fn new(names: &[&str]) -> Others {
+        let mut map: std::collections::HashMap<String, Vec<Vec<String>>> = std::collections::HashMap::new();
+        for o in names.iter().filter(|o| o.len() >= 4).take(256) {
+            let ws: Vec<String> = name_words(o).split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect();
+            if ws.len() >= 2 || ws.first().is_some_and(|w| w.len() >= 6) {
+                if let Some(first) = ws.first().cloned() {
+                    map.entry(first).or_default().push(ws);
+                }
+            }
+        }
+        Others { map }
+    }
+}
+
 struct Walk<'a> {
     det: &'a Detector,
     sc: Scratch,
     f: Vec<f32>,
     ev: Vec<Evidence>,
     strings: usize,
-    others: std::collections::HashMap<String, Vec<Vec<String>>>,
+    /// The other tools of the list (the tool's own name is left out where it is read).
+    others: &'a Others,
     own: String,
     /// The tool's own parameter names, as words ("debug_info" → "debug info").
     params: Vec<Vec<String>>,
+    /// Indices of `ask/into-param`, `cmd/remote`, `ref/foreign-tool`.
+    idx: [usize; 3],
     cats_plain: [bool; CATS.len()],
 }
 
@@ -192,6 +217,11 @@ impl Detector {
     /// Reads one definition. `others`: names of the other tools of the same list; `legacy`: the
     /// rule set's high and medium phrase hits on it.
     pub fn assess(&self, tool: &Value, others: &[&str], legacy: [u32; 2]) -> Assessment {
+        self.assess_with(tool, &Others::new(others), legacy)
+    }
+
+    /// [`Detector::assess`] with the list's names read once ([`Others::new`]) for all its tools.
+    pub fn assess_with(&self, tool: &Value, others: &Others, legacy: [u32; 2]) -> Assessment {
         let own = tool.get("name").and_then(Value::as_str).unwrap_or("");
         let mut w = Walk {
             det: self,
@@ -199,19 +229,7 @@ impl Detector {
             f: vec![0.0; NF],
             ev: Vec::new(),
             strings: 0,
-            others: {
-                // first word → the names (as word lists) starting with it: one lookup per word
-                let mut m: std::collections::HashMap<String, Vec<Vec<String>>> = std::collections::HashMap::new();
-                for o in others.iter().filter(|o| **o != own && o.len() >= 4).take(256) {
-                    let ws: Vec<String> = name_words(o).split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect();
-                    if ws.len() >= 2 || ws.first().is_some_and(|w| w.len() >= 6) {
-                        if let Some(first) = ws.first().cloned() {
-                            m.entry(first).or_default().push(ws);
-                        }
-                    }
-                }
-                m
-            },
+            others,
             own: name_words(own),
             params: tool
                 .get("inputSchema")
@@ -226,6 +244,7 @@ impl Detector {
                 })
                 .unwrap_or_default(),
             cats_plain: [false; CATS.len()],
+            idx: [fidx("ask/into-param"), fidx("cmd/remote"), fidx("ref/foreign-tool")],
         };
         if let Value::Object(map) = tool {
             for (k, v) in map {
@@ -286,6 +305,11 @@ impl Walk<'_> {
 
     fn has(&self, name: &str) -> bool {
         self.f.get(fidx(name)).is_some_and(|x| *x > 0.0)
+    }
+
+    /// `has` for the features checked once per string (their index found once).
+    fn has_at(&self, i: usize) -> bool {
+        self.f.get(i).is_some_and(|x| *x > 0.0)
     }
 
     fn walk(&mut self, v: &Value, place: Place, path: &str, in_value: bool, depth: usize) {
@@ -555,7 +579,7 @@ impl Walk<'_> {
     /// parameter of this tool, the words "parameter"/"field"/"argument", or (in a parameter's own
     /// description) "here".
     fn into_param(&mut self, sc: &Scratch, place: Place, path: &str, orig: &str) {
-        if sc.words.len() < 3 || self.has("ask/into-param") {
+        if sc.words.len() < 3 || self.has_at(self.idx[0]) {
             return;
         }
         let word = |j: usize| sc.words.get(j).and_then(|&(a, b)| sc.norm.get(a as usize..b as usize)).unwrap_or("");
@@ -611,7 +635,7 @@ impl Walk<'_> {
     /// A spelled-out command that fetches and runs code, opens a remote shell or hands over
     /// credentials, in a sentence that does not refuse it.
     fn remote_exec(&mut self, s: &str, path: &str) {
-        if self.has("cmd/remote") {
+        if self.has_at(self.idx[1]) {
             return;
         }
         let lower = s.to_ascii_lowercase();
@@ -644,8 +668,12 @@ impl Walk<'_> {
         if self.has("ref/other-change") || name.is_empty() {
             return;
         }
-        let sentences: Vec<&str> = orig.split(['\n', ';', '!', '?']).flat_map(|l| l.split(". ")).take(400).collect();
-        for sent in &sentences {
+        let first = name.split(' ').next().unwrap_or(name);
+        for sent in orig.split(['\n', ';', '!', '?']).flat_map(|l| l.split(". ")).take(400) {
+            // cheap test first: the name's first word is in the sentence
+            if !sent.as_bytes().windows(first.len()).any(|w| w.eq_ignore_ascii_case(first.as_bytes())) {
+                continue;
+            }
             let words = name_words(sent);
             if !format!(" {words} ").contains(&format!(" {name} ")) {
                 continue;
@@ -663,14 +691,16 @@ impl Walk<'_> {
     /// A tool that is not in this list, named by its identifier next to the word "tool" or
     /// "server" ("the read_file tool", "`send_email` tool"): text about tools elsewhere.
     fn foreign_tool(&mut self, s: &str, path: &str) {
-        if self.has("ref/foreign-tool") || !(s.contains("tool") || s.contains("server") || s.contains("Tool")) {
+        if self.has_at(self.idx[2]) || !(s.contains("tool") || s.contains("server") || s.contains("Tool")) {
             return;
         }
         let mut prev: Option<&str> = None;
         for next in s.split_whitespace().take(4000) {
             let Some(t) = prev.replace(next) else { continue };
             let n = next.trim_matches(|c: char| !c.is_alphanumeric());
-            if !["tool", "tools", "server", "function", "integration", "plugin"].iter().any(|w| n.eq_ignore_ascii_case(w)) {
+            if !n.starts_with(['t', 'T', 's', 'S', 'f', 'F', 'i', 'I', 'p', 'P'])
+                || !["tool", "tools", "server", "function", "integration", "plugin"].iter().any(|w| n.eq_ignore_ascii_case(w))
+            {
                 continue;
             }
             let id = t.trim_matches(|c: char| !c.is_alphanumeric() && c != '_' && c != '-');
@@ -687,13 +717,13 @@ impl Walk<'_> {
 
     /// Another tool of the same list named in a description.
     fn references(&mut self, sc: &Scratch, path: &str, orig: &str) {
-        if self.others.is_empty() || sc.norm.len() < 8 {
+        if self.others.map.is_empty() || sc.norm.len() < 8 {
             return;
         }
         let word = |j: usize| sc.words.get(j).and_then(|&(a, b)| sc.norm.get(a as usize..b as usize)).unwrap_or("");
         let mut found: Option<String> = None;
         'outer: for k in 0..sc.words.len() {
-            let Some(cands) = self.others.get(word(k)) else { continue };
+            let Some(cands) = self.others.map.get(word(k)) else { continue };
             for ws in cands {
                 if ws.iter().enumerate().all(|(i, w)| word(k + i) == w) {
                     let name = ws.join(" ");
