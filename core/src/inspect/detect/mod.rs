@@ -401,7 +401,7 @@ impl Walk<'_> {
             self.foreign_tool(&s, path);
         }
         if place != Place::Value && place != Place::Name {
-            self.into_param(&sc, place, path, &s);
+            self.ask_into_param(&sc, place, path, &s);
         }
         if plain.get(Cat::Command.index()).copied().unwrap_or(false)
             || s.contains('|')
@@ -451,7 +451,7 @@ impl Walk<'_> {
             }
             let found = self.text(&sc, &text, place, path, Some(enc), prose);
             if prose {
-                self.into_param(&sc, place, path, &text);
+                self.ask_into_param(&sc, place, path, &text);
                 self.remote_exec(&text, path);
             }
             self.sc = sc;
@@ -578,7 +578,7 @@ impl Walk<'_> {
     /// A request to put something into a parameter: a put verb, then a destination that names a
     /// parameter of this tool, the words "parameter"/"field"/"argument", or (in a parameter's own
     /// description) "here".
-    fn into_param(&mut self, sc: &Scratch, place: Place, path: &str, orig: &str) {
+    fn ask_into_param(&mut self, sc: &Scratch, place: Place, path: &str, orig: &str) {
         if sc.words.len() < 3 || self.has_at(self.idx[0]) {
             return;
         }
@@ -612,7 +612,7 @@ impl Walk<'_> {
                     hit = Some(j);
                     break;
                 }
-                if lexicon::PUT_PREPS.contains(&w) && (j + 1..(j + 5).min(n)).any(|d| names_param(d)) {
+                if lexicon::PUT_PREPS.contains(&w) && (j + 1..(j + 5).min(n)).any(&names_param) {
                     hit = Some(j);
                     break;
                 }
