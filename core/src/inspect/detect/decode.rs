@@ -357,24 +357,34 @@ fn leet_text(s: &str) -> Option<String> {
     if mixed < 2 {
         return None;
     }
+    // Only words that mix letters with such digits are folded: a plain number ("level 4") stays.
     // '@' inside an address ("x@host.tld") stays: the address is evidence in itself.
     let mut out = String::with_capacity(s.len());
-    let mut prev = ' ';
-    let mut it = s.chars().peekable();
-    while let Some(c) = it.next() {
-        let next = it.peek().copied().unwrap_or(' ');
-        out.push(match c {
-            '0' => 'o',
-            '1' | '!' => 'i',
-            '3' => 'e',
-            '4' => 'a',
-            '@' if prev.is_alphanumeric() && next.is_alphanumeric() => '@',
-            '@' => 'a',
-            '5' | '$' => 's',
-            '7' => 't',
-            _ => c,
-        });
-        prev = c;
+    for (i, w) in s.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if !w.chars().any(|c| c.is_ascii_alphabetic()) {
+            out.push_str(w);
+            continue;
+        }
+        let mut prev = ' ';
+        let mut it = w.chars().peekable();
+        while let Some(c) = it.next() {
+            let next = it.peek().copied().unwrap_or(' ');
+            out.push(match c {
+                '0' => 'o',
+                '1' | '!' => 'i',
+                '3' => 'e',
+                '4' => 'a',
+                '@' if prev.is_alphanumeric() && next.is_alphanumeric() => '@',
+                '@' => 'a',
+                '5' | '$' => 's',
+                '7' => 't',
+                _ => c,
+            });
+            prev = c;
+        }
     }
     Some(out)
 }

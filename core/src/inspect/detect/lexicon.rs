@@ -469,7 +469,7 @@ pub const DESTRUCTIVE_PHRASES: &[&str] = &[
     "force-push", "force push", "--force", "-fdx", "mkfs", "format the disk", "dd if=",
 ];
 /// Verbs too common in benign descriptions to contradict an annotation from a sentence start.
-pub const WEAK_VERBS: &[&str] = &["add", "set", "run", "edit", "apply", "move", "format", "create", "update", "modify", "merge", "rename", "insert", "cancel", "submit", "post", "exec", "mail", "force", "remove", "reset", "clean"];
+pub const WEAK_VERBS: &[&str] = &["add", "set", "run", "execute", "edit", "apply", "move", "format", "create", "update", "modify", "merge", "rename", "insert", "cancel", "submit", "post", "exec", "mail", "force", "remove", "reset", "clean"];
 
 /// Verbs that put something into a place ("put it into the notes field", "the server expects X in
 /// the 'comment' field"): with a destination that is a parameter, the text asks the model to fill
@@ -512,7 +512,7 @@ pub const CHANGE_FORMS: &[&str] = &[
     "deletes", "deleting", "removes", "removing", "drops", "dropping", "destroys", "destroying", "wipes", "wiping", "purges",
     "purging", "erases", "erasing", "truncates", "truncating", "overwrites", "overwriting", "uninstalls", "kills", "terminates",
     "resets", "resetting", "shreds", "revokes", "sends", "sending", "writes", "writing", "uploads", "uploading", "publishes",
-    "pushes", "force-pushes", "deploys", "installs", "transfers", "executes", "emails",
+    "pushes", "force-pushes", "deploys", "installs", "transfers", "emails",
 ];
 /// Of [`CHANGE_FORMS`], the destructive ones (contradict `destructiveHint: false`).
 pub const DESTROY_FORMS: &[&str] = &[

@@ -679,7 +679,10 @@ impl Walk<'_> {
                 continue;
             }
             let ws: Vec<&str> = words.split(' ').collect();
-            let disparaged = ws.iter().any(|w| lexicon::DISPARAGE.contains(w));
+            // the other tool is what is disparaged: the word comes after its name ("read_file is
+            // malfunctioning"), not before it ("DEPRECATED: use read_text_file instead")
+            let at = words.find(name).map_or(0, |i| words.get(..i).map_or(0, |p| p.split(' ').count()));
+            let disparaged = ws.iter().skip(at).any(|w| lexicon::DISPARAGE.contains(w));
             let changed = ws.iter().any(|w| lexicon::CHANGE_VERBS.contains(w)) && ws.iter().any(|w| lexicon::CHANGE_OBJECTS.contains(w));
             if disparaged || changed {
                 self.set("ref/other-change", 1.0, path, || excerpt(sent, 0, 0, 120));
@@ -704,12 +707,17 @@ impl Walk<'_> {
                 continue;
             }
             let id = t.trim_matches(|c: char| !c.is_alphanumeric() && c != '_' && c != '-');
+            // an identifier (snake_case, kebab-case, lowerCamel), not a brand ("CircleCI", "GitHub")
             let looks_id = id.len() >= 4
                 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-                && (id.contains('_') || id.contains('-') && id.chars().any(|c| c.is_ascii_lowercase()) || id.chars().skip(1).any(|c| c.is_ascii_uppercase()) && id.chars().any(|c| c.is_ascii_lowercase()));
-            if looks_id && name_words(id) != self.own {
+                && (id.contains('_')
+                    || id.contains('-') && id.chars().any(|c| c.is_ascii_lowercase())
+                    || id.starts_with(|c: char| c.is_ascii_lowercase()) && id.chars().any(|c| c.is_ascii_uppercase()));
+            let words = name_words(id);
+            let listed = words.split(' ').next().and_then(|f| self.others.map.get(f)).is_some_and(|c| c.iter().any(|ws| ws.join(" ") == words));
+            if looks_id && !listed && words != self.own {
                 self.set("ref/foreign-tool", 1.0, path, || format!("names {id}: {}", excerpt(s, 0, 0, 100)));
-                self.other_change(s, &name_words(id), path);
+                self.other_change(s, &words, path);
                 return;
             }
         }
@@ -1172,7 +1180,8 @@ fn negated(sc: &Scratch, a: usize, b: usize, orig: &str) -> bool {
 fn self_reference(sc: &Scratch, a: usize) -> bool {
     let k = sc.words.iter().position(|&(s, _)| s as usize >= a).unwrap_or(sc.words.len());
     let word = |j: usize| sc.words.get(j).and_then(|&(s, t)| sc.norm.get(s as usize..t as usize)).unwrap_or("");
-    k > 0 && matches!(word(k - 1), "this" | "its" | "our") || k > 1 && word(k - 2) == "this" && matches!(word(k - 1), "entry" | "endpoint" | "api" | "version" | "server" | "function")
+    // "this tool", "this CircleCI MCP server", "our API": up to three words may name it
+    (k.saturating_sub(4)..k).any(|j| matches!(word(j), "this" | "its" | "our"))
 }
 
 fn sentence_end(s: &str) -> bool {
