@@ -432,10 +432,13 @@ impl Walk<'_> {
             sc.normalize(&text);
             // Decoded text that reads as English prose (far more of the commonest words than the
             // encoded form had) was written to be read: it counts as the plain text would.
+            // one-letter words and "on" (reversed "no") say nothing about a decoding
+            let reversed = enc == decode::Encoding::Reversed;
             let dstop = sc
                 .words
                 .iter()
-                .filter(|&&(a, b)| sc.norm.get(a as usize..b as usize).is_some_and(|w| self.det.stop.binary_search(&w).is_ok()))
+                .filter_map(|&(a, b)| sc.norm.get(a as usize..b as usize))
+                .filter(|w| w.len() >= 2 && !(reversed && *w == "on") && self.det.stop.binary_search(w).is_ok())
                 .count();
             let dwords = sc.words.len();
             let whole = matches!(enc, decode::Encoding::Leet | decode::Encoding::Escapes | decode::Encoding::Percent);

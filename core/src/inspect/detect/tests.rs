@@ -131,3 +131,4 @@ fn decoded_prose_counts_like_plain_text() {
     assert!(on(&rot, "decoded/prose"), "{rot:?}");
 }
 
+
