@@ -48,7 +48,7 @@ impl FilterConfig {
         let breakers = config.clusters.iter().map(|c| process.breaker(&c.breaker_key, &c.policy, now)).collect();
         *state::lock(&process.retry_budget) =
             RetryBudget::new(config.failover.retry_budget_ratio, config.failover.retry_budget_burst);
-        let metrics = Metrics::define(host, &config);
+        let metrics = crate::metrics::define(host, &config);
         log::info!(
             "mcp-warden ({}): configured {} servers over {} clusters (native)",
             String::from_utf8_lossy(name),

@@ -8,8 +8,8 @@
 //! Reading order: [`io`] (events and effects), [`env`] (shared state), [`request`] (what the
 //! agent sent), [`attempt`] (one upstream call), [`answer`] (degraded answers), [`inspection`]
 //! (what both hosts do around the inspector), [`machine`] (the flow: routing, holds, retries and
-//! hedges, session moves, inspection). The retry policy (which calls are safe to repeat, the
-//! budget, hold deadlines) is [`crate::retry`].
+//! hedges, session moves, inspection), [`stats`] (the stats it counts and their names). The retry
+//! policy (which calls are safe to repeat, the budget, hold deadlines) is [`crate::retry`].
 
 pub mod answer;
 pub mod attempt;
@@ -18,6 +18,7 @@ pub mod inspection;
 pub mod io;
 pub mod machine;
 pub mod request;
+pub mod stats;
 
 #[cfg(test)]
 mod tests;
