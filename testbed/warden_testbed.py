@@ -625,6 +625,27 @@ class Aggregator:
         return self.workdir / "trust.db"
 
     def start(self, timeout: float = 30.0) -> "Aggregator":
+        self.spawn()
+
+        def up():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"aggregator exited: {(self.workdir / 'aggregator.log').read_text()[-3000:]}")
+            return http_json("GET", f"{self.url}/healthz", timeout=1)[0] == 200
+
+        wait_until(up, timeout, "the aggregator")
+        return self
+
+    def refused(self, timeout: float = 30.0) -> str:
+        """Starts it expecting it to refuse to run: waits for it to exit, returns its log."""
+        self.spawn()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"the aggregator kept running: {self.log_text()[-3000:]}") from None
+        return self.log_text()
+
+    def spawn(self) -> None:
         if not AGGREGATOR_BIN.exists():
             raise RuntimeError(f"{AGGREGATOR_BIN} is missing: run `cargo build -p mcp-warden-aggregator`")
         self.port = self.port or free_port()
@@ -637,14 +658,6 @@ class Aggregator:
         log = open(self.workdir / "aggregator.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-
-        def up():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"aggregator exited: {(self.workdir / 'aggregator.log').read_text()[-3000:]}")
-            return http_json("GET", f"{self.url}/healthz", timeout=1)[0] == 200
-
-        wait_until(up, timeout, "the aggregator")
-        return self
 
     def api(self, method: str, path: str, body=None, token: str | None = "operator-token-testbed", headers: dict | None = None):
         hdrs = dict(headers or {})

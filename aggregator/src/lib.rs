@@ -31,6 +31,7 @@ pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod pg;
+pub mod pg_tls;
 pub mod ratelimit;
 pub mod scan;
 pub mod scrape;
