@@ -105,7 +105,15 @@ pub struct SignalBatch {
     #[serde(default)]
     pub period_ms: u64,
     pub servers: Vec<ServerReport>,
+    /// The clusters this sidecar's configuration holds (at most [`MAX_CONFIGURED`]): a hint that
+    /// helps the aggregator admit a server other sidecars report, never proof (a credential can
+    /// claim anything).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configured: Vec<String>,
 }
+
+/// Most cluster names a batch's `configured` list carries.
+pub const MAX_CONFIGURED: usize = 1_024;
 
 /// What a rating is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
