@@ -250,8 +250,13 @@ impl Harness {
 }
 
 /// The default settings with rate limits no test loop reaches.
+///
+/// The harness's two sidecar tokens stand for two sidecars; tests that are not about which
+/// servers are tracked have either one introduce a server on its own (`server_admission_quorum`
+/// 1, as a one-sidecar mesh does by default). Admission tests set the quorum themselves.
 pub fn relaxed() -> Settings {
     let mut s = Settings::default();
+    s.sidecar.admission_quorum = Some(1);
     let lots = mcp_warden_aggregator::config::Rate::new(1_000_000.0, 1_000_000);
     let l = &mut s.limits;
     (l.sidecar, l.rater, l.scanner, l.operator, l.reader, l.unauthenticated) = (lots, lots, lots, lots, lots, lots);
