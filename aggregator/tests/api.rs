@@ -4,6 +4,7 @@
 
 mod common;
 mod retention;
+mod admission;
 
 use axum::http::StatusCode;
 use common::*;

@@ -155,6 +155,18 @@ impl Harness {
         Self::on(dir, location, settings, Arc::new(ManualClock::new(T0)))
     }
 
+    /// A fresh harness whose service accepts the tokens of `tokens` (a tokens file's JSON)
+    /// instead of [`tokens_json`] (a reopen goes back to those).
+    pub fn with_tokens(settings: Settings, tokens: &str) -> Harness {
+        let dir = TempDir::new("api");
+        let location =
+            if on_postgres() { Location::Postgres(fresh_pg_database()) } else { Location::Sqlite(dir.path().join("trust.db")) };
+        let clock = Arc::new(ManualClock::new(T0));
+        let svc = Service::open(&location, Tokens::from_json(tokens.as_bytes()).unwrap(), settings.clone(), clock.clone()).unwrap();
+        let app = http::router(svc.clone());
+        Harness { dir, location, clock, settings, svc, app }
+    }
+
     /// A harness on `location` (another replica, when it is a PostgreSQL database in use).
     pub fn on(dir: TempDir, location: Location, settings: Settings, clock: Arc<ManualClock>) -> Harness {
         let (svc, app) = Self::open(&location, &settings, &clock);
