@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 
 /// Findings held per provisional server (the most severe are kept).
 pub const HELD_EVENTS: usize = 8;
-/// Failure kinds held per provisional server (a report may name 64).
-const HELD_FAILURE_KINDS: usize = 64;
+/// Failure kinds held per provisional server (a report may name 64; sidecars use a dozen).
+const HELD_FAILURE_KINDS: usize = 16;
+/// Bytes of a held finding's evidence kept (what people read of it is an excerpt anyway).
+const HELD_EVIDENCE: usize = 256;
 /// Credentials remembered per provisional server (the oldest voice goes first).
 pub const VOICES: usize = 16;
 /// Provisional names listed in a signals ack (the count is always given).
@@ -48,11 +50,15 @@ impl Held {
         l.sum_ms = l.sum_ms.saturating_add(r.latency.sum_ms);
         l.max_ms = l.max_ms.max(r.latency.max_ms);
         for e in &r.security {
+            let kept = || {
+                let evidence = e.evidence.as_deref().map(|v| crate::validate::truncate(v, HELD_EVIDENCE));
+                (who.to_string(), SecurityEvent { evidence, ..e.clone() })
+            };
             if self.events.len() < HELD_EVENTS {
-                self.events.push((who.to_string(), e.clone()));
+                self.events.push(kept());
             } else if let Some(least) = self.events.iter_mut().min_by_key(|(_, h)| h.severity) {
                 if least.1.severity < e.severity {
-                    *least = (who.to_string(), e.clone());
+                    *least = kept();
                 }
             }
         }
@@ -185,9 +191,12 @@ mod tests {
         r.latency = LatencySummary { count: 5, sum_ms: 50, max_ms: 20 };
         r.security = (0..20).map(|i| event(&format!("poison/{i}"), Severity::Low)).collect();
         h.add("s1", &r);
-        r.security = vec![event("unicode/tag-characters", Severity::Critical)];
+        r.security = vec![SecurityEvent { evidence: Some("x".repeat(5000)), ..event("unicode/tag-characters", Severity::Critical) }];
+        r.outcomes.failures = (0..40).map(|i| (format!("kind-{i:02}"), 1)).collect();
         h.add("s2", &r);
-        assert_eq!((h.outcomes.success, h.outcomes.failures["http_5xx"], h.latency.count, h.latency.max_ms), (6, 4, 10, 20));
+        assert_eq!(h.outcomes.failures.len(), HELD_FAILURE_KINDS, "the kinds held are bounded");
+        assert!(h.events.iter().all(|(_, e)| e.evidence.as_ref().is_none_or(|v| v.len() <= HELD_EVIDENCE)));
+        assert_eq!((h.outcomes.success, h.outcomes.failures["http_5xx"], h.latency.count, h.latency.max_ms), (6, 2, 10, 20));
         assert_eq!(h.events.len(), HELD_EVENTS);
         assert!(h.events.iter().any(|(who, e)| who == "s2" && e.severity == Severity::Critical));
         let by = h.events_by_credential();
