@@ -197,6 +197,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_sidecars_check_of_a_configured_name_is_this_one() {
+        let long = "x".repeat(254);
+        for n in ["outbound|8080||w.ns.svc.cluster.local", "", "a b", "tab\t", "é", long.as_str(), &long[..253]] {
+            assert_eq!(mcp_warden_core::trust::wire::is_server_name(n), name(n).is_ok(), "{n:?}");
+        }
+    }
+
+    #[test]
     fn names() {
         assert!(name("outbound|8080||weather.ns.svc.cluster.local").is_ok());
         assert!(name("").is_err());

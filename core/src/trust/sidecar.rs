@@ -9,7 +9,7 @@
 
 use super::wire::{
     LatencySummary, Outcomes, ScoresDocument, SecurityEvent, ServerReport, SignalBatch, SubmittedDefinition, TrustState,
-    MAX_CONFIGURED,
+    is_server_name, MAX_CONFIGURED,
 };
 use crate::inspect::{Fingerprint, MeshVerdict, MeshVerdicts};
 use crate::outcome::{FailureKind, Outcome};
@@ -111,7 +111,8 @@ impl SignalAccumulator {
         if servers.is_empty() {
             return None;
         }
-        let configured = configured.into_iter().take(MAX_CONFIGURED).map(str::to_string).collect();
+        // A hint: a name the aggregator would refuse is left out rather than have it refuse the batch.
+        let configured = configured.into_iter().filter(|c| is_server_name(c)).take(MAX_CONFIGURED).map(str::to_string).collect();
         Some(SignalBatch { sidecar: sidecar.to_string(), batch_id, period_ms, servers, configured })
     }
 }
@@ -394,7 +395,7 @@ mod tests {
             new_fingerprint: None,
             quarantine: false,
         });
-        let b = a.take_batch(["mine", "idle", ""], "s1", "s1-1".into(), 500).unwrap();
+        let b = a.take_batch(["mine", "idle", "", "has space"], "s1", "s1-1".into(), 500).unwrap();
         assert_eq!(b.servers.iter().map(|r| r.server.as_str()).collect::<Vec<_>>(), ["mine"]);
         assert_eq!(b.configured, ["idle", "mine"]);
         assert_eq!((b.sidecar.as_str(), b.batch_id.as_str(), b.period_ms), ("s1", "s1-1", 500));

@@ -115,6 +115,12 @@ pub struct SignalBatch {
 /// Most cluster names a batch's `configured` list carries.
 pub const MAX_CONFIGURED: usize = 1_024;
 
+/// Is `name` a server name the aggregator accepts (1 to 253 printable ASCII characters, no
+/// spaces: a DNS name's length; Envoy cluster names such as Istio's qualify)?
+pub fn is_server_name(name: &str) -> bool {
+    (1..=253).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// What a rating is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "kind", content = "name")]
