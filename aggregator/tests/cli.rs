@@ -116,7 +116,8 @@ fn control_characters_reach_no_terminal_and_no_log_line() {
 #[test]
 fn an_operator_lists_provisional_servers_and_admits_one() {
     let dir = TempDir::new("cli-admit");
-    let agg = Process::start(dir.path());
+    // The default quorum with the harness's two sidecar names: 2.
+    let agg = Process::start_with(dir.path(), Some(&serde_json::json!({"sidecar": {"server_admission_quorum": null}})));
     let b = agg.base.as_str();
     let batch = serde_json::json!({"sidecar": "pod-1", "batch_id": "p-1", "servers": [{"server": "new-srv", "outcomes": {"success": 3}}]});
     let (status, ack) = post(&agent(), &format!("{b}/v1/signals"), SIDECAR, &batch).unwrap();

@@ -292,17 +292,19 @@ impl Process {
         Self::start_with(dir, None)
     }
 
-    /// Started with `config` (JSON) as its `--config`.
+    /// Started with `config` (JSON) as its `--config`. As with [`relaxed`], one sidecar
+    /// credential introduces a server (`server_admission_quorum` 1) unless `config` sets it.
     pub fn start_with(dir: &Path, config: Option<&Value>) -> Process {
         let tokens = write_tokens(dir);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("aggregator.log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-warden-aggregator"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"]).arg(dir.join("trust.db")).arg("--tokens").arg(&tokens);
-        if let Some(c) = config {
-            let path = dir.join("config.json");
-            std::fs::write(&path, c.to_string()).unwrap();
-            cmd.arg("--config").arg(path);
-        }
+        let mut config = config.cloned().unwrap_or_else(|| serde_json::json!({}));
+        let sidecar = config.as_object_mut().unwrap().entry("sidecar").or_insert_with(|| serde_json::json!({}));
+        sidecar.as_object_mut().unwrap().entry("server_admission_quorum").or_insert(serde_json::json!(1));
+        let path = dir.join("config.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        cmd.arg("--config").arg(path);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
