@@ -739,6 +739,7 @@ impl Engine {
         )
         .map_err(|e| fail("cannot read database", &e.message))?;
         engine.force_publish = force;
+        engine.metrics.servers_provisional(engine.state.provisional.len());
         if !shared {
             engine.tick(now).map_err(|e| fail("cannot write database", &e.message))?;
         }
@@ -805,6 +806,7 @@ impl Engine {
             &self.settings,
         )?;
         self.stale = false;
+        self.metrics.servers_provisional(self.state.provisional.len());
         Ok(true)
     }
 
