@@ -283,6 +283,10 @@ impl Ctx<'_, '_> {
             return Ok(Named::Refused(Refusal::NewServersPerWindow));
         }
         self.admit(name, "sidecars")?;
+        // No longer provisional: it leaves the credential's count.
+        if let Some(n) = named.as_mut() {
+            *n = n.saturating_sub(1);
+        }
         Ok(Named::Admitted)
     }
 

@@ -180,6 +180,18 @@ async fn a_mesh_of_one_sidecar_admits_what_it_reports_at_once() {
 }
 
 #[tokio::test]
+async fn servers_admitted_at_once_do_not_count_against_the_provisional_bound() {
+    let mut settings = relaxed();
+    (settings.sidecar.new_servers_per_window, settings.sidecar.provisional_per_sidecar) = (1_000, 10);
+    let h = Harness::with_settings(settings);
+    let many: Vec<String> = (0..500).map(|i| format!("s{i:03}")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let ack = h.post("/v1/signals", SIDECAR, batch("big", &refs, 1)).await.ok();
+    assert_eq!((ack["servers"].as_u64(), names(&ack["admitted_servers"]).len()), (Some(500), 500), "{ack}");
+    assert!(ack.get("dropped_servers").is_none(), "{ack}");
+}
+
+#[tokio::test]
 async fn admissions_and_provisional_voices_survive_a_restart_and_voices_expire() {
     let h = Harness::with_settings(two_sidecars());
     h.report(SIDECAR, "a", "waiting", 2, 0).await.ok();
