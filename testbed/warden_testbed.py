@@ -652,9 +652,12 @@ class Aggregator:
         (self.workdir / "tokens.json").write_text(json.dumps({"tokens": self.tokens}))
         cmd = [str(AGGREGATOR_BIN), "serve", "--listen", f"127.0.0.1:{self.port}", "--db", self.db_url or str(self.db),
                "--tokens", str(self.workdir / "tokens.json")]
-        if self.config:
-            (self.workdir / "config.json").write_text(json.dumps(self.config))
-            cmd += ["--config", str(self.workdir / "config.json")]
+        # The testbed runs one sidecar (a test may start a second): its tokens name two sidecar
+        # credentials, so one credential's reports admit a server unless the test says otherwise.
+        config = dict(self.config)
+        config["sidecar"] = {"server_admission_quorum": 1, **config.get("sidecar", {})}
+        (self.workdir / "config.json").write_text(json.dumps(config))
+        cmd += ["--config", str(self.workdir / "config.json")]
         log = open(self.workdir / "aggregator.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()

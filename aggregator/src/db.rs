@@ -2,6 +2,7 @@
 //! default, one process) and PostgreSQL (any number of replicas on one database). The engine
 //! calls these; [`crate::store`] and [`crate::pg`] hold each backend's SQL.
 
+use crate::admission::Provisional;
 use crate::error::ApiError;
 use crate::state::{ServerState, State};
 use crate::views::{
@@ -589,6 +590,16 @@ impl Tx<'_> {
         match self {
             Tx::Sqlite(tx) => Ok(store::prune(tx, history_before, batches_before, budget_before, seen_before)?),
             Tx::Postgres(tx) => pg::prune(tx, history_before, batches_before, budget_before, seen_before),
+        }
+    }
+
+    /// Stores a provisional server (admission.rs), or removes it (`None`: admitted or expired).
+    pub fn put_provisional(&mut self, server: &str, p: Option<&Provisional>) -> Result<(), Error> {
+        match (self, p) {
+            (Tx::Sqlite(tx), Some(p)) => Ok(store::upsert_provisional(tx, server, p)?),
+            (Tx::Sqlite(tx), None) => Ok(store::delete_provisional(tx, server)?),
+            (Tx::Postgres(tx), Some(p)) => pg::upsert_provisional(tx, server, p),
+            (Tx::Postgres(tx), None) => pg::delete_provisional(tx, server),
         }
     }
 

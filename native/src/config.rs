@@ -74,7 +74,7 @@ impl FilterConfig {
     /// A scheduled event on the main thread (the trust loop's tick).
     pub fn on_scheduled(&self, event: u64) {
         if let (Some(lp), Some(t)) = (&self.trust, &self.shared.config.trust) {
-            lp.tick(t, event, crate::host::now_ms());
+            lp.tick(t, &self.shared.config.clusters, event, crate::host::now_ms());
         }
     }
 
