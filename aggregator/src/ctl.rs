@@ -1,7 +1,7 @@
 //! `mcp-warden-ctl`: the operator's command line over the API (blocking HTTP with ureq).
 
 use crate::views::{
-    ApprovalAck, ApprovalsView, ApproveRequest, AuditPage, AuditVerification, DecisionAck, ErrorBody, FlagAck, ProvisionalView, RatingAck,
+    ApprovalAck, ApprovalsView, ApproveRequest, AuditPage, RevokeAck, RevokeRequest, AuditVerification, DecisionAck, ErrorBody, FlagAck, ProvisionalView, RatingAck,
     ServerDetail,
 };
 use clap::{Parser, Subcommand, ValueEnum};
@@ -72,6 +72,15 @@ pub enum Command {
         /// The tool (taken from the held change when left out).
         #[arg(long)]
         tool: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Revoke a tool definition by its fingerprint (operator): an approval of it for SERVER is
+    /// withdrawn and every sidecar strips it until it is approved again.
+    Revoke {
+        server: String,
+        /// The definition's fingerprint (32 hex digits, as `held` shows it).
+        fingerprint: String,
         #[arg(long)]
         reason: String,
     },
@@ -494,6 +503,20 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), String> {
             } else {
                 let tool = a.tool.as_deref().map(|t| format!(" of tool `{t}`")).unwrap_or_default();
                 format!("approved {}{tool} on `{}` (audit #{}); published in scores version {}\n", a.fingerprint, a.server, a.audit_id, a.version)
+            }
+        }
+        Command::Revoke { server, fingerprint, reason } => {
+            let path = format!("/v1/servers/{}/revoke", encode_segment(server));
+            let req = RevokeRequest { fingerprint: fingerprint.clone(), reason: reason.clone() };
+            let (a, raw): (RevokeAck, _) = client.post(&path, &req)?;
+            if cli.json {
+                raw
+            } else {
+                let withdrawn = if a.approval_withdrawn { "approval withdrawn, " } else { "" };
+                format!(
+                    "revoked {} on `{}` ({withdrawn}stripped on every sidecar; audit #{}); published in scores version {}\n",
+                    a.fingerprint, a.server, a.audit_id, a.version
+                )
             }
         }
         Command::Rate { args, rater, comment } => {

@@ -23,7 +23,7 @@ use crate::db::{Db, Location, Snapshot, Tx};
 use crate::store;
 use crate::validate;
 use crate::views::{
-    ApprovalAck, ApprovalsView, ApproveRequest, AuditAction, AuditPage, DecisionAck, DefinitionScan, DefinitionsAck,
+    ApprovalAck, ApprovalsView, ApproveRequest, AuditAction, RevokeAck, RevokeRequest, AuditPage, DecisionAck, DefinitionScan, DefinitionsAck,
     FlagAck, HeldChange, Health, ProvisionalServer, ProvisionalView, QuarantineInfo, RatingAck, RatingSummary, ServerDetail, SignalsAck, ToolApprovalRecord,
     Traffic,
 };
@@ -557,6 +557,11 @@ impl Ctx<'_, '_> {
         Ok(())
     }
 }
+
+/// The rule of an operator's revocation in a definition's verdict.
+pub const REVOKED_RULE: &str = "operator/revoked";
+/// Most definitions revoked at once (they are never forgotten to make room for scans).
+pub const MAX_REVOKED: usize = 10_000;
 
 /// Most rules named in one verdict.
 const MAX_VERDICT_RULES: usize = 8;
@@ -1289,6 +1294,19 @@ impl Engine {
             };
             ctx.tx.insert_approval(&record)?;
             ctx.state.approvals.insert(key.clone(), record);
+            // Approving again lifts an operator's revocation (not a scan's own verdict).
+            if let Some(scan) = ctx.state.scans.get_mut(&req.fingerprint) {
+                if scan.rules.iter().any(|r| r == REVOKED_RULE) {
+                    scan.rules.retain(|r| r != REVOKED_RULE);
+                    if scan.rules.is_empty() {
+                        ctx.tx.delete_scan(&req.fingerprint)?;
+                        ctx.state.scans.remove(&req.fingerprint);
+                    } else {
+                        let scan = scan.clone();
+                        ctx.tx.insert_scan(&scan)?;
+                    }
+                }
+            }
             if ctx.state.held.remove(&key).is_some() {
                 ctx.tx.delete_held(server, &req.fingerprint)?;
             }
@@ -1298,6 +1316,63 @@ impl Engine {
         self.metrics.decision(AuditAction::ApproveTool.as_str(), 1);
         warn!(server, operator = who.name, fingerprint = req.fingerprint, "tool definition approved: {}", escape(&req.reason));
         Ok(ApprovalAck { server: server.to_string(), fingerprint: req.fingerprint.clone(), tool, audit_id, version: self.published.version })
+    }
+
+    /// `POST /v1/servers/{server}/revoke`: withdraws an approval of `fingerprint` for `server`
+    /// (if any) and condemns the definition: it becomes a verdict (at least `high`, rule
+    /// [`REVOKED_RULE`]) that every sidecar enforces by stripping it, wherever it is listed,
+    /// until an operator approves it again. Never forgotten to make room for scans.
+    pub fn revoke(&mut self, who: &Principal, server: &str, req: &RevokeRequest, now: u64) -> Result<RevokeAck, ApiError> {
+        let (audit_id, approval_withdrawn) = self.write(now, false, |ctx| {
+            if !ctx.state.servers.contains_key(server) {
+                return Err(ApiError::not_found(format!("unknown server `{server}`")));
+            }
+            let key = (server.to_string(), req.fingerprint.clone());
+            let scan = ctx.state.scans.get(&req.fingerprint);
+            if scan.is_some_and(|d| d.rules.iter().any(|r| r == REVOKED_RULE)) && !ctx.state.approvals.contains_key(&key) {
+                return Err(ApiError::conflict(format!("fingerprint {} is already revoked", req.fingerprint)));
+            }
+            let revoked = ctx.state.scans.values().filter(|d| d.rules.iter().any(|r| r == REVOKED_RULE)).count();
+            if scan.is_none_or(|d| !d.rules.iter().any(|r| r == REVOKED_RULE)) && revoked >= MAX_REVOKED {
+                return Err(ApiError::conflict(format!(
+                    "{revoked} definitions are revoked already (at most {MAX_REVOKED}): approve some first"
+                )));
+            }
+            let approval = ctx.state.approvals.remove(&key);
+            if approval.is_some() {
+                ctx.tx.delete_approval(server, &req.fingerprint)?;
+            }
+            let tool = approval.as_ref().and_then(|a| a.tool.clone()).or_else(|| scan.and_then(|d| d.tool.clone()));
+            let mut record = scan.cloned().unwrap_or(DefinitionScan {
+                fingerprint: req.fingerprint.clone(),
+                server: server.to_string(),
+                tool: tool.clone(),
+                severity: None,
+                rules: Vec::new(),
+                scanned_ms: now,
+            });
+            record.severity = Some(record.severity.map_or(Severity::High, |s| s.max(Severity::High)));
+            if !record.rules.iter().any(|r| r == REVOKED_RULE) {
+                record.rules.push(REVOKED_RULE.to_string());
+            }
+            ctx.tx.insert_scan(&record)?;
+            ctx.state.scans.insert(req.fingerprint.clone(), record);
+            let score = ctx.score(server).map(|s| s.score).unwrap_or(0.0);
+            let what = tool.as_deref().map(|t| format!(" of tool `{t}`")).unwrap_or_default();
+            let reason = format!("revoked definition {}{what}: {}", req.fingerprint, req.reason.trim());
+            let id = ctx.tx.insert_audit(now, &who.name, AuditAction::RevokeTool, server, &reason, score)?;
+            ctx.lists_changed = true;
+            Ok((id, approval.is_some()))
+        })?;
+        self.metrics.decision(AuditAction::RevokeTool.as_str(), 1);
+        warn!(server, operator = who.name, fingerprint = req.fingerprint, "tool definition revoked: {}", escape(&req.reason));
+        Ok(RevokeAck {
+            server: server.to_string(),
+            fingerprint: req.fingerprint.clone(),
+            approval_withdrawn,
+            audit_id,
+            version: self.published.version,
+        })
     }
 
     /// `POST /v1/definitions`: scans each definition whose fingerprint was never scanned (once
@@ -1343,7 +1418,15 @@ impl Engine {
             self.write(now, false, |ctx| {
                 let excess = (ctx.state.scans.len() + fresh.len()).saturating_sub(MAX_SCANS);
                 if excess > 0 {
-                    let mut by_age: Vec<(u64, String)> = ctx.state.scans.values().map(|d| (d.scanned_ms, d.fingerprint.clone())).collect();
+                    // An operator's revocation is not a scan to make room from: a flood of new
+                    // definitions must not lift it.
+                    let mut by_age: Vec<(u64, String)> = ctx
+                        .state
+                        .scans
+                        .values()
+                        .filter(|d| !d.rules.iter().any(|r| r == REVOKED_RULE))
+                        .map(|d| (d.scanned_ms, d.fingerprint.clone()))
+                        .collect();
                     by_age.sort_unstable();
                     for (_, fp) in by_age.into_iter().take(excess) {
                         ctx.tx.delete_scan(&fp)?;

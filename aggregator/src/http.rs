@@ -7,7 +7,7 @@ use crate::service::Service;
 use crate::validate;
 use crate::access::{authorize, json, ANY};
 use crate::{admin, dashboard, guard, scrape};
-use crate::views::{ApproveRequest, Health};
+use crate::views::{ApproveRequest, Health, RevokeRequest};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -36,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/servers/{server}/admit"),
     ("GET", "/v1/provisional"),
     ("POST", "/v1/servers/{server}/approvals"),
+    ("POST", "/v1/servers/{server}/revoke"),
     ("GET", "/v1/approvals"),
     ("POST", "/v1/definitions"),
     ("POST", "/v1/ratings"),
@@ -61,6 +62,7 @@ pub fn router(service: Service) -> Router {
         .route("/v1/servers/{server}/admit", post(post_admit))
         .route("/v1/provisional", get(get_provisional))
         .route("/v1/servers/{server}/approvals", post(post_approval))
+        .route("/v1/servers/{server}/revoke", post(post_revoke))
         .route("/v1/approvals", get(get_approvals))
         .route("/v1/definitions", post(post_definitions))
         .route("/v1/ratings", post(post_rating))
@@ -226,6 +228,20 @@ async fn post_approval(
     let req: ApproveRequest = read_json(&headers, body, BODY_MAX_BYTES).await?;
     validate::approve(&req).map_err(ApiError::bad_request)?;
     let ack = svc.run(move |e, now| e.approve(&who, &server, &req, now)).await?;
+    Ok(json(StatusCode::OK, &ack))
+}
+
+async fn post_revoke(
+    State(svc): State<Service>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let who = authorize(&svc, &headers, &[Role::Operator], "revoke tool definitions")?;
+    let server = server_name(path)?;
+    let req: RevokeRequest = read_json(&headers, body, BODY_MAX_BYTES).await?;
+    validate::revoke(&req).map_err(ApiError::bad_request)?;
+    let ack = svc.run(move |e, now| e.revoke(&who, &server, &req, now)).await?;
     Ok(json(StatusCode::OK, &ack))
 }
 

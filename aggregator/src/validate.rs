@@ -192,6 +192,11 @@ pub fn approve(a: &crate::views::ApproveRequest) -> Result<(), String> {
     text(&a.reason, true).map_err(at("reason".into()))
 }
 
+pub fn revoke(r: &crate::views::RevokeRequest) -> Result<(), String> {
+    fingerprint(&r.fingerprint).map_err(at("fingerprint".into()))?;
+    text(&r.reason, true).map_err(at("reason".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

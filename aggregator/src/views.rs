@@ -77,6 +77,27 @@ pub struct ApproveRequest {
     pub reason: String,
 }
 
+/// `POST /v1/servers/{server}/revoke`: takes back an approval (or condemns a definition an
+/// operator finds bad): the fingerprint is stripped on every sidecar until approved again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// The definition's fingerprint (32 hex digits).
+    pub fingerprint: String,
+    pub reason: String,
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevokeAck {
+    pub server: String,
+    pub fingerprint: String,
+    /// Whether an approval of it for this server was withdrawn.
+    pub approval_withdrawn: bool,
+    pub audit_id: i64,
+    pub version: u64,
+}
+
 /// A changed tool definition sidecars hold out of `tools/list` until it is cleared, as they
 /// reported it (`pin/tool-held` events), one per (server, new fingerprint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +199,8 @@ pub enum AuditAction {
     ApproveTool,
     /// An operator admitted a server sidecars had not (yet) agreed on.
     Admit,
+    /// An operator revoked a tool definition (by fingerprint): stripped on every sidecar.
+    RevokeTool,
 }
 
 impl AuditAction {
@@ -189,6 +212,7 @@ impl AuditAction {
             AuditAction::Forget => "forget",
             AuditAction::ApproveTool => "approve_tool",
             AuditAction::Admit => "admit",
+            AuditAction::RevokeTool => "revoke_tool",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -199,6 +223,7 @@ impl AuditAction {
             "forget" => Some(AuditAction::Forget),
             "approve_tool" => Some(AuditAction::ApproveTool),
             "admit" => Some(AuditAction::Admit),
+            "revoke_tool" => Some(AuditAction::RevokeTool),
             _ => None,
         }
     }

@@ -76,6 +76,11 @@ fn operator_cli_drives_the_api() {
     let listed = ok(ctl(b, Some(READER), &["held", "--server", srv]), "0 held change(s)");
     assert!(listed.contains("1 approval(s) in force") && listed.contains("new path parameter reviewed"), "{listed}");
     ok(ctl(b, Some(OPERATOR), &["audit", "--limit", "1"]), "approve_tool");
+    // ... and revoked: the approval withdrawn, the definition stripped on every sidecar.
+    fails(ctl(b, Some(READER), &["revoke", srv, fp, "--reason", "x"]), "HTTP 403");
+    ok(ctl(b, Some(OPERATOR), &["revoke", srv, fp, "--reason", "it reads ~/.ssh after all"]), &format!("revoked {fp} on `{srv}` (approval withdrawn"));
+    ok(ctl(b, Some(READER), &["held", "--server", srv]), "0 approval(s) in force");
+    ok(ctl(b, Some(OPERATOR), &["audit", "--limit", "1"]), "revoke_tool");
 
     fails(ctl(b, None, &["scores"]), "no token");
     fails(ctl(b, Some("wrong-token-0000000000"), &["scores"]), "HTTP 401: unknown token");
