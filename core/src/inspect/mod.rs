@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! // Once, at configuration time (`inspection` block of the plugin config; errors name the field):
-//! InspectionConfig: Deserialize (deny_unknown_fields)
+//! InspectionConfig::read(&Val) / from_json(bytes) -> Result<InspectionConfig, ConfigError>  // unknown fields refused
 //! InspectionConfig::compile(&self, at: &str) -> Result<Inspector, ConfigError>   // at = "inspection"
 //! Inspector::from_json(bytes: &[u8]) -> Result<Inspector, ConfigError>           // standalone document
 //! Inspector::builtin() -> Inspector                                              // defaults
@@ -69,15 +69,12 @@ pub use result::{inspect_tool_result, ResultVerdict};
 
 use crate::trust::wire::{SecurityEvent, Severity};
 use rules::{FieldClass, RuleKind};
-use serde::Deserialize;
 use text::{Matcher, Scratch};
 
 /// What the policy decides for an answer, mildest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Action {
     /// Nothing found.
-    #[serde(skip)]
     Pass,
     /// Report the findings, forward the answer.
     Record,

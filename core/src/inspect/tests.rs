@@ -137,7 +137,7 @@ fn strip_removes_only_the_poisoned_tools_and_keeps_the_rest_byte_for_byte() {
 
 #[wasm_bindgen_test(unsupported = test)]
 fn policy_and_batches() {
-    let cfg: InspectionConfig = serde_json::from_str(r#"{"policy":{"high":"block"},"detector":{"enabled":false}}"#).unwrap();
+    let cfg = InspectionConfig::from_json(br#"{"policy":{"high":"block"},"detector":{"enabled":false}}"#).unwrap();
     let strict = cfg.compile("inspection").unwrap();
     let v = inspect_tools_list(&strict, "s", &list(json!([tool("a", "<important>x")])));
     assert_eq!((v.action, v.rewritten.is_none()), (Action::Block, true));
@@ -302,7 +302,7 @@ fn every_config_error_names_its_field() {
         assert!(!e.message.is_empty());
     }
     // Under a prefix, as inside the plugin configuration.
-    let cfg: InspectionConfig = serde_json::from_str(r#"{"rules":[{"id":"x/y","patterns":["a"]}]}"#).unwrap();
+    let cfg = InspectionConfig::from_json(br#"{"rules":[{"id":"x/y","patterns":["a"]}]}"#).unwrap();
     let e = cfg.compile("inspection").unwrap_err();
     assert_eq!(e.field, "inspection.rules[0].severity");
     assert!(e.to_string().contains("field `inspection.rules[0].severity`"), "{e}");
