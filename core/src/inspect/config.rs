@@ -57,8 +57,8 @@ pub enum PinPolicy {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RugPullConfig {
     pub default: Option<PinPolicy>,
-    /// Per server name.
-    pub servers: std::collections::BTreeMap<String, PinPolicy>,
+    /// Per server name (each name once), in document order.
+    pub servers: Vec<(String, PinPolicy)>,
 }
 
 /// The action per severity.
@@ -340,12 +340,14 @@ impl InspectionConfig {
         } else {
             None
         };
-        for name in self.rug_pull.servers.keys() {
+        for (name, _) in &self.rug_pull.servers {
             if name.is_empty() || name.len() > 256 {
                 return Err(err(at, "rug_pull.servers", "a server name is 1 to 256 characters"));
             }
         }
-        let rug_pull = (self.rug_pull.default.unwrap_or_default(), self.rug_pull.servers.clone());
+        let mut per_server = self.rug_pull.servers.clone();
+        per_server.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let rug_pull = (self.rug_pull.default.unwrap_or_default(), per_server);
         Ok(Inspector { enabled: self.enabled.unwrap_or(true), limits, version, rules, matcher, policy, detector, rug_pull })
     }
 }
@@ -377,7 +379,7 @@ impl Inspector {
                 matcher: Matcher::default(),
                 policy: DEFAULT_POLICY,
                 detector: None,
-                rug_pull: (PinPolicy::Record, Default::default()),
+                rug_pull: (PinPolicy::Record, Vec::new()),
             },
         }
     }

@@ -185,8 +185,9 @@ pub struct Inspector {
     policy: [Action; 4],
     /// The per-tool evidence score (`None`: the phrase rules alone decide).
     detector: Option<std::sync::Arc<detect::Detector>>,
-    /// Rug-pull policy: the default and per server.
-    rug_pull: (PinPolicy, std::collections::BTreeMap<String, PinPolicy>),
+    /// Rug-pull policy: the default and per server (sorted by name: a binary search, and no
+    /// map type of its own in the `.wasm`).
+    rug_pull: (PinPolicy, Vec<(String, PinPolicy)>),
 }
 
 fn sev_index(s: Severity) -> usize {
@@ -217,7 +218,11 @@ impl Inspector {
 
     /// What a changed definition of `server`'s tools gets.
     pub fn pin_policy(&self, server: &str) -> PinPolicy {
-        self.rug_pull.1.get(server).copied().unwrap_or(self.rug_pull.0)
+        let per_server = &self.rug_pull.1;
+        match per_server.binary_search_by(|(name, _)| name.as_str().cmp(server)) {
+            Ok(i) => per_server.get(i).map_or(self.rug_pull.0, |(_, p)| *p),
+            Err(_) => self.rug_pull.0,
+        }
     }
 
     /// Ids and severities of the enabled rules.

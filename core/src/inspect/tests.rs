@@ -446,3 +446,15 @@ fn a_mesh_verdict_is_judged_under_the_local_policy() {
     // Not pinned as held: the item itself is unchanged.
     assert!(!inspect_tools_list_checked(&d, "s", &body, &mut pins, &mesh).items[0].held);
 }
+
+#[wasm_bindgen_test(unsupported = test)]
+fn rug_pull_policy_per_server_whatever_the_order_written() {
+    let i = Inspector::from_json(br#"{"rug_pull":{"default":"hold","servers":{"zeta":"block","alpha":"record","mid":"block","b":"record"}}}"#).unwrap();
+    for (server, policy) in [("alpha", PinPolicy::Record), ("b", PinPolicy::Record), ("mid", PinPolicy::Block), ("zeta", PinPolicy::Block), ("other", PinPolicy::Hold), ("", PinPolicy::Hold)] {
+        assert_eq!(i.pin_policy(server), policy, "{server}");
+    }
+    let e = Inspector::from_json(br#"{"rug_pull":{"servers":{"a":"record","a":"block"}}}"#).unwrap_err();
+    assert_eq!((e.field.as_str(), e.message.as_str()), ("rug_pull.servers.a", "duplicate field `a`"));
+    let e = Inspector::from_json(br#"{"rug_pull":{"servers":{"a":"sometimes"}}}"#).unwrap_err();
+    assert_eq!(e.field, "rug_pull.servers.a");
+}
