@@ -114,6 +114,7 @@ impl<'a> Val<'a> {
     }
 
     /// An error about this value.
+    #[inline(never)]
     pub fn error(&self, message: impl Into<String>) -> ConfigError {
         ConfigError { field: self.path.clone(), message: message.into() }
     }
@@ -239,6 +240,7 @@ impl<'a> Val<'a> {
         Ok(Obj { at: self.clone(), members })
     }
 
+    #[inline(never)]
     fn child(&self, key: &str) -> Val<'a> {
         let path = if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) };
         Val { node: self.node, path }
@@ -256,7 +258,9 @@ pub struct Obj<'a> {
 }
 
 impl<'a> Obj<'a> {
-    /// A member, `None` when absent or `null`.
+    /// A member, `None` when absent or `null`. (Out of line: every typed read calls it, and a
+    /// copy inlined in each would cost more than the reader's own code.)
+    #[inline(never)]
     pub fn get(&self, key: &str) -> Option<Val<'a>> {
         let (_, node) = self.members.iter().find(|(k, _)| k == key)?;
         (*node != Node::Null).then(|| self.at.child(key).with(node))
