@@ -87,17 +87,21 @@ $(STAMPS)/wasm-bindgen: | $(STAMPS)
 # ---------------------------------------------------------------------------------------------
 # Build
 
-# The filter: cargo's module, then binaryen's size pass (`wasm-opt -Oz`, -17 %) into $(WASM), the
-# module the tests run and `make dist` ships. Cargo's own output (deps/) stays the input, so the
-# pass runs once per build and never over its own output.
+# The filter: cargo's module, then binaryen's size pass (`wasm-opt -Oz`, -17 %), the result
+# copied over $(WASM), the module the tests run and `make dist` ships. Cargo links its own output
+# (deps/) there again on every build, so the pass's result is kept beside it and the pass runs only
+# when cargo's output is newer.
 WASM_RAW := target/wasm32-wasip1/release/deps/mcp_warden_filter.wasm
+WASM_OZ  := target/wasm32-wasip1/release/mcp_warden_filter.oz.wasm
 # wasm-opt cannot detect them (the release profile strips the target_features section).
 WASM_OPT_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-mutable-globals \
 	--enable-nontrapping-float-to-int --enable-reference-types --enable-multivalue
 wasm: $(STAMPS)/rust-targets $(STAMPS)/binaryen
 	cargo build --release --target wasm32-wasip1 -p mcp-warden-filter
-	test $(WASM) -nt $(WASM_RAW) || { wasm-opt -Oz --strip-debug --strip-producers $(WASM_OPT_FEATURES) \
-		$(WASM_RAW) -o $(WASM).tmp && mv $(WASM).tmp $(WASM); }
+	@test $(WASM_OZ) -nt $(WASM_RAW) || { echo "wasm-opt -Oz $(WASM_RAW)"; \
+		wasm-opt -Oz --strip-debug --strip-producers $(WASM_OPT_FEATURES) $(WASM_RAW) -o $(WASM_OZ); }
+	@# Never cp onto $(WASM) in place: it may be a hard link to cargo's own output.
+	rm -f $(WASM) && cp $(WASM_OZ) $(WASM)
 
 # The filter with a test-only panic switch (feature fault-injection), in its own target dir so it
 # never replaces the real artifact: the fail-safe tests show what a VM failure does.
