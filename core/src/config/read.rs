@@ -11,7 +11,7 @@ use std::fmt;
 
 /// A JSON value with object members in document order (repeats kept, so that the reader can
 /// refuse them with their path).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Node {
     Null,
     Bool(bool),
@@ -100,23 +100,81 @@ fn describe(n: &Node) -> String {
     }
 }
 
-/// One value and the path to it.
-#[derive(Debug, Clone)]
+/// One value of the document. Its path is worked out only for an error, by finding the value in
+/// the tree: reading a large configuration builds no path strings.
+#[derive(Debug, Clone, Copy)]
 pub struct Val<'a> {
     pub node: &'a Node,
-    pub path: String,
+    root: &'a Node,
+}
+
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The members and indexes from `from` down to `target` (the same value, not an equal one).
+fn trail<'n>(from: &'n Node, target: &Node, out: &mut Vec<Seg<'n>>) -> bool {
+    if std::ptr::eq(from, target) {
+        return true;
+    }
+    match from {
+        Node::Array(items) => {
+            for (i, n) in items.iter().enumerate() {
+                out.push(Seg::Index(i));
+                if trail(n, target, out) {
+                    return true;
+                }
+                out.pop();
+            }
+        }
+        Node::Object(members) => {
+            for (k, n) in members {
+                out.push(Seg::Key(k));
+                if trail(n, target, out) {
+                    return true;
+                }
+                out.pop();
+            }
+        }
+        _ => {}
+    }
+    false
 }
 
 impl<'a> Val<'a> {
     /// The document's root.
     pub fn root(node: &'a Node) -> Self {
-        Val { node, path: String::new() }
+        Val { node, root: node }
+    }
+
+    /// Where this value is: `servers[1].fallbacks[0]`, `clusters.x.breaker` (empty at the root).
+    pub fn path(&self) -> String {
+        let mut segs = Vec::new();
+        trail(self.root, self.node, &mut segs);
+        let mut out = String::new();
+        for seg in segs {
+            match seg {
+                Seg::Key(k) => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(k);
+                }
+                Seg::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
     }
 
     /// An error about this value.
     #[inline(never)]
     pub fn error(&self, message: impl Into<String>) -> ConfigError {
-        ConfigError { field: self.path.clone(), message: message.into() }
+        ConfigError { field: self.path(), message: message.into() }
+    }
+
+    fn at(&self, node: &'a Node) -> Val<'a> {
+        Val { node, root: self.root }
     }
 
     fn wrong(&self, expected: &str) -> ConfigError {
@@ -192,11 +250,11 @@ impl<'a> Val<'a> {
         }
     }
 
-    /// The elements of an array, each with its index in the path.
+    /// The elements of an array.
     pub fn array(&self) -> Result<Vec<Val<'a>>, ConfigError> {
         match self.node {
             Node::Array(items) => {
-                Ok(items.iter().enumerate().map(|(i, node)| Val { node, path: format!("{}[{i}]", self.path) }).collect())
+                Ok(items.iter().map(|node| self.at(node)).collect())
             }
             _ => Err(self.wrong("an array")),
         }
@@ -212,42 +270,40 @@ impl<'a> Val<'a> {
         let Node::Object(members) = self.node else { return Err(self.wrong("an object")) };
         let mut keys: Vec<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
         keys.sort_unstable();
-        if let Some(w) = keys.windows(2).find(|w| w.first() == w.get(1)) {
-            let key = w.first().copied().unwrap_or_default();
-            return Err(self.child(key).error(format!("duplicate field `{key}`")));
+        if let Some(key) = keys.windows(2).find_map(|w| match w {
+            [a, b] if a == b => Some(*a),
+            _ => None,
+        }) {
+            return Err(self.member(key).error(format!("duplicate field `{key}`")));
         }
-        Ok(members.iter().map(|(k, node)| (k.as_str(), self.child(k).with(node))).collect())
+        Ok(members.iter().map(|(k, node)| (k.as_str(), self.at(node))).collect())
     }
 
-    /// An object whose members must be among `fields`, each at most once.
+    /// An object whose members must be among `fields` (at most 64: every configuration object
+    /// has fewer than 16), each at most once.
     pub fn object(&self, fields: &[&str]) -> Result<Obj<'a>, ConfigError> {
         let Node::Object(members) = self.node else { return Err(self.wrong("an object")) };
-        let mut seen = vec![false; fields.len()];
-        for (k, _) in members {
+        let mut seen = 0u64;
+        for (k, node) in members {
             let Some(i) = fields.iter().position(|f| f == k) else {
                 let expected: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
-                return Err(self
-                    .child(k)
-                    .error(format!("unknown field `{k}`, expected one of {}", expected.join(", "))));
+                return Err(self.at(node).error(format!("unknown field `{k}`, expected one of {}", expected.join(", "))));
             };
-            if seen.get(i).copied().unwrap_or(false) {
-                return Err(self.child(k).error(format!("duplicate field `{k}`")));
+            let bit = 1u64.checked_shl(i as u32).unwrap_or(0);
+            if seen & bit != 0 {
+                return Err(self.at(node).error(format!("duplicate field `{k}`")));
             }
-            if let Some(s) = seen.get_mut(i) {
-                *s = true;
-            }
+            seen |= bit;
         }
-        Ok(Obj { at: self.clone(), members })
+        Ok(Obj { at: *self, members })
     }
 
-    #[inline(never)]
-    fn child(&self, key: &str) -> Val<'a> {
-        let path = if self.path.is_empty() { key.to_string() } else { format!("{}.{key}", self.path) };
-        Val { node: self.node, path }
-    }
-
-    fn with(self, node: &'a Node) -> Val<'a> {
-        Val { node, path: self.path }
+    /// The first member named `key` (for errors about a member).
+    fn member(&self, key: &str) -> Val<'a> {
+        match self.node {
+            Node::Object(members) => members.iter().find(|(k, _)| k == key).map_or(*self, |(_, n)| self.at(n)),
+            _ => *self,
+        }
     }
 }
 
@@ -263,7 +319,7 @@ impl<'a> Obj<'a> {
     #[inline(never)]
     pub fn get(&self, key: &str) -> Option<Val<'a>> {
         let (_, node) = self.members.iter().find(|(k, _)| k == key)?;
-        (*node != Node::Null).then(|| self.at.child(key).with(node))
+        (!matches!(node, Node::Null)).then(|| self.at.at(node))
     }
 
     /// A member that must be there (else the error names this object).
