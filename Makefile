@@ -65,11 +65,12 @@ $(STAMPS)/chromium: | $(STAMPS)
 
 # The aggregator's PostgreSQL backend is tested on Debian's server (15 on bookworm), started by
 # the tests themselves (testbed/postgres.py: initdb in a temporary directory, a free loopback
-# port, a non-root account); the distribution's own cluster is never used.
+# port, a non-root account); the distribution's own cluster is never used. openssl makes the test
+# CA for the TLS tests (tests/integration/test_pg_tls.py).
 $(STAMPS)/postgres: | $(STAMPS)
-	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	{ ls /usr/lib/postgresql/*/bin/initdb && command -v openssl; } >/dev/null 2>&1 || { SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			postgresql; }
+			postgresql openssl; }
 	@touch $@
 
 # wasm-opt (binaryen), the `make wasm` size pass: Debian's package.

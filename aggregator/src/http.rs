@@ -33,6 +33,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/servers/{server}"),
     ("POST", "/v1/servers/{server}/quarantine"),
     ("POST", "/v1/servers/{server}/release"),
+    ("POST", "/v1/servers/{server}/admit"),
+    ("GET", "/v1/provisional"),
     ("POST", "/v1/servers/{server}/approvals"),
     ("GET", "/v1/approvals"),
     ("POST", "/v1/definitions"),
@@ -56,6 +58,8 @@ pub fn router(service: Service) -> Router {
         .route("/v1/servers/{server}", get(get_server))
         .route("/v1/servers/{server}/quarantine", post(post_quarantine))
         .route("/v1/servers/{server}/release", post(post_release))
+        .route("/v1/servers/{server}/admit", post(post_admit))
+        .route("/v1/provisional", get(get_provisional))
         .route("/v1/servers/{server}/approvals", post(post_approval))
         .route("/v1/approvals", get(get_approvals))
         .route("/v1/definitions", post(post_definitions))
@@ -250,6 +254,29 @@ async fn get_approvals(
         validate::name(s).map_err(|m| ApiError::bad_request(format!("field `server`: {m}")))?;
     }
     let view = svc.run(move |e, _| e.approvals(q.server.as_deref())).await?;
+    Ok(json(StatusCode::OK, &view))
+}
+
+async fn post_admit(
+    State(svc): State<Service>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let who = authorize(&svc, &headers, &[Role::Operator], "admit servers")?;
+    let server = server_name(path)?;
+    let req: QuarantineRequest = read_json(&headers, body, BODY_MAX_BYTES).await?;
+    validate::quarantine(&req).map_err(ApiError::bad_request)?;
+    let ack = svc.run(move |e, now| e.admit(&who, &server, req.reason.trim(), now)).await?;
+    Ok(json(StatusCode::OK, &ack))
+}
+
+/// Provisional servers listed at most.
+const PROVISIONAL_LISTED: usize = 1000;
+
+async fn get_provisional(State(svc): State<Service>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&svc, &headers, ANY, "read provisional servers")?;
+    let view = svc.run(move |e, _| e.provisional(PROVISIONAL_LISTED)).await?;
     Ok(json(StatusCode::OK, &view))
 }
 

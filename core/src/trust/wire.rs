@@ -105,6 +105,20 @@ pub struct SignalBatch {
     #[serde(default)]
     pub period_ms: u64,
     pub servers: Vec<ServerReport>,
+    /// The clusters this sidecar's configuration holds (at most [`MAX_CONFIGURED`]): a hint that
+    /// helps the aggregator admit a server other sidecars report, never proof (a credential can
+    /// claim anything).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configured: Vec<String>,
+}
+
+/// Most cluster names a batch's `configured` list carries.
+pub const MAX_CONFIGURED: usize = 1_024;
+
+/// Is `name` a server name the aggregator accepts (1 to 253 printable ASCII characters, no
+/// spaces: a DNS name's length; Envoy cluster names such as Istio's qualify)?
+pub fn is_server_name(name: &str) -> bool {
+    (1..=253).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// What a rating is about.
