@@ -154,7 +154,7 @@ demo: run
 test: setup wasm lint test-unit test-wasm test-integration fuzz-short
 
 lint:
-	$(PYTHON) .ci/import_cycles.py filter/src native/src aggregator/src
+	$(PYTHON) .ci/import_cycles.py core/src filter/src native/src aggregator/src
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p mcp-warden-filter --target wasm32-wasip1 -- -D warnings
 

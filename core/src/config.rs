@@ -6,30 +6,10 @@
 use crate::breaker::{BreakerPolicy, WindowKind};
 use crate::mcp::classify::FailurePolicy;
 use crate::routing::{Router, ServerMatch};
-use read::{Node, Val};
+use crate::reader::{self as read, Node, Val};
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 
-pub mod read;
-
-/// A configuration the filter refuses, with the field at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() || self.field == "." {
-            write!(f, "invalid plugin configuration: {}", self.message)
-        } else {
-            write!(f, "invalid plugin configuration: field `{}`: {}", self.field, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
+pub use crate::reader::ConfigError;
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError { field: field.into(), message: message.into() }

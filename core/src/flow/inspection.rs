@@ -197,7 +197,7 @@ pub fn security_events<'a>(
     action: Action,
 ) -> impl Iterator<Item = SecurityEvent> + 'a {
     findings.iter().map(move |f| {
-        let mut event = f.to_event();
+        let mut event = SecurityEvent::from(f);
         event.quarantine = action == Action::Quarantine && insp.action_for(f.severity) == Action::Quarantine;
         event
     })

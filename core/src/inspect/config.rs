@@ -6,9 +6,8 @@ use super::rules::{compile_pattern, compile_substring, default_rule_set, FieldCl
 use super::text::Matcher;
 use super::detect::{Detector, Thresholds};
 use super::{Action, Inspector, Limits, Rule};
-use crate::config::read::{self, Val};
-use crate::config::ConfigError;
-use crate::trust::wire::Severity;
+use crate::reader::{self as read, ConfigError, Val};
+use crate::severity::Severity;
 use std::collections::HashSet;
 
 /// What the operator writes (every field optional).
@@ -78,7 +77,7 @@ const ACTIONS: [(&str, Action); 4] =
 const PIN_POLICIES: [(&str, PinPolicy); 3] = [("record", PinPolicy::Record), ("hold", PinPolicy::Hold), ("block", PinPolicy::Block)];
 
 impl InspectionConfig {
-    /// Reads the block (see [`crate::config::read`]).
+    /// Reads the block (see [`crate::reader`]).
     pub fn read(v: &Val) -> Result<Self, ConfigError> {
         let o = v.object(&[
             "enabled", "rules", "policy", "max_description_chars", "max_list_bytes", "max_result_bytes",

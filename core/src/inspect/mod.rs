@@ -32,7 +32,7 @@
 //! protocol::from_failure(FailureKind) -> Option<Violation>
 //! Inspector::violation(server, Violation, detail: &str) -> Option<Finding>
 //!
-//! Finding::to_event(&self) -> trust::wire::SecurityEvent
+//! trust::wire::SecurityEvent::from(&Finding)   // the aggregator's form (in `trust::sidecar`)
 //! ```
 //!
 //! What the filter does with a verdict: `Pass`/`Record` forward the answer (report findings);
@@ -67,7 +67,7 @@ pub use pins::{capability_print, detect_shadowing, PinChange, ServerPins, Shadow
 pub use protocol::Violation;
 pub use result::{inspect_tool_result, ResultVerdict};
 
-use crate::trust::wire::{SecurityEvent, Severity};
+use crate::severity::Severity;
 use rules::{FieldClass, RuleKind};
 use text::{Matcher, Scratch};
 
@@ -123,22 +123,6 @@ pub struct Finding {
 pub const MAX_FIELD_CHARS: usize = 128;
 /// Most findings kept per answer (the decision still sees every match).
 pub const MAX_FINDINGS: usize = 256;
-
-impl Finding {
-    /// The aggregator's form (the server goes in the enclosing `ServerReport`).
-    pub fn to_event(&self) -> SecurityEvent {
-        let evidence = if self.field.is_empty() { self.evidence.clone() } else { format!("{}: {}", self.field, self.evidence) };
-        SecurityEvent {
-            rule: self.rule.clone(),
-            severity: self.severity,
-            tool: self.tool.clone(),
-            evidence: Some(evidence),
-            old_fingerprint: self.old_fingerprint.map(|f| f.to_string()),
-            new_fingerprint: self.fingerprint.map(|f| f.to_string()),
-            quarantine: false,
-        }
-    }
-}
 
 /// A rule ready to run.
 #[derive(Debug, Clone)]

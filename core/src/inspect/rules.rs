@@ -9,9 +9,8 @@
 //! `send email`, `don't` as `dont`. Substrings are literal, lowercase, with word boundaries at
 //! their alphanumeric ends.
 
-use crate::config::read::{self, Val};
-use crate::config::ConfigError;
-use crate::trust::wire::Severity;
+use crate::reader::{self as read, ConfigError, Val};
+use crate::severity::Severity;
 
 /// The built-in rule set.
 pub const DEFAULT_RULES_JSON: &str = include_str!("default_rules.json");

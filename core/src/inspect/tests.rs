@@ -184,9 +184,8 @@ fn pinned_lists_report_rug_pulls() {
     let v = inspect_tools_list_pinned(&i, "facts", &v2, &mut pins);
     assert_eq!(rules_hit(&v), ["pin/tool-changed"]);
     let f = &v.findings[0];
-    let e = f.to_event();
-    assert_eq!(e.old_fingerprint, Some(Fingerprint::of(&tool("get_fact_of_the_day", "Get a random fact of the day.")).to_string()));
-    assert_eq!(e.new_fingerprint, Some(v.items[0].fingerprint.to_string()));
+    assert_eq!(f.old_fingerprint, Some(Fingerprint::of(&tool("get_fact_of_the_day", "Get a random fact of the day."))));
+    assert_eq!(f.fingerprint, Some(v.items[0].fingerprint));
     assert_eq!(v.action, Action::Record);
     assert_eq!(inspect_tools_list_pinned(&i, "facts", &v2, &mut pins).action, Action::Pass, "reported once");
     let sh = i.shadowing_findings(&detect_shadowing([("facts", vec!["x"]), ("other", vec!["x"])]));

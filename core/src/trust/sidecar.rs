@@ -11,7 +11,7 @@ use super::wire::{
     LatencySummary, Outcomes, ScoresDocument, SecurityEvent, ServerReport, SignalBatch, SubmittedDefinition, TrustState,
     is_server_name, MAX_CONFIGURED,
 };
-use crate::inspect::{Fingerprint, MeshVerdict, MeshVerdicts};
+use crate::inspect::{Finding, Fingerprint, MeshVerdict, MeshVerdicts};
 use crate::outcome::{FailureKind, Outcome};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -352,11 +352,49 @@ impl Lease {
     }
 }
 
+/// A finding in the aggregator's form (the server goes in the enclosing `ServerReport`).
+impl From<&Finding> for SecurityEvent {
+    fn from(f: &Finding) -> Self {
+        let evidence = if f.field.is_empty() { f.evidence.clone() } else { format!("{}: {}", f.field, f.evidence) };
+        SecurityEvent {
+            rule: f.rule.clone(),
+            severity: f.severity,
+            tool: f.tool.clone(),
+            evidence: Some(evidence),
+            old_fingerprint: f.old_fingerprint.map(|fp| fp.to_string()),
+            new_fingerprint: f.fingerprint.map(|fp| fp.to_string()),
+            quarantine: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trust::wire::{Breakdown, ServerScore};
+    use crate::trust::wire::{Breakdown, ServerScore, Severity};
     use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_finding_reports_its_field_with_the_evidence_and_both_fingerprints() {
+        let f = Finding {
+            rule: "pin/tool-changed".into(),
+            severity: Severity::Medium,
+            server: "s".into(),
+            tool: Some("t".into()),
+            field: "description".into(),
+            evidence: "now says more".into(),
+            fingerprint: Some(Fingerprint::of(&serde_json::json!({"name": "t", "description": "new"}))),
+            old_fingerprint: Some(Fingerprint::of(&serde_json::json!({"name": "t"}))),
+        };
+        let e = SecurityEvent::from(&f);
+        assert_eq!((e.rule.as_str(), e.severity, e.tool.as_deref()), ("pin/tool-changed", Severity::Medium, Some("t")));
+        assert_eq!(e.evidence.as_deref(), Some("description: now says more"));
+        assert_eq!(e.new_fingerprint, f.fingerprint.map(|x| x.to_string()));
+        assert_eq!(e.old_fingerprint, f.old_fingerprint.map(|x| x.to_string()));
+        assert!(!e.quarantine);
+        let bare = SecurityEvent::from(&Finding { field: String::new(), ..f });
+        assert_eq!(bare.evidence.as_deref(), Some("now says more"));
+    }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn accumulates_and_merges_exactly() {

@@ -5,9 +5,27 @@
 //! parser per configuration type (a third of the `.wasm`); this reader is shared by every type.
 //! Objects refuse unknown and repeated members; `null` counts as absent.
 
-use super::ConfigError;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::fmt;
+
+/// A configuration the filter refuses, with the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() || self.field == "." {
+            write!(f, "invalid plugin configuration: {}", self.message)
+        } else {
+            write!(f, "invalid plugin configuration: field `{}`: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// A JSON value with object members in document order (repeats kept, so that the reader can
 /// refuse them with their path).
