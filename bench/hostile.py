@@ -288,13 +288,14 @@ def fill_audit(agg, entries):
 
 
 def critical_flood(agg, servers, rule):
-    """The mesh's servers are known (another sidecar reported them); one token sends a critical
-    finding on each, in batches of 1,000."""
+    """The mesh's servers are known (two other sidecars reported them: the admission quorum); one
+    token sends a critical finding on each, in batches of 1,000."""
     names = [f"mesh-{i}" for i in range(servers)]
-    for k in range(0, servers, 1000):
-        batch = {"sidecar": "setup", "batch_id": f"setup-{rule}-{k}",
-                 "servers": [{"server": n, "outcomes": {"success": 1}} for n in names[k:k + 1000]]}
-        agg.call("POST", "/v1/signals", SETUP, batch)
+    for token in (SETUP, SIDECAR):
+        for k in range(0, servers, 1000):
+            batch = {"sidecar": "setup", "batch_id": f"setup-{rule}-{k}",
+                     "servers": [{"server": n, "outcomes": {"success": 1}} for n in names[k:k + 1000]]}
+            agg.call("POST", "/v1/signals", token, batch)
     t0 = time.perf_counter()
     for k in range(0, servers, 1000):
         batch = {"sidecar": "evil", "batch_id": f"evil-{rule}-{k}", "servers": [
@@ -318,7 +319,9 @@ def invented_names(agg, n):
         _, ack, _ = agg.call("POST", "/v1/signals", ATTACKER, batch)
         dropped += len(ack.get("dropped_servers", [])) if isinstance(ack, dict) else 0
     _, doc, _ = agg.call("GET", "/v1/scores", READER)
+    _, view, _ = agg.call("GET", "/v1/provisional", READER)
     return {"invented names sent": n, "dropped": dropped,
+            "provisional afterwards": view.get("total") if isinstance(view, dict) else None,
             "tracked afterwards": sum(1 for s in doc["servers"] if s["server"].startswith("invented-"))}
 
 

@@ -54,16 +54,49 @@ def _ensure_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam(PG_USER)
 
 
-class Postgres:
-    """One server: `start()`, `url(dbname)`, `create_database(name)`, `stop()`."""
+def make_certificates(dir: Path, server_names: list[str]) -> None:
+    """A test CA (`ca.pem`), a server certificate it signed for `server_names` (DNS names)
+    (`server.pem`, `server.key`), and an unrelated CA (`other-ca.pem`), with the openssl
+    command (Debian's postgresql depends on it through ssl-cert)."""
+    dir.mkdir(parents=True, exist_ok=True)
 
-    def __init__(self) -> None:
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=dir)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2",
+                "-subj", f"/CN=mcp-warden test {ca}", "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={server_names[0]}")
+    (dir / "server.ext").write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        f"subjectAltName={','.join('DNS:' + n for n in server_names)}\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "2", "-extfile", "server.ext")
+
+
+class Postgres:
+    """One server: `start()`, `url(dbname)`, `create_database(name)`, `stop()`. With
+    `tls_names`, it serves TLS with a certificate for those names from a test CA whose
+    certificate is `ca_file` (see `make_certificates`)."""
+
+    def __init__(self, tls_names: list[str] | None = None) -> None:
+        self.tls_names = tls_names
         self.bindir = pg_bindir()
         self.dir = Path(tempfile.mkdtemp(prefix="mcp-warden-pg-"))
         self.data = self.dir / "data"
         self.port = 0
         self.pid: int | None = None
         self.user = _ensure_user()
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.dir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls_dir / "ca.pem"
 
     def _run(self, args: list[str], **kw) -> subprocess.CompletedProcess:
         def demote():
@@ -79,6 +112,14 @@ class Postgres:
         os.chmod(self.dir, 0o700)
         self._run([str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
                    "--no-sync", "-E", "UTF8", "--locale=C"])
+        if self.tls_names:
+            make_certificates(self.tls_dir, self.tls_names)
+            for f in self.tls_dir.iterdir():
+                if self.user:
+                    os.chown(f, self.user.pw_uid, self.user.pw_gid)
+                os.chmod(f, 0o600 if f.suffix == ".key" else 0o644)
+            if self.user:
+                os.chown(self.tls_dir, self.user.pw_uid, self.user.pw_gid)
         self.port = free_port()
         self.resume(timeout)
         return self
@@ -106,6 +147,9 @@ class Postgres:
         # itself is never killed by the tests (the aggregator replicas are).
         opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off "
                 f"-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB")
+        if self.tls_names:
+            opts += (f" -c ssl=on -c ssl_cert_file={self.tls_dir / 'server.pem'}"
+                     f" -c ssl_key_file={self.tls_dir / 'server.key'}")
         self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "server.log"),
                    "-o", opts, "-w", "-t", str(int(timeout)), "start"])
         self.pid = int((self.data / "postmaster.pid").read_text().split()[0])

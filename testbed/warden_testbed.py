@@ -625,18 +625,7 @@ class Aggregator:
         return self.workdir / "trust.db"
 
     def start(self, timeout: float = 30.0) -> "Aggregator":
-        if not AGGREGATOR_BIN.exists():
-            raise RuntimeError(f"{AGGREGATOR_BIN} is missing: run `cargo build -p mcp-warden-aggregator`")
-        self.port = self.port or free_port()
-        (self.workdir / "tokens.json").write_text(json.dumps({"tokens": self.tokens}))
-        cmd = [str(AGGREGATOR_BIN), "serve", "--listen", f"127.0.0.1:{self.port}", "--db", self.db_url or str(self.db),
-               "--tokens", str(self.workdir / "tokens.json")]
-        if self.config:
-            (self.workdir / "config.json").write_text(json.dumps(self.config))
-            cmd += ["--config", str(self.workdir / "config.json")]
-        log = open(self.workdir / "aggregator.log", "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        self.spawn()
 
         def up():
             if self.proc.poll() is not None:
@@ -645,6 +634,33 @@ class Aggregator:
 
         wait_until(up, timeout, "the aggregator")
         return self
+
+    def refused(self, timeout: float = 30.0) -> str:
+        """Starts it expecting it to refuse to run: waits for it to exit, returns its log."""
+        self.spawn()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"the aggregator kept running: {self.log_text()[-3000:]}") from None
+        return self.log_text()
+
+    def spawn(self) -> None:
+        if not AGGREGATOR_BIN.exists():
+            raise RuntimeError(f"{AGGREGATOR_BIN} is missing: run `cargo build -p mcp-warden-aggregator`")
+        self.port = self.port or free_port()
+        (self.workdir / "tokens.json").write_text(json.dumps({"tokens": self.tokens}))
+        cmd = [str(AGGREGATOR_BIN), "serve", "--listen", f"127.0.0.1:{self.port}", "--db", self.db_url or str(self.db),
+               "--tokens", str(self.workdir / "tokens.json")]
+        # The testbed runs one sidecar (a test may start a second): its tokens name two sidecar
+        # credentials, so one credential's reports admit a server unless the test says otherwise.
+        config = dict(self.config)
+        config["sidecar"] = {"server_admission_quorum": 1, **config.get("sidecar", {})}
+        (self.workdir / "config.json").write_text(json.dumps(config))
+        cmd += ["--config", str(self.workdir / "config.json")]
+        log = open(self.workdir / "aggregator.log", "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
 
     def api(self, method: str, path: str, body=None, token: str | None = "operator-token-testbed", headers: dict | None = None):
         hdrs = dict(headers or {})

@@ -126,6 +126,11 @@ impl Tokens {
         self.entries.iter().filter(|(_, p)| p.role == Role::Operator).map(|(_, p)| p.name.clone()).collect()
     }
 
+    /// How many distinct names hold tokens of `role` (a name's rotated tokens count once).
+    pub fn names(&self, role: Role) -> usize {
+        self.entries.iter().filter(|(_, p)| p.role == role).map(|(_, p)| p.name.as_str()).collect::<BTreeSet<_>>().len()
+    }
+
     /// How many tokens each role has (for the start-up log line).
     pub fn count(&self, role: Role) -> usize {
         self.entries.iter().filter(|(_, p)| p.role == role).count()
@@ -156,6 +161,7 @@ mod tests {
         assert!(t.lookup("cccccccccccccccd").is_none());
         assert!(t.lookup("").is_none());
         assert_eq!(t.operators().len(), 1);
+        assert_eq!((t.names(Role::Operator), t.count(Role::Operator), t.names(Role::Sidecar), t.names(Role::Rater)), (1, 2, 1, 0));
     }
 
     #[test]

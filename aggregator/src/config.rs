@@ -124,6 +124,9 @@ struct RawSidecar {
     new_servers_per_window: Option<usize>,
     budget_window_ms: Option<u64>,
     release_cooldown_ms: Option<u64>,
+    server_admission_quorum: Option<usize>,
+    provisional_per_sidecar: Option<usize>,
+    provisional_retention_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -238,6 +241,9 @@ impl Settings {
         set(&mut sc.new_servers_per_window, rs.new_servers_per_window);
         set(&mut sc.budget_window_ms, rs.budget_window_ms);
         set(&mut sc.release_cooldown_ms, rs.release_cooldown_ms);
+        sc.admission_quorum = rs.server_admission_quorum;
+        set(&mut sc.provisional_per_sidecar, rs.provisional_per_sidecar);
+        set(&mut sc.provisional_retention_ms, rs.provisional_retention_ms);
         set(&mut s.metrics_require_token, raw.metrics_require_token);
         raw.limits.apply(&mut s.limits);
         s.validate()?;
@@ -307,6 +313,19 @@ impl Settings {
         }
         ms_range("sidecar.budget_window_ms", self.sidecar.budget_window_ms, 1_000, YEAR_MS)?;
         ms_range("sidecar.release_cooldown_ms", self.sidecar.release_cooldown_ms, 0, YEAR_MS)?;
+        if let Some(q) = self.sidecar.admission_quorum {
+            let most = crate::admission::VOICES;
+            if !(1..=most).contains(&q) {
+                return Err(err("sidecar.server_admission_quorum", format!("must be in 1..={most}, got {q}")));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.sidecar.provisional_per_sidecar) {
+            return Err(err(
+                "sidecar.provisional_per_sidecar",
+                format!("must be in 1..=1000000, got {}", self.sidecar.provisional_per_sidecar),
+            ));
+        }
+        ms_range("sidecar.provisional_retention_ms", self.sidecar.provisional_retention_ms, 60_000, YEAR_MS)?;
         if !(1..=10_000).contains(&self.max_vouches_per_rater) {
             return Err(err("max_vouches_per_rater", format!("must be in 1..=10000, got {}", self.max_vouches_per_rater)));
         }

@@ -1,7 +1,7 @@
 //! `mcp-warden-ctl`: the operator's command line over the API (blocking HTTP with ureq).
 
 use crate::views::{
-    ApprovalAck, ApprovalsView, ApproveRequest, AuditPage, AuditVerification, DecisionAck, ErrorBody, FlagAck, RatingAck,
+    ApprovalAck, ApprovalsView, ApproveRequest, AuditPage, RevokeAck, RevokeRequest, AuditVerification, DecisionAck, ErrorBody, FlagAck, ProvisionalView, RatingAck,
     ServerDetail,
 };
 use clap::{Parser, Subcommand, ValueEnum};
@@ -20,7 +20,7 @@ pub struct Cli {
     /// Aggregator base URL.
     #[arg(long, env = "MCP_WARDEN_URL", default_value = "http://127.0.0.1:8090", global = true)]
     pub url: String,
-    /// Bearer token (operator for quarantine, release and audit; rater or operator to rate;
+    /// Bearer token (operator for quarantine, release, admit and audit; rater or operator to rate;
     /// scanner or operator to flag; any role to read).
     #[arg(long, env = "MCP_WARDEN_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
@@ -49,6 +49,15 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Admit a server the sidecars have not agreed on (operator): it is tracked and published
+    /// from now on, and what sidecars reported of it meanwhile counts.
+    Admit {
+        server: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Servers fewer sidecar credentials than the admission quorum named (not tracked yet).
+    Provisional,
     /// Tool changes sidecars hold out of `tools/list` until cleared, and the approvals in force.
     Held {
         #[arg(long)]
@@ -63,6 +72,15 @@ pub enum Command {
         /// The tool (taken from the held change when left out).
         #[arg(long)]
         tool: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Revoke a tool definition by its fingerprint (operator): an approval of it for SERVER is
+    /// withdrawn and every sidecar strips it until it is approved again.
+    Revoke {
+        server: String,
+        /// The definition's fingerprint (32 hex digits, as `held` shows it).
+        fingerprint: String,
         #[arg(long)]
         reason: String,
     },
@@ -429,6 +447,41 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), String> {
                 format!("released `{}` (audit #{}); state {}, score {:.3}\n", a.server, a.audit_id, state_str(a.state), a.score)
             }
         }
+        Command::Admit { server, reason } => {
+            let path = format!("/v1/servers/{}/admit", encode_segment(server));
+            let (a, raw): (DecisionAck, _) = client.post(&path, &QuarantineRequest { reason: reason.clone() })?;
+            if cli.json {
+                raw
+            } else {
+                format!("admitted `{}` (audit #{}); state {}, score {:.3}\n", a.server, a.audit_id, state_str(a.state), a.score)
+            }
+        }
+        Command::Provisional => {
+            let (v, raw): (ProvisionalView, _) = client.get("/v1/provisional")?;
+            if cli.json {
+                raw
+            } else {
+                let mut s = format!(
+                    "{} provisional servers (a server is tracked once {} sidecar credentials name it, or an operator admits it)\n",
+                    v.total, v.quorum
+                );
+                if !v.servers.is_empty() {
+                    let _ = writeln!(s, "{:<40} {:<20} {:>6} {:>8}  NAMED BY", "SERVER", "LAST NAMED (UTC)", "CALLS", "FINDINGS");
+                }
+                for p in &v.servers {
+                    let _ = writeln!(
+                        s,
+                        "{:<40} {:<20} {:>6} {:>8}  {}",
+                        p.server,
+                        utc(p.last_ms),
+                        p.held_calls,
+                        p.held_findings,
+                        p.named_by.join(", ")
+                    );
+                }
+                s
+            }
+        }
         Command::Held { server } => {
             let path = match server {
                 Some(s) => format!("/v1/approvals?server={}", encode_segment(s)),
@@ -450,6 +503,20 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), String> {
             } else {
                 let tool = a.tool.as_deref().map(|t| format!(" of tool `{t}`")).unwrap_or_default();
                 format!("approved {}{tool} on `{}` (audit #{}); published in scores version {}\n", a.fingerprint, a.server, a.audit_id, a.version)
+            }
+        }
+        Command::Revoke { server, fingerprint, reason } => {
+            let path = format!("/v1/servers/{}/revoke", encode_segment(server));
+            let req = RevokeRequest { fingerprint: fingerprint.clone(), reason: reason.clone() };
+            let (a, raw): (RevokeAck, _) = client.post(&path, &req)?;
+            if cli.json {
+                raw
+            } else {
+                let withdrawn = if a.approval_withdrawn { "approval withdrawn, " } else { "" };
+                format!(
+                    "revoked {} on `{}` ({withdrawn}stripped on every sidecar; audit #{}); published in scores version {}\n",
+                    a.fingerprint, a.server, a.audit_id, a.version
+                )
             }
         }
         Command::Rate { args, rater, comment } => {

@@ -2,12 +2,14 @@
 //! default, one process) and PostgreSQL (any number of replicas on one database). The engine
 //! calls these; [`crate::store`] and [`crate::pg`] hold each backend's SQL.
 
+use crate::admission::Provisional;
 use crate::error::ApiError;
 use crate::state::{ServerState, State};
 use crate::views::{
     AuditAction, AuditEntry, AuditVerification, DefinitionScan, FlagRecord, HeldChange, HistorySample, RaterRating,
     SecurityEventRecord, ToolApprovalRecord,
 };
+use crate::pg_tls::{Check, TlsUrl};
 use crate::{audit, pg, policy, store};
 use mcp_warden_core::trust::wire::{FlagRequest, SecurityEvent, Subject, TrustState};
 use std::fmt;
@@ -104,6 +106,7 @@ pub struct Snapshot {
 /// A PostgreSQL connection that reconnects by itself after the database comes back.
 pub struct Pg {
     config: postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     shown: String,
     client: Option<postgres::Client>,
     /// Counts connections made: the leader lock belongs to one session.
@@ -117,14 +120,26 @@ const LOCK_TIMEOUT_MS: u32 = 5_000;
 
 impl Pg {
     fn open(url: &str) -> Result<Pg, Error> {
-        let mut config: postgres::Config =
-            url.parse().map_err(|e| Error::Invalid(format!("invalid PostgreSQL URL {}: {e}", redact(url))))?;
+        let invalid = |e: String| Error::Invalid(format!("invalid PostgreSQL URL {}: {e}", redact(url)));
+        let tls = TlsUrl::parse(url).map_err(invalid)?;
+        let connector = tls.connector().map_err(invalid)?;
+        let mut config: postgres::Config = tls.url.parse().map_err(|e: postgres::Error| invalid(e.to_string()))?;
+        let shown = redact(url);
+        match (tls.mode, tls.check) {
+            ("disable", _) => info!(db = %shown, "database connection without TLS (sslmode=disable)"),
+            (mode, Check::Nothing) => info!(
+                db = %shown,
+                "database connection: TLS ({mode}), the server's certificate not checked (sslmode=verify-full with sslrootcert checks it)"
+            ),
+            (_, Check::Chain) => info!(db = %shown, "database connection: TLS, the server's certificate chain checked"),
+            (_, Check::Full) => info!(db = %shown, "database connection: TLS, the server's certificate and name checked"),
+        }
         config.connect_timeout(CONNECT_TIMEOUT);
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(10));
         config.options(&format!("-c lock_timeout={LOCK_TIMEOUT_MS}"));
         config.application_name("mcp-warden-aggregator");
-        let mut pg = Pg { config, shown: redact(url), client: None, session: 0, leader_session: None };
+        let mut pg = Pg { config, tls: connector, shown: redact(url), client: None, session: 0, leader_session: None };
         pg.client()?;
         Ok(pg)
     }
@@ -136,7 +151,7 @@ impl Pg {
             self.drop_client();
         }
         if self.client.is_none() {
-            let mut client = self.config.connect(postgres::NoTls)?;
+            let mut client = self.config.connect(self.tls.clone())?;
             pg::migrate(&mut client)?;
             self.session += 1;
             if self.session > 1 {
@@ -575,6 +590,16 @@ impl Tx<'_> {
         match self {
             Tx::Sqlite(tx) => Ok(store::prune(tx, history_before, batches_before, budget_before, seen_before)?),
             Tx::Postgres(tx) => pg::prune(tx, history_before, batches_before, budget_before, seen_before),
+        }
+    }
+
+    /// Stores a provisional server (admission.rs), or removes it (`None`: admitted or expired).
+    pub fn put_provisional(&mut self, server: &str, p: Option<&Provisional>) -> Result<(), Error> {
+        match (self, p) {
+            (Tx::Sqlite(tx), Some(p)) => Ok(store::upsert_provisional(tx, server, p)?),
+            (Tx::Sqlite(tx), None) => Ok(store::delete_provisional(tx, server)?),
+            (Tx::Postgres(tx), Some(p)) => pg::upsert_provisional(tx, server, p),
+            (Tx::Postgres(tx), None) => pg::delete_provisional(tx, server),
         }
     }
 

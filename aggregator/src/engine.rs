@@ -11,7 +11,7 @@
 //! takes the replicas' write lock and, if another replica wrote since, reloads the state and the
 //! published document under it; between writes, [`Engine::follow`] does the same on a timer.
 
-use crate::auth::Principal;
+use crate::auth::{Principal, Role};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -23,15 +23,15 @@ use crate::db::{Db, Location, Snapshot, Tx};
 use crate::store;
 use crate::validate;
 use crate::views::{
-    ApprovalAck, ApprovalsView, ApproveRequest, AuditAction, AuditPage, DecisionAck, DefinitionScan, DefinitionsAck,
-    FlagAck, HeldChange, Health, QuarantineInfo, RatingAck, RatingSummary, ServerDetail, SignalsAck, ToolApprovalRecord,
+    ApprovalAck, ApprovalsView, ApproveRequest, AuditAction, RevokeAck, RevokeRequest, AuditPage, DecisionAck, DefinitionScan, DefinitionsAck,
+    FlagAck, HeldChange, Health, ProvisionalServer, ProvisionalView, QuarantineInfo, RatingAck, RatingSummary, ServerDetail, SignalsAck, ToolApprovalRecord,
     Traffic,
 };
 use axum::body::Bytes;
 use mcp_warden_core::trust::model;
 use mcp_warden_core::trust::wire::{
-    DefinitionBatch, DefinitionVerdict, FlagRequest, RatingRequest, ScoresDocument, SecurityEvent, ServerScore, Severity,
-    SignalBatch, Subject, ToolApproval, TrustState,
+    DefinitionBatch, DefinitionVerdict, FlagRequest, RatingRequest, ScoresDocument, SecurityEvent, ServerReport, ServerScore,
+    Severity, SignalBatch, Subject, ToolApproval, TrustState,
 };
 use mcp_warden_core::inspect::{inspect_tool, Action, Fingerprint, Inspector};
 use mcp_warden_core::trust::TrustScore;
@@ -44,6 +44,7 @@ use tracing::{info, warn};
 
 mod maintenance;
 
+use crate::admission::{self, Provisional, Refusal};
 use crate::policy::{self, Policy};
 use crate::text::escape;
 
@@ -59,6 +60,8 @@ const DETAIL_RATERS: usize = 50;
 const PRUNE_EVERY_MS: u64 = 3_600_000;
 /// The rule of the security event a sidecar sends for a change it holds out of `tools/list`.
 pub const HELD_RULE: &str = "pin/tool-held";
+/// The batch id recorded with findings held while their server was provisional, counted on its admission.
+const HELD_BATCH: &str = "held-until-admitted";
 /// Servers forgotten per evaluation round at most (each one an audit entry in the round's
 /// transaction, which holds writes up meanwhile); the rest wait for the next rounds. A round
 /// that forgets costs about one publication of the document plus the audit entries.
@@ -172,6 +175,38 @@ struct Ctx<'a, 't> {
     lists_changed: bool,
     /// Servers forgotten in this write (removed from the published document).
     forgotten: Vec<String>,
+    /// The de-duplication window of findings (`None`: off).
+    dedup: Option<u64>,
+    /// Provisional servers changed in this write (stored, or deleted when gone, before the commit).
+    provisional_dirty: BTreeSet<String>,
+    /// Servers admitted in this write, and by whom (`sidecars`, `operator`, `scanner`, `rater`).
+    admitted: Vec<(String, &'static str)>,
+}
+
+/// What became of a server a sidecar credential named that the aggregator does not track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Named {
+    /// The quorum was reached: it is tracked now.
+    Admitted,
+    /// Provisional: its report is held.
+    Held,
+    /// Not tracked, its report dropped.
+    Refused(Refusal),
+}
+
+/// What a committed write returns: its result, the new publication if any, the automatic
+/// quarantines, the change counter (PostgreSQL) and the servers admitted (and by whom).
+type Committed<R> = (R, Option<Published>, u64, Option<i64>, Vec<(String, &'static str)>);
+
+/// What a batch of signals did, for the ack, the metrics and the log.
+#[derive(Debug, Default)]
+struct Intake {
+    applied: usize,
+    dropped: BTreeSet<String>,
+    refused: BTreeMap<&'static str, u64>,
+    provisional: BTreeSet<String>,
+    admitted: Vec<String>,
+    withheld: u64,
 }
 
 /// Quarantines `srv` by the aggregator's own decision, with an audit entry.
@@ -188,6 +223,150 @@ impl Ctx<'_, '_> {
         self.dirty.insert(name.to_string());
         let now = self.now;
         self.state.servers.entry(name.to_string()).or_insert_with(|| ServerState::new(now))
+    }
+
+    /// Tracks `name` from now on (capacity was checked): a provisional server leaves the
+    /// provisional set and what its reports said meanwhile is counted now, each finding as its
+    /// credential's. `by` names who admitted it, for the metric.
+    fn admit(&mut self, name: &str, by: &'static str) -> Result<(), ApiError> {
+        let held = self.state.provisional.remove(name);
+        if held.is_some() {
+            self.provisional_dirty.insert(name.to_string());
+        }
+        if !self.state.servers.contains_key(name) {
+            self.admitted.push((name.to_string(), by));
+        }
+        self.server(name);
+        let Some(p) = held else { return Ok(()) };
+        let first = p.voices.keys().next().cloned().unwrap_or_default();
+        if p.held.outcomes.total() > 0 || p.held.latency.count > 0 {
+            let r = ServerReport { server: name.to_string(), outcomes: p.held.outcomes.clone(), latency: p.held.latency.clone(), security: Vec::new() };
+            self.apply_report(&first, HELD_BATCH, &r)?;
+        }
+        for (who, events) in p.held.events_by_credential() {
+            let r = ServerReport { server: name.to_string(), security: events, ..ServerReport::default() };
+            self.apply_report(who, HELD_BATCH, &r)?;
+        }
+        Ok(())
+    }
+
+    /// Sidecar credential `who` names `name`, a server not tracked (in a report, or in its
+    /// configuration's list when `report` is `None`): a voice towards its admission.
+    fn name_server(&mut self, who: &str, name: &str, report: Option<&ServerReport>, named: &mut Option<usize>) -> Result<Named, ApiError> {
+        let (now, settings) = (self.now, self.settings);
+        let sc = &settings.sidecar;
+        let quorum = sc.quorum();
+        if !self.state.provisional.contains_key(name) {
+            let mine = *named.get_or_insert_with(|| admission::named_by(&self.state.provisional, who));
+            if mine >= sc.provisional_per_sidecar {
+                return Ok(Named::Refused(Refusal::ProvisionalPerSidecar));
+            }
+        }
+        let p = self.state.provisional.entry(name.to_string()).or_insert_with(|| Provisional::new(now));
+        p.expire(now.saturating_sub(sc.provisional_retention_ms));
+        if p.voice(who, now) {
+            if let Some(n) = named.as_mut() {
+                *n += 1;
+            }
+        }
+        self.provisional_dirty.insert(name.to_string());
+        if p.voices() < quorum {
+            if let Some(r) = report {
+                p.held.add(who, r);
+            }
+            return Ok(Named::Held);
+        }
+        if self.state.servers.len() >= settings.max_servers {
+            return Ok(Named::Refused(Refusal::MaxServers));
+        }
+        if !self.policy.admit_new_server(who, name, now) {
+            return Ok(Named::Refused(Refusal::NewServersPerWindow));
+        }
+        self.admit(name, "sidecars")?;
+        // No longer provisional: it leaves the credential's count.
+        if let Some(n) = named.as_mut() {
+            *n = n.saturating_sub(1);
+        }
+        Ok(Named::Admitted)
+    }
+
+    /// Forgets voices older than `provisional_retention_ms`, and the provisional servers left
+    /// with none.
+    fn expire_provisional(&mut self) {
+        let since = self.now.saturating_sub(self.settings.sidecar.provisional_retention_ms);
+        let dirty = &mut self.provisional_dirty;
+        self.state.provisional.retain(|name, p| {
+            if p.expire(since) {
+                dirty.insert(name.clone());
+            }
+            p.voices() > 0
+        });
+    }
+
+    /// Applies one report of sidecar credential `who` on a tracked server: its findings (each
+    /// recorded, counted as the ingestion policy says), held tool changes, outcome counts, and a
+    /// quarantine when a finding may quarantine.
+    fn apply_report(&mut self, who: &str, batch_id: &str, r: &ServerReport) -> Result<(), ApiError> {
+        let (now, dedup, settings) = (self.now, self.dedup, self.settings);
+        let released_ms = self.state.servers.get(&r.server).and_then(|s| s.released_ms);
+        // (event, the severity it counts at, whether it may quarantine)
+        let mut counted: Vec<(&SecurityEvent, Severity, bool)> = Vec::new();
+        for e in &r.security {
+            // Stored (a repeat of the same rule adds a report); whether it counts is the
+            // policy's call (its de-duplication is by kind, not by rule name).
+            self.tx.record_security_event(&r.server, who, batch_id, e, now, dedup)?;
+            let v = self.policy.finding(who, &r.server, e.tool.as_deref(), &e.rule, e.severity, e.quarantine, now, dedup, released_ms);
+            if v.over_budget {
+                self.withheld += 1;
+            }
+            if v.counts {
+                counted.push((e, v.severity, v.quarantines));
+            }
+        }
+        if !r.security.is_empty() {
+            self.tx.trim_security_events(&r.server)?;
+        }
+        for e in r.security.iter().filter(|e| e.rule == HELD_RULE) {
+            self.record_held(&r.server, e, who)?;
+        }
+        let srv = self.server(&r.server);
+        srv.evidence.add(&r.outcomes, now, &settings.trust);
+        let t = &mut srv.totals;
+        t.success = t.success.saturating_add(r.outcomes.success);
+        t.failures = t.failures.saturating_add(r.outcomes.failure_total());
+        t.slow = t.slow.saturating_add(r.outcomes.slow);
+        t.latency_count = t.latency_count.saturating_add(r.latency.count);
+        t.latency_sum_ms = t.latency_sum_ms.saturating_add(r.latency.sum_ms);
+        t.last_report_ms = Some(now);
+        // New adverse evidence re-arms automatic quarantine after a release.
+        if r.outcomes.failure_total() > 0 || r.outcomes.slow > 0 || !counted.is_empty() {
+            srv.auto_armed = true;
+        }
+        // One penalty per tool per report, at its most severe finding: a poisoned tool
+        // often matches several rules, which is one offence, not several.
+        let mut worst: BTreeMap<Option<&str>, Severity> = BTreeMap::new();
+        for (e, severity, _) in &counted {
+            let w = worst.entry(e.tool.as_deref()).or_insert(*severity);
+            if *severity > *w {
+                *w = *severity;
+            }
+        }
+        for severity in worst.into_values() {
+            srv.security.add(severity, now, &settings.trust);
+        }
+        if let Some((e, _, _)) = counted.iter().find(|(_, _, q)| *q) {
+            if self.quarantine_critical(&r.server, event_reason(e, who))? {
+                self.policy.quarantined(&r.server, policy::kind(&e.rule), now);
+            }
+        }
+        Ok(())
+    }
+
+    fn persist_provisional(&mut self) -> Result<(), ApiError> {
+        for name in &self.provisional_dirty {
+            self.tx.put_provisional(name, self.state.provisional.get(name))?;
+        }
+        Ok(())
     }
 
     fn score(&self, name: &str) -> Option<TrustScore> {
@@ -379,6 +558,11 @@ impl Ctx<'_, '_> {
     }
 }
 
+/// The rule of an operator's revocation in a definition's verdict.
+pub const REVOKED_RULE: &str = "operator/revoked";
+/// Most definitions revoked at once (they are never forgotten to make room for scans).
+pub const MAX_REVOKED: usize = 10_000;
+
 /// Most rules named in one verdict.
 const MAX_VERDICT_RULES: usize = 8;
 
@@ -564,6 +748,7 @@ impl Engine {
         )
         .map_err(|e| fail("cannot read database", &e.message))?;
         engine.force_publish = force;
+        engine.metrics.servers_provisional(engine.state.provisional.len());
         if !shared {
             engine.tick(now).map_err(|e| fail("cannot write database", &e.message))?;
         }
@@ -630,6 +815,7 @@ impl Engine {
             &self.settings,
         )?;
         self.stale = false;
+        self.metrics.servers_provisional(self.state.provisional.len());
         Ok(true)
     }
 
@@ -672,7 +858,7 @@ impl Engine {
         let started = Instant::now();
         let changes_before = self.db.total_changes();
         let mut precondition = false;
-        let result = (|| -> Result<(R, Option<Published>, u64, Option<i64>), ApiError> {
+        let result = (|| -> Result<Committed<R>, ApiError> {
             let mut tx = self.db.transaction()?;
             // PostgreSQL: one writer across replicas; catch up with the others' writes first.
             if let Some(changes) = tx.lock_for_write()? {
@@ -703,6 +889,12 @@ impl Engine {
                 policy: &mut self.policy,
                 lists_changed: false,
                 forgotten: Vec::new(),
+                dedup: match self.settings.security_dedup_window_ms {
+                    0 => None,
+                    w => Some(now.saturating_sub(w)),
+                },
+                provisional_dirty: BTreeSet::new(),
+                admitted: Vec::new(),
             };
             let r = f(&mut ctx).inspect_err(|e| precondition = e.status.is_client_error())?;
             for change in ctx.policy.drain() {
@@ -710,14 +902,21 @@ impl Engine {
             }
             let next = ctx.evaluate(&self.published, self.force_publish)?;
             ctx.persist_dirty()?;
+            ctx.persist_provisional()?;
             let auto_quarantines = ctx.auto_quarantines;
+            let admitted = std::mem::take(&mut ctx.admitted);
             let changes = tx.bump_changes()?;
             tx.commit()?;
-            Ok((r, next, auto_quarantines, changes))
+            Ok((r, next, auto_quarantines, changes, admitted))
         })();
         self.metrics.store_write(result.is_ok(), started.elapsed());
         match result {
-            Ok((r, next, auto_quarantines, changes)) => {
+            Ok((r, next, auto_quarantines, changes, admitted)) => {
+                for (name, by) in &admitted {
+                    self.metrics.server_admitted(by);
+                    info!(server = name.as_str(), by = by, "server admitted: tracked and published from now on");
+                }
+                self.metrics.servers_provisional(self.state.provisional.len());
                 if changes.is_some() {
                     self.seen_changes = changes;
                 }
@@ -773,138 +972,112 @@ impl Engine {
         }
     }
 
-    /// `POST /v1/signals`.
+    /// `POST /v1/signals`. Reports of tracked servers are applied. A server not tracked is
+    /// named: provisional (its report held) until `server_admission_quorum` distinct sidecar
+    /// credentials named it, then admitted, if `max_servers` and the credential's
+    /// `new_servers_per_window` allow (else its report is dropped). The batch's `configured`
+    /// list names, too, but only servers some report made provisional already: a configuration
+    /// alone never adds one. The ack, the log and the metrics say what was held and dropped.
     pub fn signals(&mut self, who: &Principal, batch: &SignalBatch, now: u64) -> Result<SignalsAck, ApiError> {
         self.ensure_fresh()?;
-        let ack = |duplicate: bool, version: u64, dropped: Vec<String>| SignalsAck {
-            batch_id: batch.batch_id.clone(),
-            duplicate,
-            servers: batch.servers.len() - dropped.len(),
-            dropped_servers: dropped,
-            version,
-        };
-        let dedup = self.dedup_since(now);
         // Seen (the batch id is taken) inside the write: on PostgreSQL a resend may reach
         // another replica while the first is still being written; the write lock orders them.
         let outcome = self.write(now, false, |ctx| {
             if ctx.tx.batch_seen(&who.name, &batch.batch_id)? {
                 return Ok(None);
             }
-            // Past max_servers, or past what one credential may introduce, reports of servers
-            // not yet known are dropped (not the whole batch: one stray cluster must not stop a
-            // sidecar's reporting); the ack, the log and a metric say so.
-            let room = ctx.settings.max_servers.saturating_sub(ctx.state.servers.len());
-            let mut new: BTreeSet<&str> = BTreeSet::new();
-            let mut dropped: BTreeSet<String> = BTreeSet::new();
-            let mut unadmitted = 0usize;
-            for r in &batch.servers {
-                if !ctx.state.servers.contains_key(&r.server) && !new.contains(r.server.as_str()) && !dropped.contains(&r.server) {
-                    if new.len() >= room {
-                        dropped.insert(r.server.clone());
-                    } else if !ctx.policy.admit_new_server(&who.name, &r.server, now) {
-                        unadmitted += 1;
-                        dropped.insert(r.server.clone());
-                    } else {
-                        new.insert(&r.server);
-                    }
-                }
-            }
-            if !dropped.is_empty() {
-                let n = dropped.len();
-                if unadmitted > 0 {
-                    warn!(sidecar = who.name, "{unadmitted} new servers past new_servers_per_window ({}): their reports dropped", ctx.settings.sidecar.new_servers_per_window);
-                }
-                if n > unadmitted {
-                    warn!(sidecar = who.name, "max_servers ({}) reached: reports of {} new servers dropped", ctx.settings.max_servers, n - unadmitted);
-                }
-            }
             ctx.tx.insert_batch(&who.name, &batch.batch_id, &batch.sidecar, now)?;
-            let settings = ctx.settings;
-            for r in batch.servers.iter().filter(|r| !dropped.contains(&r.server)) {
-                let released_ms = ctx.state.servers.get(&r.server).and_then(|s| s.released_ms);
-                // (event, the severity it counts at, whether it may quarantine)
-                let mut counted: Vec<(&SecurityEvent, Severity, bool)> = Vec::new();
-                for e in &r.security {
-                    // Stored (a repeat of the same rule adds a report); whether it counts is the
-                    // policy's call (its de-duplication is by kind, not by rule name).
-                    ctx.tx.record_security_event(&r.server, &who.name, &batch.batch_id, e, now, dedup)?;
-                    let v = ctx.policy.finding(
-                        &who.name,
-                        &r.server,
-                        e.tool.as_deref(),
-                        &e.rule,
-                        e.severity,
-                        e.quarantine,
-                        now,
-                        dedup,
-                        released_ms,
-                    );
-                    if v.over_budget {
-                        ctx.withheld += 1;
+            let mut out = Intake::default();
+            // How many provisional servers this credential names (counted once, when needed).
+            let mut named: Option<usize> = None;
+            for r in &batch.servers {
+                if !ctx.state.servers.contains_key(&r.server) {
+                    if out.dropped.contains(&r.server) {
+                        continue;
                     }
-                    if v.counts {
-                        counted.push((e, v.severity, v.quarantines));
+                    match ctx.name_server(&who.name, &r.server, Some(r), &mut named)? {
+                        Named::Admitted => out.admitted.push(r.server.clone()),
+                        Named::Held => {
+                            out.provisional.insert(r.server.clone());
+                            continue;
+                        }
+                        Named::Refused(why) => {
+                            out.dropped.insert(r.server.clone());
+                            *out.refused.entry(why.as_str()).or_default() += 1;
+                            continue;
+                        }
                     }
                 }
-                if !r.security.is_empty() {
-                    ctx.tx.trim_security_events(&r.server)?;
-                }
-                for e in r.security.iter().filter(|e| e.rule == HELD_RULE) {
-                    ctx.record_held(&r.server, e, &who.name)?;
-                }
-                let srv = ctx.server(&r.server);
-                srv.evidence.add(&r.outcomes, now, &settings.trust);
-                let t = &mut srv.totals;
-                t.success = t.success.saturating_add(r.outcomes.success);
-                t.failures = t.failures.saturating_add(r.outcomes.failure_total());
-                t.slow = t.slow.saturating_add(r.outcomes.slow);
-                t.latency_count = t.latency_count.saturating_add(r.latency.count);
-                t.latency_sum_ms = t.latency_sum_ms.saturating_add(r.latency.sum_ms);
-                t.last_report_ms = Some(now);
-                // New adverse evidence re-arms automatic quarantine after a release.
-                if r.outcomes.failure_total() > 0 || r.outcomes.slow > 0 || !counted.is_empty() {
-                    srv.auto_armed = true;
-                }
-                // One penalty per tool per report, at its most severe finding: a poisoned tool
-                // often matches several rules, which is one offence, not several.
-                let mut worst: BTreeMap<Option<&str>, Severity> = BTreeMap::new();
-                for (e, severity, _) in &counted {
-                    let w = worst.entry(e.tool.as_deref()).or_insert(*severity);
-                    if *severity > *w {
-                        *w = *severity;
-                    }
-                }
-                for severity in worst.into_values() {
-                    srv.security.add(severity, now, &settings.trust);
-                }
-                if let Some((e, _, _)) = counted.iter().find(|(_, _, q)| *q) {
-                    if ctx.quarantine_critical(&r.server, event_reason(e, &who.name))? {
-                        ctx.policy.quarantined(&r.server, policy::kind(&e.rule), now);
+                ctx.apply_report(&who.name, &batch.batch_id, r)?;
+                out.applied += 1;
+            }
+            for name in &batch.configured {
+                if ctx.state.provisional.contains_key(name) && !out.provisional.contains(name) {
+                    if let Named::Admitted = ctx.name_server(&who.name, name, None, &mut named)? {
+                        out.admitted.push(name.clone());
                     }
                 }
             }
-            Ok(Some((dropped, ctx.withheld, unadmitted)))
+            out.provisional.retain(|n| !ctx.state.servers.contains_key(n));
+            out.withheld = ctx.withheld;
+            Ok(Some(out))
         })?;
-        let Some((dropped, withheld, unadmitted)) = outcome else {
+        let Some(out) = outcome else {
             self.metrics.signal_batch(true, 0, 0);
-            return Ok(ack(true, self.published.version, Vec::new()));
+            return Ok(SignalsAck {
+                batch_id: batch.batch_id.clone(),
+                duplicate: true,
+                servers: 0,
+                dropped_servers: Vec::new(),
+                provisional: 0,
+                provisional_servers: Vec::new(),
+                admitted_servers: Vec::new(),
+                version: self.published.version,
+            });
         };
-        self.metrics.signal_batch(false, batch.servers.len() - dropped.len(), dropped.len());
-        if unadmitted > 0 {
-            self.metrics.servers_refused("new_servers_per_window", unadmitted as u64);
+        self.metrics.signal_batch(false, out.applied, out.dropped.len());
+        self.metrics.signal_reports_held(out.provisional.len());
+        let sc = &self.settings.sidecar;
+        for (reason, n) in &out.refused {
+            self.metrics.servers_refused(reason, *n);
+            let knob = match *reason {
+                "max_servers" => format!("max_servers ({}) reached", self.settings.max_servers),
+                "new_servers_per_window" => format!("past new_servers_per_window ({})", sc.new_servers_per_window),
+                _ => format!("past provisional_per_sidecar ({})", sc.provisional_per_sidecar),
+            };
+            warn!(sidecar = who.name, "{knob}: reports of {n} servers not tracked were dropped");
         }
-        if dropped.len() > unadmitted {
-            self.metrics.servers_refused("max_servers", (dropped.len() - unadmitted) as u64);
-        }
-        if withheld > 0 {
-            self.metrics.findings_withheld(withheld);
-            warn!(
+        if !out.provisional.is_empty() {
+            let first: Vec<&str> = out.provisional.iter().take(5).map(String::as_str).collect();
+            info!(
                 sidecar = who.name,
-                "{withheld} findings recorded but not counted: this credential's uncorroborated findings reached sidecar.server_budget ({} servers per window)",
-                self.settings.sidecar.server_budget
+                "reports of {} provisional servers held until {} sidecar credentials name them or an operator admits them \
+                 (server_admission_quorum; {} provisional in all): {}",
+                out.provisional.len(),
+                sc.quorum(),
+                self.state.provisional.len(),
+                escape(&first.join(", "))
             );
         }
-        Ok(ack(false, self.published.version, dropped.into_iter().collect()))
+        if out.withheld > 0 {
+            self.metrics.findings_withheld(out.withheld);
+            warn!(
+                sidecar = who.name,
+                "{} findings recorded but not counted: this credential's uncorroborated findings reached sidecar.server_budget ({} servers per window)",
+                out.withheld,
+                sc.server_budget
+            );
+        }
+        Ok(SignalsAck {
+            batch_id: batch.batch_id.clone(),
+            duplicate: false,
+            servers: out.applied,
+            dropped_servers: out.dropped.into_iter().collect(),
+            provisional: out.provisional.len(),
+            provisional_servers: out.provisional.into_iter().take(admission::ACK_LISTED).collect(),
+            admitted_servers: out.admitted,
+            version: self.published.version,
+        })
     }
 
     /// `POST /v1/ratings`. A vouch (a rating of a rater) is stored and acknowledged; standing
@@ -932,6 +1105,7 @@ impl Engine {
                     ctx.tx.upsert_rating(&who.name, &req.subject, req.value, req.comment.as_deref(), now)?;
                     ctx.state.ratings.entry(s.clone()).or_default().insert(who.name.clone(), req.value);
                     let prior = ctx.settings.trust.reputation_prior;
+                    ctx.admit(s, if who.role == Role::Operator { "operator" } else { "rater" })?;
                     let srv = ctx.server(s);
                     if req.value < prior {
                         srv.auto_armed = true;
@@ -969,6 +1143,7 @@ impl Engine {
         let (id, counted) = self.write(now, false, |ctx| {
             check_capacity_with(ctx.state, ctx.settings, reserve(ctx.settings), [req.server.as_str()])?;
             let (id, counted) = ctx.tx.record_flag(&who.name, req, req.description.as_deref(), now, dedup)?;
+            ctx.admit(&req.server, if who.role == Role::Operator { "operator" } else { "scanner" })?;
             let settings = ctx.settings;
             let srv = ctx.server(&req.server);
             if counted {
@@ -995,7 +1170,7 @@ impl Engine {
                 )));
             }
             check_capacity_with(ctx.state, ctx.settings, reserve(ctx.settings), [server])?;
-            ctx.server(server);
+            ctx.admit(server, "operator")?;
             let score = ctx.score(server).map(|s| s.score).unwrap_or(0.0);
             let id = ctx.tx.insert_audit(now, &who.name, AuditAction::Quarantine, server, reason, score)?;
             let srv = ctx.server(server);
@@ -1007,6 +1182,53 @@ impl Engine {
         warn!(server, operator = who.name, "quarantined by an operator: {}", escape(reason));
         let (score, state) = self.current(server, now);
         Ok(DecisionAck { server: server.to_string(), state, score, audit_id, version: self.published.version })
+    }
+
+    /// `POST /v1/servers/{server}/admit`: an operator vouches that `server` is one of the
+    /// mesh's servers; it is tracked and published from now on (what sidecars reported of it
+    /// while it was provisional counts now), with an audit entry.
+    pub fn admit(&mut self, who: &Principal, server: &str, reason: &str, now: u64) -> Result<DecisionAck, ApiError> {
+        let audit_id = self.write(now, false, |ctx| {
+            if let Some(s) = ctx.state.servers.get(server) {
+                return Err(ApiError::conflict(format!("server `{server}` is tracked already (since {} ms)", s.first_seen_ms)));
+            }
+            check_capacity_with(ctx.state, ctx.settings, reserve(ctx.settings), [server])?;
+            let named = ctx.state.provisional.get(server).map(|p| p.voices.keys().cloned().collect::<Vec<_>>().join(", "));
+            ctx.admit(server, "operator")?;
+            let score = ctx.score(server).map(|s| s.score).unwrap_or(0.0);
+            let why = match named {
+                Some(by) => format!("admitted (named by sidecars {by}): {}", reason.trim()),
+                None => format!("admitted (no sidecar had named it): {}", reason.trim()),
+            };
+            Ok(ctx.tx.insert_audit(now, &who.name, AuditAction::Admit, server, &why, score)?)
+        })?;
+        self.metrics.decision(AuditAction::Admit.as_str(), 1);
+        warn!(server, operator = who.name, "admitted by an operator: {}", escape(reason));
+        let (score, state) = self.current(server, now);
+        Ok(DecisionAck { server: server.to_string(), state, score, audit_id, version: self.published.version })
+    }
+
+    /// `GET /v1/provisional`: servers not tracked yet, the credentials that named them, and
+    /// what their reports said meanwhile (newest first, at most `limit`).
+    pub fn provisional(&mut self, limit: usize) -> Result<ProvisionalView, ApiError> {
+        self.ensure_fresh()?;
+        let mut servers: Vec<ProvisionalServer> = self
+            .state
+            .provisional
+            .iter()
+            .map(|(name, p)| ProvisionalServer {
+                server: name.clone(),
+                first_ms: p.first_ms,
+                last_ms: p.last_ms(),
+                named_by: p.voices.keys().cloned().collect(),
+                held_calls: p.held.outcomes.total(),
+                held_findings: p.held.events.len(),
+            })
+            .collect();
+        servers.sort_by(|a, b| b.last_ms.cmp(&a.last_ms).then_with(|| a.server.cmp(&b.server)));
+        let total = servers.len();
+        servers.truncate(limit);
+        Ok(ProvisionalView { quorum: self.settings.sidecar.quorum(), total, servers })
     }
 
     /// `POST /v1/servers/{server}/release`. Automatic quarantine by score stays disarmed until
@@ -1072,6 +1294,19 @@ impl Engine {
             };
             ctx.tx.insert_approval(&record)?;
             ctx.state.approvals.insert(key.clone(), record);
+            // Approving again lifts an operator's revocation (not a scan's own verdict).
+            if let Some(scan) = ctx.state.scans.get_mut(&req.fingerprint) {
+                if scan.rules.iter().any(|r| r == REVOKED_RULE) {
+                    scan.rules.retain(|r| r != REVOKED_RULE);
+                    if scan.rules.is_empty() {
+                        ctx.tx.delete_scan(&req.fingerprint)?;
+                        ctx.state.scans.remove(&req.fingerprint);
+                    } else {
+                        let scan = scan.clone();
+                        ctx.tx.insert_scan(&scan)?;
+                    }
+                }
+            }
             if ctx.state.held.remove(&key).is_some() {
                 ctx.tx.delete_held(server, &req.fingerprint)?;
             }
@@ -1081,6 +1316,63 @@ impl Engine {
         self.metrics.decision(AuditAction::ApproveTool.as_str(), 1);
         warn!(server, operator = who.name, fingerprint = req.fingerprint, "tool definition approved: {}", escape(&req.reason));
         Ok(ApprovalAck { server: server.to_string(), fingerprint: req.fingerprint.clone(), tool, audit_id, version: self.published.version })
+    }
+
+    /// `POST /v1/servers/{server}/revoke`: withdraws an approval of `fingerprint` for `server`
+    /// (if any) and condemns the definition: it becomes a verdict (at least `high`, rule
+    /// [`REVOKED_RULE`]) that every sidecar enforces by stripping it, wherever it is listed,
+    /// until an operator approves it again. Never forgotten to make room for scans.
+    pub fn revoke(&mut self, who: &Principal, server: &str, req: &RevokeRequest, now: u64) -> Result<RevokeAck, ApiError> {
+        let (audit_id, approval_withdrawn) = self.write(now, false, |ctx| {
+            if !ctx.state.servers.contains_key(server) {
+                return Err(ApiError::not_found(format!("unknown server `{server}`")));
+            }
+            let key = (server.to_string(), req.fingerprint.clone());
+            let scan = ctx.state.scans.get(&req.fingerprint);
+            if scan.is_some_and(|d| d.rules.iter().any(|r| r == REVOKED_RULE)) && !ctx.state.approvals.contains_key(&key) {
+                return Err(ApiError::conflict(format!("fingerprint {} is already revoked", req.fingerprint)));
+            }
+            let revoked = ctx.state.scans.values().filter(|d| d.rules.iter().any(|r| r == REVOKED_RULE)).count();
+            if scan.is_none_or(|d| !d.rules.iter().any(|r| r == REVOKED_RULE)) && revoked >= MAX_REVOKED {
+                return Err(ApiError::conflict(format!(
+                    "{revoked} definitions are revoked already (at most {MAX_REVOKED}): approve some first"
+                )));
+            }
+            let approval = ctx.state.approvals.remove(&key);
+            if approval.is_some() {
+                ctx.tx.delete_approval(server, &req.fingerprint)?;
+            }
+            let tool = approval.as_ref().and_then(|a| a.tool.clone()).or_else(|| scan.and_then(|d| d.tool.clone()));
+            let mut record = scan.cloned().unwrap_or(DefinitionScan {
+                fingerprint: req.fingerprint.clone(),
+                server: server.to_string(),
+                tool: tool.clone(),
+                severity: None,
+                rules: Vec::new(),
+                scanned_ms: now,
+            });
+            record.severity = Some(record.severity.map_or(Severity::High, |s| s.max(Severity::High)));
+            if !record.rules.iter().any(|r| r == REVOKED_RULE) {
+                record.rules.push(REVOKED_RULE.to_string());
+            }
+            ctx.tx.insert_scan(&record)?;
+            ctx.state.scans.insert(req.fingerprint.clone(), record);
+            let score = ctx.score(server).map(|s| s.score).unwrap_or(0.0);
+            let what = tool.as_deref().map(|t| format!(" of tool `{t}`")).unwrap_or_default();
+            let reason = format!("revoked definition {}{what}: {}", req.fingerprint, req.reason.trim());
+            let id = ctx.tx.insert_audit(now, &who.name, AuditAction::RevokeTool, server, &reason, score)?;
+            ctx.lists_changed = true;
+            Ok((id, approval.is_some()))
+        })?;
+        self.metrics.decision(AuditAction::RevokeTool.as_str(), 1);
+        warn!(server, operator = who.name, fingerprint = req.fingerprint, "tool definition revoked: {}", escape(&req.reason));
+        Ok(RevokeAck {
+            server: server.to_string(),
+            fingerprint: req.fingerprint.clone(),
+            approval_withdrawn,
+            audit_id,
+            version: self.published.version,
+        })
     }
 
     /// `POST /v1/definitions`: scans each definition whose fingerprint was never scanned (once
@@ -1126,7 +1418,15 @@ impl Engine {
             self.write(now, false, |ctx| {
                 let excess = (ctx.state.scans.len() + fresh.len()).saturating_sub(MAX_SCANS);
                 if excess > 0 {
-                    let mut by_age: Vec<(u64, String)> = ctx.state.scans.values().map(|d| (d.scanned_ms, d.fingerprint.clone())).collect();
+                    // An operator's revocation is not a scan to make room from: a flood of new
+                    // definitions must not lift it.
+                    let mut by_age: Vec<(u64, String)> = ctx
+                        .state
+                        .scans
+                        .values()
+                        .filter(|d| !d.rules.iter().any(|r| r == REVOKED_RULE))
+                        .map(|d| (d.scanned_ms, d.fingerprint.clone()))
+                        .collect();
                     by_age.sort_unstable();
                     for (_, fp) in by_age.into_iter().take(excess) {
                         ctx.tx.delete_scan(&fp)?;
@@ -1178,6 +1478,7 @@ impl Engine {
         }
         let retention = self.settings.server_retention_ms;
         let forgotten = self.write(now, true, |ctx| {
+            ctx.expire_provisional();
             ctx.forget_stale(retention)?;
             Ok(ctx.forgotten.len())
         })?;
@@ -1189,7 +1490,17 @@ impl Engine {
     pub fn detail(&mut self, name: &str, now: u64) -> Result<ServerDetail, ApiError> {
         self.ensure_fresh()?;
         let p = &self.settings.trust;
-        let srv = self.state.servers.get(name).ok_or_else(|| ApiError::not_found(format!("unknown server `{name}`")))?;
+        let Some(srv) = self.state.servers.get(name) else {
+            return Err(ApiError::not_found(match self.state.provisional.get(name) {
+                Some(p) => format!(
+                    "server `{name}` is not tracked yet: provisional, named by sidecars {} of the {} needed \
+                     (server_admission_quorum); an operator may admit it (`mcp-warden-ctl admit {name}`)",
+                    p.voices.keys().cloned().collect::<Vec<_>>().join(", "),
+                    self.settings.sidecar.quorum()
+                ),
+                None => format!("unknown server `{name}`"),
+            }));
+        };
         let rs = ratings_of(&self.state.ratings, name);
         let ts = score_of(srv, &rs, &self.state.standing, now, p);
         let state = model::state(ts.score, srv.quarantine.is_some(), p);

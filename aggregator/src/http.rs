@@ -7,7 +7,7 @@ use crate::service::Service;
 use crate::validate;
 use crate::access::{authorize, json, ANY};
 use crate::{admin, dashboard, guard, scrape};
-use crate::views::{ApproveRequest, Health};
+use crate::views::{ApproveRequest, Health, RevokeRequest};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -33,7 +33,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/servers/{server}"),
     ("POST", "/v1/servers/{server}/quarantine"),
     ("POST", "/v1/servers/{server}/release"),
+    ("POST", "/v1/servers/{server}/admit"),
+    ("GET", "/v1/provisional"),
     ("POST", "/v1/servers/{server}/approvals"),
+    ("POST", "/v1/servers/{server}/revoke"),
     ("GET", "/v1/approvals"),
     ("POST", "/v1/definitions"),
     ("POST", "/v1/ratings"),
@@ -56,7 +59,10 @@ pub fn router(service: Service) -> Router {
         .route("/v1/servers/{server}", get(get_server))
         .route("/v1/servers/{server}/quarantine", post(post_quarantine))
         .route("/v1/servers/{server}/release", post(post_release))
+        .route("/v1/servers/{server}/admit", post(post_admit))
+        .route("/v1/provisional", get(get_provisional))
         .route("/v1/servers/{server}/approvals", post(post_approval))
+        .route("/v1/servers/{server}/revoke", post(post_revoke))
         .route("/v1/approvals", get(get_approvals))
         .route("/v1/definitions", post(post_definitions))
         .route("/v1/ratings", post(post_rating))
@@ -225,6 +231,20 @@ async fn post_approval(
     Ok(json(StatusCode::OK, &ack))
 }
 
+async fn post_revoke(
+    State(svc): State<Service>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let who = authorize(&svc, &headers, &[Role::Operator], "revoke tool definitions")?;
+    let server = server_name(path)?;
+    let req: RevokeRequest = read_json(&headers, body, BODY_MAX_BYTES).await?;
+    validate::revoke(&req).map_err(ApiError::bad_request)?;
+    let ack = svc.run(move |e, now| e.revoke(&who, &server, &req, now)).await?;
+    Ok(json(StatusCode::OK, &ack))
+}
+
 async fn post_definitions(State(svc): State<Service>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     authorize(&svc, &headers, &[Role::Sidecar, Role::Scanner, Role::Operator], "submit definitions")?;
     let batch: DefinitionBatch = read_json(&headers, body, SIGNALS_MAX_BYTES).await?;
@@ -250,6 +270,29 @@ async fn get_approvals(
         validate::name(s).map_err(|m| ApiError::bad_request(format!("field `server`: {m}")))?;
     }
     let view = svc.run(move |e, _| e.approvals(q.server.as_deref())).await?;
+    Ok(json(StatusCode::OK, &view))
+}
+
+async fn post_admit(
+    State(svc): State<Service>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let who = authorize(&svc, &headers, &[Role::Operator], "admit servers")?;
+    let server = server_name(path)?;
+    let req: QuarantineRequest = read_json(&headers, body, BODY_MAX_BYTES).await?;
+    validate::quarantine(&req).map_err(ApiError::bad_request)?;
+    let ack = svc.run(move |e, now| e.admit(&who, &server, req.reason.trim(), now)).await?;
+    Ok(json(StatusCode::OK, &ack))
+}
+
+/// Provisional servers listed at most.
+const PROVISIONAL_LISTED: usize = 1000;
+
+async fn get_provisional(State(svc): State<Service>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&svc, &headers, ANY, "read provisional servers")?;
+    let view = svc.run(move |e, _| e.provisional(PROVISIONAL_LISTED)).await?;
     Ok(json(StatusCode::OK, &view))
 }
 

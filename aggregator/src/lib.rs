@@ -5,7 +5,7 @@
 //! sidecars poll with an ETag.
 //!
 //! Reading order: [`http`] (the API), [`engine`] (what each write does, in one transaction),
-//! [`state`] and [`db`] (memory and the database; [`store`] is SQLite's SQL, [`pg`]
+//! [`admission`] (which servers are tracked), [`state`] and [`db`] (memory and the database; [`store`] is SQLite's SQL, [`pg`]
 //! PostgreSQL's), then [`auth`], [`config`], [`validate`].
 //! [`ctl`] is the operator CLI; [`dashboard`] serves the trust dashboard and [`metrics`] the
 //! Prometheus metrics. [`guard`] (rate limits, request cap, deadlines) and [`serve`] (the
@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admission;
 pub mod anchor;
 pub mod audit;
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod pg;
+pub mod pg_tls;
 pub mod ratelimit;
 pub mod scan;
 pub mod scrape;

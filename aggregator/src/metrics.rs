@@ -73,6 +73,11 @@ struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByLabels {
+    by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: &'static str,
 }
@@ -118,6 +123,8 @@ pub struct Metrics {
     audit_head: Gauge,
     findings_withheld: Counter,
     servers_refused: Family<ReasonLabels, Counter>,
+    servers_admitted: Family<ByLabels, Counter>,
+    servers_provisional: Gauge,
     definitions_scanned: Counter,
     servers: Family<StateLabels, Gauge>,
     server_score: Family<ServerLabels, F64Gauge>,
@@ -149,6 +156,8 @@ impl Metrics {
             audit_head: Gauge::default(),
             findings_withheld: Counter::default(),
             servers_refused: Family::default(),
+            servers_admitted: Family::default(),
+            servers_provisional: Gauge::default(),
             definitions_scanned: Counter::default(),
             servers: Family::default(),
             server_score: Family::default(),
@@ -170,14 +179,15 @@ impl Metrics {
         );
         r.register(
             "signal_reports",
-            "Per-server reports in applied batches: applied, or dropped (new servers past max_servers)",
+            "Per-server reports in applied batches: applied, held (the server is provisional), or dropped (a new server \
+             past max_servers, new_servers_per_window or provisional_per_sidecar)",
             m.signal_reports.clone(),
         );
         r.register("ratings", "Ratings accepted, by subject (server, or rater: a vouch)", m.ratings.clone());
         r.register("flags", "Scanner flags accepted, by severity and whether they counted (not a repeat)", m.flags.clone());
         r.register(
             "decisions",
-            "Audit decisions: quarantine and release by operators, auto_quarantine and forget by the aggregator",
+            "Audit decisions: quarantine, release and admit by operators, auto_quarantine and forget by the aggregator",
             m.decisions.clone(),
         );
         r.register("store_writes", "Database write transactions, by result (committed, failed)", m.store_writes.clone());
@@ -204,6 +214,18 @@ impl Metrics {
             m.servers_refused.clone(),
         );
         r.register(
+            "servers_admitted",
+            "Servers the aggregator started tracking, by who admitted them: sidecars (server_admission_quorum \
+             credentials named it), operator, scanner (a flag), rater (a rating)",
+            m.servers_admitted.clone(),
+        );
+        r.register(
+            "servers_provisional",
+            "Servers named by fewer sidecar credentials than server_admission_quorum: not tracked, not published, \
+             their reports held",
+            m.servers_provisional.clone(),
+        );
+        r.register(
             "audit_head_id",
             "Id of the newest audit entry, as last exported (its hash is in the log and the anchor file)",
             m.audit_head.clone(),
@@ -226,7 +248,7 @@ impl Metrics {
         for result in ["applied", "duplicate"] {
             m.signal_batches.get_or_create_owned(&ResultLabels { result });
         }
-        for result in ["applied", "dropped"] {
+        for result in ["applied", "held", "dropped"] {
             m.signal_reports.get_or_create_owned(&ResultLabels { result });
         }
         for subject in ["server", "rater"] {
@@ -237,10 +259,13 @@ impl Metrics {
                 m.flags.get_or_create_owned(&FlagLabels { severity, counted });
             }
         }
-        for reason in ["max_servers", "new_servers_per_window"] {
+        for by in ["sidecars", "operator", "scanner", "rater"] {
+            m.servers_admitted.get_or_create_owned(&ByLabels { by });
+        }
+        for reason in ["max_servers", "new_servers_per_window", "provisional_per_sidecar"] {
             m.servers_refused.get_or_create_owned(&ReasonLabels { reason });
         }
-        for action in ["quarantine", "release", "auto_quarantine", "forget"] {
+        for action in ["quarantine", "release", "auto_quarantine", "forget", "admit"] {
             m.decisions.get_or_create_owned(&ActionLabels { action });
         }
         for result in ["committed", "failed"] {
@@ -296,7 +321,25 @@ impl Metrics {
         self.definitions_scanned.inc_by(n);
     }
 
-    /// `n` new servers not tracked, for `reason` (`max_servers` or `new_servers_per_window`).
+    /// Reports held for provisional servers.
+    pub fn signal_reports_held(&self, n: usize) {
+        if n > 0 {
+            self.signal_reports.get_or_create(&ResultLabels { result: "held" }).inc_by(n as u64);
+        }
+    }
+
+    /// A server started being tracked; `by`: `sidecars`, `operator`, `scanner` or `rater`.
+    pub fn server_admitted(&self, by: &'static str) {
+        self.servers_admitted.get_or_create(&ByLabels { by }).inc();
+    }
+
+    /// How many servers are provisional now.
+    pub fn servers_provisional(&self, n: usize) {
+        self.servers_provisional.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// `n` new servers not tracked, for `reason` (`max_servers`, `new_servers_per_window` or
+    /// `provisional_per_sidecar`).
     pub fn servers_refused(&self, reason: &'static str, n: u64) {
         self.servers_refused.get_or_create(&ReasonLabels { reason }).inc_by(n);
     }

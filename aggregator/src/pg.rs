@@ -10,7 +10,8 @@
 use crate::audit;
 use crate::policy::{self, BudgetEntry, Change, KindsEntry, Phase, SeenEntry, Spent};
 use crate::state::{ServerState, State, Totals};
-use crate::store::state_str;
+use crate::admission::Provisional;
+use crate::store::{self, state_str};
 use crate::validate::{truncate, MAX_EVIDENCE};
 use crate::views::{
     AuditAction, AuditEntry, AuditVerification, DefinitionScan, FlagRecord, HeldChange, HistorySample, QuarantineInfo,
@@ -34,8 +35,20 @@ const WRITE_LOCK: i64 = KEY_BASE + 2;
 const LEADER_LOCK: i64 = KEY_BASE + 3;
 
 /// Migrations in order: (version, SQL). Each runs once, in the transaction that records it.
-const MIGRATIONS: &[(i64, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2), (3, MIGRATION_3)];
-pub const SCHEMA_VERSION: i64 = 3;
+const MIGRATIONS: &[(i64, &str)] = &[(1, MIGRATION_1), (2, MIGRATION_2), (3, MIGRATION_3), (4, MIGRATION_4)];
+pub const SCHEMA_VERSION: i64 = 4;
+
+/// Servers named by fewer sidecar credentials than the admission quorum (see SQLite's table and
+/// admission.rs), shared by the replicas so that two sidecars' reports reaching two replicas
+/// still make a quorum.
+const MIGRATION_4: &str = r#"
+CREATE TABLE provisional_servers (
+    server   TEXT PRIMARY KEY,
+    first_ms BIGINT NOT NULL,
+    voices   TEXT NOT NULL,
+    held     TEXT NOT NULL
+);
+"#;
 
 /// Held tool changes, operators' approvals of tool definitions, and the mesh-wide scan of
 /// definitions (see SQLite's tables).
@@ -437,7 +450,27 @@ pub fn load(c: &mut impl GenericClient) -> Result<State, Error> {
         };
         state.scans.insert(d.fingerprint.clone(), d);
     }
+    for r in &c.query("SELECT server, first_ms, voices, held FROM provisional_servers", &[])? {
+        let (voices, held): (String, String) = (get(r, 2)?, get(r, 3)?);
+        let p = store::provisional(u(get(r, 1)?), &voices, &held).map_err(|e| bad("provisional server", &e))?;
+        state.provisional.insert(get(r, 0)?, p);
+    }
     Ok(state)
+}
+
+pub fn upsert_provisional(tx: &mut Transaction<'_>, server: &str, p: &Provisional) -> Result<(), Error> {
+    let (voices, held) = store::provisional_columns(p);
+    tx.execute(
+        "INSERT INTO provisional_servers (server, first_ms, voices, held) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (server) DO UPDATE SET voices = excluded.voices, held = excluded.held",
+        &[&server, &i(p.first_ms), &voices, &held],
+    )?;
+    Ok(())
+}
+
+pub fn delete_provisional(tx: &mut Transaction<'_>, server: &str) -> Result<(), Error> {
+    tx.execute("DELETE FROM provisional_servers WHERE server = $1", &[&server])?;
+    Ok(())
 }
 
 pub fn insert_scan(tx: &mut Transaction<'_>, d: &DefinitionScan) -> Result<(), Error> {

@@ -38,6 +38,20 @@ pub struct SidecarPolicy {
     pub budget_window_ms: u64,
     /// After an operator's release, the same kinds of finding do not quarantine again for this.
     pub release_cooldown_ms: u64,
+    /// Distinct sidecar credentials that must name a server before it is tracked
+    /// ([`crate::admission`]); `None`: `min(2, sidecar credentials in the tokens file)`, set at start.
+    pub admission_quorum: Option<usize>,
+    /// Provisional servers one sidecar credential may name at once.
+    pub provisional_per_sidecar: usize,
+    /// A credential's naming of a provisional server is forgotten after this long.
+    pub provisional_retention_ms: u64,
+}
+
+impl SidecarPolicy {
+    /// The admission quorum in force (1 when it was never resolved against the tokens).
+    pub fn quorum(&self) -> usize {
+        crate::admission::quorum(self.admission_quorum, 1)
+    }
 }
 
 impl Default for SidecarPolicy {
@@ -48,6 +62,9 @@ impl Default for SidecarPolicy {
             new_servers_per_window: 200,
             budget_window_ms: 3_600_000,
             release_cooldown_ms: 3_600_000,
+            admission_quorum: None,
+            provisional_per_sidecar: 1_000,
+            provisional_retention_ms: 24 * 3_600_000,
         }
     }
 }

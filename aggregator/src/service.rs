@@ -1,7 +1,8 @@
 //! The running service: the engine behind one mutex (one writer), the publication readers poll
 //! without waiting, the tokens, the clock, and the periodic re-evaluation.
 
-use crate::auth::Tokens;
+use crate::admission;
+use crate::auth::{Role, Tokens};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db::Location;
@@ -15,7 +16,7 @@ use crate::views::{AuditVerification, BrokenLink, Health};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tracing::error;
+use tracing::{error, info, warn};
 
 /// Cheap to clone: every handler holds one.
 #[derive(Clone)]
@@ -67,6 +68,20 @@ impl Service {
     /// scores document.
     pub fn open(db: impl Into<Location>, tokens: Tokens, settings: Settings, clock: Arc<dyn Clock>) -> Result<Service, OpenError> {
         let location: Location = db.into();
+        let mut settings = settings;
+        let sidecars = tokens.names(Role::Sidecar);
+        let quorum = admission::quorum(settings.sidecar.admission_quorum, sidecars);
+        settings.sidecar.admission_quorum = Some(quorum);
+        if quorum > sidecars.max(1) {
+            warn!(
+                quorum,
+                sidecars,
+                "server_admission_quorum is more than the sidecar credentials in the tokens file: no server is admitted \
+                 by sidecars alone, only by operators and scanners"
+            );
+        } else {
+            info!(quorum, sidecars, "a server is tracked once this many sidecar credentials named it (server_admission_quorum)");
+        }
         let evaluate_interval = Duration::from_millis(settings.evaluate_interval_ms);
         let follow_interval = Duration::from_millis(settings.follow_interval_ms);
         let guard = Arc::new(Guard::new(settings.limits.clone(), tokens.clone()));

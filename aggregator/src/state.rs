@@ -1,6 +1,7 @@
 //! What the aggregator holds in memory: per-server evidence and decisions, ratings and vouches,
 //! rater standing. Rebuilt from the database at start (and after a failed write).
 
+use crate::admission::Provisional;
 use crate::views::{DefinitionScan, HeldChange, QuarantineInfo, ToolApprovalRecord};
 use mcp_warden_core::trust::model::{self, Vouch};
 use mcp_warden_core::trust::wire::{ServerScore, TrustState};
@@ -65,6 +66,8 @@ pub struct State {
     pub approvals: BTreeMap<(String, String), ToolApprovalRecord>,
     /// The mesh-wide scan, by definition fingerprint (those with a severity are published).
     pub scans: BTreeMap<String, DefinitionScan>,
+    /// Servers named by fewer sidecar credentials than the admission quorum (not tracked yet).
+    pub provisional: BTreeMap<String, Provisional>,
 }
 
 /// Held changes kept per server and in all; approvals kept per server (the sidecars' own bound)

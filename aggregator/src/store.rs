@@ -10,6 +10,7 @@
 //! tables of held tool changes, approvals and definition scans were added to version 2 as
 //! `CREATE TABLE IF NOT EXISTS` (additive: an older aggregator opening the file ignores them).
 
+use crate::admission::Provisional;
 use crate::audit;
 use crate::policy::{self, BudgetEntry, Change, KindsEntry, Phase, SeenEntry, Spent};
 use crate::state::{ServerState, State, Totals};
@@ -205,6 +206,15 @@ CREATE TABLE IF NOT EXISTS policy_seen (
 );
 CREATE INDEX IF NOT EXISTS policy_seen_server ON policy_seen (server);
 CREATE INDEX IF NOT EXISTS policy_seen_at ON policy_seen (at_ms);
+-- Servers named by fewer sidecar credentials than the admission quorum (admission.rs): the
+-- credentials that named each (JSON object credential -> ms) and what their reports said
+-- meanwhile (JSON), counted on admission. Created on open, like the policy's tables.
+CREATE TABLE IF NOT EXISTS provisional_servers (
+    server   TEXT PRIMARY KEY,
+    first_ms INTEGER NOT NULL,
+    voices   TEXT NOT NULL,
+    held     TEXT NOT NULL
+) WITHOUT ROWID;
 "#;
 
 /// Created after the audit table is in its current shape (a migration drops them meanwhile).
@@ -471,7 +481,47 @@ pub fn load(conn: &Connection) -> rusqlite::Result<State> {
         let d = row?;
         state.scans.insert(d.fingerprint.clone(), d);
     }
+    let mut stmt = conn.prepare("SELECT server, first_ms, voices, held FROM provisional_servers")?;
+    let rows = stmt.query_map([], |r| {
+        let (voices, held): (String, String) = (r.get(2)?, r.get(3)?);
+        let p = provisional(u(r.get(1)?), &voices, &held).map_err(|e| bad(2, "provisional server", &e))?;
+        Ok((r.get::<_, String>(0)?, p))
+    })?;
+    for row in rows {
+        let (name, p) = row?;
+        state.provisional.insert(name, p);
+    }
     Ok(state)
+}
+
+/// A provisional server from its stored columns (JSON), or why not.
+pub fn provisional(first_ms: u64, voices: &str, held: &str) -> Result<Provisional, String> {
+    Ok(Provisional {
+        first_ms,
+        voices: serde_json::from_str(voices).map_err(|e| format!("voices: {e}"))?,
+        held: serde_json::from_str(held).map_err(|e| format!("held: {e}"))?,
+    })
+}
+
+/// The stored columns (JSON) of a provisional server.
+pub fn provisional_columns(p: &Provisional) -> (String, String) {
+    // Maps of strings to integers and plain structs: serializing cannot fail.
+    (serde_json::to_string(&p.voices).unwrap_or_default(), serde_json::to_string(&p.held).unwrap_or_default())
+}
+
+pub fn upsert_provisional(conn: &Connection, server: &str, p: &Provisional) -> rusqlite::Result<()> {
+    let (voices, held) = provisional_columns(p);
+    conn.prepare_cached(
+        "INSERT INTO provisional_servers (server, first_ms, voices, held) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (server) DO UPDATE SET voices = excluded.voices, held = excluded.held",
+    )?
+    .execute(params![server, i(p.first_ms), voices, held])?;
+    Ok(())
+}
+
+pub fn delete_provisional(conn: &Connection, server: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM provisional_servers WHERE server = ?1")?.execute(params![server])?;
+    Ok(())
 }
 
 pub fn insert_scan(conn: &Connection, d: &DefinitionScan) -> rusqlite::Result<()> {

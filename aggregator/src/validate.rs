@@ -1,7 +1,9 @@
 //! Checks on what callers send, beyond its JSON shape: names, bounded text, numbers in range.
 //! Each error is a message that names the field.
 
-use mcp_warden_core::trust::wire::{DefinitionBatch, FlagRequest, QuarantineRequest, RatingRequest, SignalBatch, Subject};
+use mcp_warden_core::trust::wire::{
+    DefinitionBatch, FlagRequest, QuarantineRequest, RatingRequest, SignalBatch, Subject, MAX_CONFIGURED,
+};
 
 /// Longest server, rater or sidecar name (a DNS name's length; cluster names fit).
 pub const MAX_NAME: usize = 253;
@@ -76,6 +78,12 @@ pub fn signal_batch(b: &SignalBatch) -> Result<(), String> {
     id(&b.batch_id).map_err(at("batch_id".into()))?;
     if b.servers.len() > MAX_BATCH_SERVERS {
         return Err(format!("field `servers`: at most {MAX_BATCH_SERVERS} servers per batch, got {}", b.servers.len()));
+    }
+    if b.configured.len() > MAX_CONFIGURED {
+        return Err(format!("field `configured`: at most {MAX_CONFIGURED} names, got {}", b.configured.len()));
+    }
+    for (i, c) in b.configured.iter().enumerate() {
+        name(c).map_err(at(format!("configured[{i}]")))?;
     }
     for (i, r) in b.servers.iter().enumerate() {
         name(&r.server).map_err(at(format!("servers[{i}].server")))?;
@@ -184,9 +192,22 @@ pub fn approve(a: &crate::views::ApproveRequest) -> Result<(), String> {
     text(&a.reason, true).map_err(at("reason".into()))
 }
 
+pub fn revoke(r: &crate::views::RevokeRequest) -> Result<(), String> {
+    fingerprint(&r.fingerprint).map_err(at("fingerprint".into()))?;
+    text(&r.reason, true).map_err(at("reason".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sidecars_check_of_a_configured_name_is_this_one() {
+        let long = "x".repeat(254);
+        for n in ["outbound|8080||w.ns.svc.cluster.local", "", "a b", "tab\t", "é", long.as_str(), &long[..253]] {
+            assert_eq!(mcp_warden_core::trust::wire::is_server_name(n), name(n).is_ok(), "{n:?}");
+        }
+    }
 
     #[test]
     fn names() {

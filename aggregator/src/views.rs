@@ -12,9 +12,21 @@ pub struct SignalsAck {
     pub duplicate: bool,
     /// Server reports applied.
     pub servers: usize,
-    /// Reports not applied: new servers past `max_servers`.
+    /// Reports neither applied nor held: new servers past `max_servers`, past what one
+    /// credential may introduce (`new_servers_per_window`), or past the provisional servers one
+    /// credential may name (`provisional_per_sidecar`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped_servers: Vec<String>,
+    /// Reports held for servers not tracked yet: fewer sidecar credentials than
+    /// `server_admission_quorum` named them (counted if they are admitted).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub provisional: usize,
+    /// The first of them (at most 100).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provisional_servers: Vec<String>,
+    /// Servers this batch admitted (the quorum was reached).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admitted_servers: Vec<String>,
     /// The scores document's version after the write.
     pub version: u64,
 }
@@ -63,6 +75,27 @@ pub struct ApproveRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
     pub reason: String,
+}
+
+/// `POST /v1/servers/{server}/revoke`: takes back an approval (or condemns a definition an
+/// operator finds bad): the fingerprint is stripped on every sidecar until approved again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// The definition's fingerprint (32 hex digits).
+    pub fingerprint: String,
+    pub reason: String,
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevokeAck {
+    pub server: String,
+    pub fingerprint: String,
+    /// Whether an approval of it for this server was withdrawn.
+    pub approval_withdrawn: bool,
+    pub audit_id: i64,
+    pub version: u64,
 }
 
 /// A changed tool definition sidecars hold out of `tools/list` until it is cleared, as they
@@ -164,6 +197,10 @@ pub enum AuditAction {
     Forget,
     /// An operator approved a held tool definition (by fingerprint).
     ApproveTool,
+    /// An operator admitted a server sidecars had not (yet) agreed on.
+    Admit,
+    /// An operator revoked a tool definition (by fingerprint): stripped on every sidecar.
+    RevokeTool,
 }
 
 impl AuditAction {
@@ -174,6 +211,8 @@ impl AuditAction {
             AuditAction::Release => "release",
             AuditAction::Forget => "forget",
             AuditAction::ApproveTool => "approve_tool",
+            AuditAction::Admit => "admit",
+            AuditAction::RevokeTool => "revoke_tool",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -183,6 +222,8 @@ impl AuditAction {
             "release" => Some(AuditAction::Release),
             "forget" => Some(AuditAction::Forget),
             "approve_tool" => Some(AuditAction::ApproveTool),
+            "admit" => Some(AuditAction::Admit),
+            "revoke_tool" => Some(AuditAction::RevokeTool),
             _ => None,
         }
     }
@@ -377,4 +418,32 @@ pub struct Health {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// `GET /v1/provisional`: servers fewer sidecar credentials than the quorum named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionalView {
+    /// Distinct sidecar credentials that must name a server (`server_admission_quorum`).
+    pub quorum: usize,
+    /// Provisional servers in all (the list may be cut).
+    pub total: usize,
+    /// Most recently named first.
+    pub servers: Vec<ProvisionalServer>,
+}
+
+/// One provisional server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionalServer {
+    pub server: String,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    /// The sidecar credentials that named it.
+    pub named_by: Vec<String>,
+    /// Calls and findings its reports held (counted on admission).
+    pub held_calls: u64,
+    pub held_findings: usize,
 }

@@ -4,6 +4,7 @@
 
 mod common;
 mod retention;
+mod admission;
 
 use axum::http::StatusCode;
 use common::*;
@@ -508,7 +509,7 @@ async fn server_view_has_history_events_flags_and_ratings() {
 
 #[tokio::test]
 async fn the_number_of_servers_is_bounded() {
-    let h = Harness::with_settings(Settings { max_servers: 2, ..Settings::default() });
+    let h = Harness::with_settings(Settings { max_servers: 2, ..common::relaxed() });
     h.report(SIDECAR, "a", "one", 1, 0).await.ok();
     h.report(SIDECAR, "b", "two", 1, 0).await.ok();
     // A sidecar's batch is still applied for the servers already known; new ones are dropped.
@@ -777,6 +778,82 @@ async fn held_tool_changes_are_listed_approved_audited_published_and_kept() {
     let h = h.reopen();
     assert_eq!(h.scores().await["approvals"][0]["fingerprint"], fp);
     assert_eq!(h.get("/v1/approvals", READER).await.ok()["approvals"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_revoked_definition_is_stripped_everywhere_until_approved_again() {
+    let h = Harness::new();
+    let fp = "0123456789abcdef0123456789abcdef";
+    h.post("/v1/signals", SIDECAR, held_event("r1", "w", "get_weather", fp)).await.ok();
+    let approve = json!({"fingerprint": fp, "reason": "looked fine"});
+    h.post("/v1/servers/w/approvals", OPERATOR, approve.clone()).await.ok();
+    let verdicts = |doc: &Value| -> Vec<Value> { doc["verdicts"].as_array().cloned().unwrap_or_default() };
+    assert!(verdicts(&h.scores().await).is_empty());
+
+    // Only operators revoke; the body is checked; the server must be known.
+    let body = json!({"fingerprint": fp, "reason": "it mails the transcript out"});
+    for token in [SIDECAR, RATER, SCANNER, READER] {
+        assert_eq!(h.post("/v1/servers/w/revoke", token, body.clone()).await.status, StatusCode::FORBIDDEN, "{token}");
+    }
+    for (bad, want) in [
+        (json!({"fingerprint": "XYZ", "reason": "r"}), "field `fingerprint`"),
+        (json!({"fingerprint": fp, "reason": ""}), "field `reason`"),
+        (json!({"fingerprint": fp, "reason": "r", "tool": "x"}), "unknown field `tool`"),
+    ] {
+        let r = h.post("/v1/servers/w/revoke", OPERATOR, bad.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(r.error().contains(want), "{bad}: {}", r.error());
+    }
+    assert_eq!(h.post("/v1/servers/nobody/revoke", OPERATOR, body.clone()).await.status, StatusCode::NOT_FOUND);
+
+    let before = h.scores().await["version"].as_u64().unwrap();
+    let ack = h.post("/v1/servers/w/revoke", OPERATOR, body.clone()).await.ok();
+    assert_eq!(ack["approval_withdrawn"], true, "{ack}");
+    assert!(ack["version"].as_u64().unwrap() > before, "{ack}");
+    let r = h.post("/v1/servers/w/revoke", OPERATOR, body.clone()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.error().contains("already revoked"), "{}", r.error());
+
+    // Published: no approval any more, and a verdict every sidecar enforces by stripping it.
+    let doc = h.scores().await;
+    assert!(doc.get("approvals").is_none(), "{doc}");
+    let v = verdicts(&doc);
+    assert_eq!(v.len(), 1, "{doc}");
+    assert_eq!((&v[0]["fingerprint"], &v[0]["severity"], &v[0]["tool"]), (&json!(fp), &json!("high"), &json!("get_weather")));
+    assert_eq!(v[0]["rules"], json!(["operator/revoked"]));
+    let table = mcp_warden_core::trust::sidecar::TrustTable::from_document(&serde_json::from_value::<ScoresDocument>(doc).unwrap());
+    let insp = mcp_warden_core::inspect::Inspector::builtin();
+    let list = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [
+        {"name": "get_weather", "description": "Forecast for a city.", "inputSchema": {"type": "object"}}]}});
+    let listed = serde_json::to_vec(&list).unwrap();
+    // The sidecar's own fingerprint of that definition, revoked in place of the held one.
+    let printed = mcp_warden_core::inspect::inspect_tools_list(&insp, "w", &listed).items[0].fingerprint.to_string();
+    let r = h.post("/v1/servers/w/revoke", OPERATOR, json!({"fingerprint": printed, "reason": "not this one either"})).await.ok();
+    assert_eq!(r["approval_withdrawn"], false, "{r}");
+    let table2 = mcp_warden_core::trust::sidecar::TrustTable::from_document(
+        &serde_json::from_value::<ScoresDocument>(h.scores().await).unwrap(),
+    );
+    let mut pins = mcp_warden_core::inspect::ToolPins::new(16, 4);
+    let out = mcp_warden_core::inspect::inspect_tools_list_checked(&insp, "w", &listed, &mut pins, &table2.verdicts);
+    assert!(out.action >= mcp_warden_core::inspect::Action::Strip, "{:?}", out.action);
+    assert_eq!(table.verdicts.len(), 1);
+
+    // Audited, on the hash chain.
+    let audit = h.get("/v1/audit?server=w", OPERATOR).await.ok();
+    let actions: Vec<&str> = audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["revoke_tool", "revoke_tool", "approve_tool"], "{audit}");
+    assert!(audit["entries"][1]["reason"].as_str().unwrap().contains("mails the transcript"));
+    assert_eq!(h.get("/v1/audit/verify", READER).await.ok()["ok"], true);
+
+    // Durable; and approving again lifts the revocation.
+    let h = h.reopen();
+    assert_eq!(verdicts(&h.scores().await).len(), 2);
+    h.post("/v1/servers/w/approvals", OPERATOR, approve).await.ok();
+    let doc = h.scores().await;
+    assert_eq!(verdicts(&doc).iter().map(|v| v["fingerprint"].as_str().unwrap()).collect::<Vec<_>>(), [printed.as_str()]);
+    assert_eq!(doc["approvals"][0]["fingerprint"], fp);
+    let h = h.reopen();
+    assert_eq!(verdicts(&h.scores().await).len(), 1, "the lifted revocation stays lifted");
 }
 
 #[tokio::test]

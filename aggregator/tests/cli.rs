@@ -76,6 +76,11 @@ fn operator_cli_drives_the_api() {
     let listed = ok(ctl(b, Some(READER), &["held", "--server", srv]), "0 held change(s)");
     assert!(listed.contains("1 approval(s) in force") && listed.contains("new path parameter reviewed"), "{listed}");
     ok(ctl(b, Some(OPERATOR), &["audit", "--limit", "1"]), "approve_tool");
+    // ... and revoked: the approval withdrawn, the definition stripped on every sidecar.
+    fails(ctl(b, Some(READER), &["revoke", srv, fp, "--reason", "x"]), "HTTP 403");
+    ok(ctl(b, Some(OPERATOR), &["revoke", srv, fp, "--reason", "it reads ~/.ssh after all"]), &format!("revoked {fp} on `{srv}` (approval withdrawn"));
+    ok(ctl(b, Some(READER), &["held", "--server", srv]), "0 approval(s) in force");
+    ok(ctl(b, Some(OPERATOR), &["audit", "--limit", "1"]), "revoke_tool");
 
     fails(ctl(b, None, &["scores"]), "no token");
     fails(ctl(b, Some("wrong-token-0000000000"), &["scores"]), "HTTP 401: unknown token");
@@ -111,4 +116,27 @@ fn control_characters_reach_no_terminal_and_no_log_line() {
     let log = std::fs::read_to_string(dir.path().join("aggregator.log")).unwrap();
     assert!(!log.contains('\u{1b}'), "{log}");
     assert!(!log.lines().any(|l| l.starts_with("INFO released")), "{log}");
+}
+
+#[test]
+fn an_operator_lists_provisional_servers_and_admits_one() {
+    let dir = TempDir::new("cli-admit");
+    // The default quorum with the harness's two sidecar names: 2.
+    let agg = Process::start_with(dir.path(), Some(&serde_json::json!({"sidecar": {"server_admission_quorum": null}})));
+    let b = agg.base.as_str();
+    let batch = serde_json::json!({"sidecar": "pod-1", "batch_id": "p-1", "servers": [{"server": "new-srv", "outcomes": {"success": 3}}]});
+    let (status, ack) = post(&agent(), &format!("{b}/v1/signals"), SIDECAR, &batch).unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(ack["provisional_servers"], serde_json::json!(["new-srv"]), "{ack}");
+    let listed = ok(ctl(b, Some(READER), &["provisional"]), "1 provisional servers (a server is tracked once 2 sidecar credentials name it");
+    assert!(listed.lines().any(|l| l.starts_with("new-srv") && l.ends_with("sidecar-1") && l.contains(" 3 ")), "{listed}");
+    fails(ctl(b, Some(READER), &["server", "new-srv"]), "provisional, named by sidecars sidecar-1 of the 2 needed");
+    fails(ctl(b, Some(RATER), &["admit", "new-srv", "--reason", "x"]), "HTTP 403");
+    ok(ctl(b, Some(OPERATOR), &["admit", "new-srv", "--reason", "ours"]), "admitted `new-srv` (audit #1); state trusted");
+    fails(ctl(b, Some(OPERATOR), &["admit", "new-srv", "--reason", "again"]), "HTTP 409: server `new-srv` is tracked already");
+    ok(ctl(b, Some(READER), &["server", "new-srv"]), "traffic   3 ok");
+    ok(ctl(b, Some(READER), &["provisional"]), "0 provisional servers");
+    ok(ctl(b, Some(OPERATOR), &["audit"]), "admit");
+    let log = std::fs::read_to_string(dir.path().join("aggregator.log")).unwrap();
+    assert!(log.contains("server_admission_quorum") && log.contains("quorum=2"), "{log}");
 }

@@ -2,7 +2,7 @@
 //! it, one audit chain with writers on every replica, a version that only grows whichever
 //! replica answers, decisions reaching every replica, one leader at a time, replicas that start
 //! together migrating once, and one credential's budget and a release's cool-down holding on
-//! every replica. They need a PostgreSQL server (`make test` runs the suite
+//! every replica, and two sidecars' reports reaching two replicas admitting a server. They need a PostgreSQL server (`make test` runs the suite
 //! through `testbed/postgres.py`, which sets MCP_WARDEN_TEST_PG).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -15,13 +15,34 @@ use std::sync::Arc;
 
 /// `n` replicas on one fresh database, sharing one clock; `None` (and a note) without a server.
 fn replicas(n: usize) -> Option<Vec<Harness>> {
+    replicas_with(n, relaxed())
+}
+
+fn replicas_with(n: usize, settings: mcp_warden_aggregator::Settings) -> Option<Vec<Harness>> {
     if postgres_server().is_none() {
         eprintln!("skipped: no PostgreSQL server (MCP_WARDEN_TEST_PG); run through testbed/postgres.py");
         return None;
     }
     let location = Location::Postgres(fresh_pg_database());
     let clock = Arc::new(ManualClock::new(T0));
-    Some((0..n).map(|_| Harness::on(TempDir::new("replica"), location.clone(), relaxed(), clock.clone())).collect())
+    Some((0..n).map(|_| Harness::on(TempDir::new("replica"), location.clone(), settings.clone(), clock.clone())).collect())
+}
+
+#[tokio::test]
+async fn two_sidecars_reaching_two_replicas_make_a_quorum() {
+    let mut settings = relaxed();
+    settings.sidecar.admission_quorum = None;
+    let Some(r) = replicas_with(2, settings) else { return };
+    let (a, b) = (&r[0], &r[1]);
+    let ack = a.report(SIDECAR, "s1", "weather", 3, 0).await.ok();
+    assert_eq!(ack["provisional"], 1, "{ack}");
+    let ack = b.report(SIDECAR2, "s2", "weather", 4, 0).await.ok();
+    assert_eq!(ack["admitted_servers"], json!(["weather"]), "the first voice, given on the other replica, counted");
+    follow(a).await;
+    for h in [a, b] {
+        assert_eq!(h.detail("weather").await["traffic"]["success"], 7);
+        assert_eq!(h.get("/v1/provisional", READER).await.ok()["total"], 0);
+    }
 }
 
 async fn follow(h: &Harness) {

@@ -6,64 +6,67 @@
 use crate::breaker::{BreakerPolicy, WindowKind};
 use crate::mcp::classify::FailurePolicy;
 use crate::routing::{Router, ServerMatch};
-use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
+use crate::reader::{self as read, Node, Val};
+use std::collections::{HashMap, HashSet};
 
-/// A configuration the filter refuses, with the field at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() || self.field == "." {
-            write!(f, "invalid plugin configuration: {}", self.message)
-        } else {
-            write!(f, "invalid plugin configuration: field `{}`: {}", self.field, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
+pub use crate::reader::ConfigError;
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError { field: field.into(), message: message.into() }
 }
 
 // ---------------------------------------------------------------------------------------------
-// What the operator writes.
+// What the operator writes, read field by field (see [`read`]).
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawConfig {
     servers: Vec<RawServer>,
-    #[serde(default)]
     breaker: RawBreaker,
-    #[serde(default)]
-    clusters: BTreeMap<String, RawCluster>,
-    #[serde(default)]
+    /// Per-cluster overrides, in document order.
+    clusters: Vec<(String, RawBreaker)>,
     failures: RawFailures,
-    #[serde(default)]
     inspect_max_bytes: Option<u64>,
-    #[serde(default)]
     request_max_bytes: Option<u64>,
-    #[serde(default)]
     headers: RawHeaders,
-    #[serde(default)]
     degraded: RawDegraded,
-    #[serde(default)]
     trust: Option<RawTrust>,
-    #[serde(default)]
     failover: RawFailover,
-    #[serde(default)]
     inspection: crate::inspect::InspectionConfig,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+impl RawConfig {
+    fn read(v: &Val) -> Result<Self, ConfigError> {
+        let o = v.object(&[
+            "servers", "breaker", "clusters", "failures", "inspect_max_bytes", "request_max_bytes", "headers",
+            "degraded", "trust", "failover", "inspection",
+        ])?;
+        let clusters = match o.get("clusters") {
+            None => Vec::new(),
+            Some(m) => m
+                .map()?
+                .into_iter()
+                .map(|(name, c)| {
+                    let c = c.object(&["breaker"])?;
+                    Ok((name.to_string(), c.opt("breaker", RawBreaker::read)?.unwrap_or_default()))
+                })
+                .collect::<Result<_, ConfigError>>()?,
+        };
+        Ok(RawConfig {
+            servers: o.req("servers")?.list(RawServer::read)?,
+            breaker: o.opt("breaker", RawBreaker::read)?.unwrap_or_default(),
+            clusters,
+            failures: o.opt("failures", RawFailures::read)?.unwrap_or_default(),
+            inspect_max_bytes: o.opt("inspect_max_bytes", Val::u64)?,
+            request_max_bytes: o.opt("request_max_bytes", Val::u64)?,
+            headers: o.opt("headers", RawHeaders::read)?.unwrap_or_default(),
+            degraded: o.opt("degraded", RawDegraded::read)?.unwrap_or_default(),
+            trust: o.opt("trust", RawTrust::read)?,
+            failover: o.opt("failover", RawFailover::read)?.unwrap_or_default(),
+            inspection: o.opt("inspection", crate::inspect::InspectionConfig::read)?.unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Default)]
 struct RawFailover {
     retry: Option<bool>,
     move_sessions: Option<bool>,
@@ -76,57 +79,92 @@ struct RawFailover {
     hedge_after_ms: Option<u64>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+impl RawFailover {
+    fn read(v: &Val) -> Result<Self, ConfigError> {
+        let o = v.object(&[
+            "retry", "move_sessions", "retry_budget_ratio", "retry_budget_burst", "retry_timeout_ms",
+            "upstream_timeout_ms", "hold_json_answers", "max_sessions", "hedge_after_ms",
+        ])?;
+        Ok(RawFailover {
+            retry: o.opt("retry", Val::bool)?,
+            move_sessions: o.opt("move_sessions", Val::bool)?,
+            retry_budget_ratio: o.opt("retry_budget_ratio", Val::f64)?,
+            retry_budget_burst: o.opt("retry_budget_burst", Val::f64)?,
+            retry_timeout_ms: o.opt("retry_timeout_ms", Val::u64)?,
+            upstream_timeout_ms: o.opt("upstream_timeout_ms", Val::u64)?,
+            hold_json_answers: o.opt("hold_json_answers", Val::bool)?,
+            max_sessions: o.opt("max_sessions", Val::u32)?,
+            hedge_after_ms: o.opt("hedge_after_ms", Val::u64)?,
+        })
+    }
+}
+
 struct RawTrust {
     aggregator_cluster: String,
-    #[serde(default)]
     aggregator_authority: Option<String>,
     token: String,
     sidecar: String,
-    #[serde(default)]
     report_interval_ms: Option<u64>,
-    #[serde(default)]
     poll_interval_ms: Option<u64>,
-    #[serde(default)]
     timeout_ms: Option<u64>,
-    #[serde(default)]
     enforce_min_trust: Option<bool>,
-    #[serde(default)]
     header: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+impl RawTrust {
+    fn read(v: &Val) -> Result<Self, ConfigError> {
+        let o = v.object(&[
+            "aggregator_cluster", "aggregator_authority", "token", "sidecar", "report_interval_ms",
+            "poll_interval_ms", "timeout_ms", "enforce_min_trust", "header",
+        ])?;
+        Ok(RawTrust {
+            aggregator_cluster: o.req("aggregator_cluster")?.string()?,
+            aggregator_authority: o.opt("aggregator_authority", Val::string)?,
+            token: o.req("token")?.string()?,
+            sidecar: o.req("sidecar")?.string()?,
+            report_interval_ms: o.opt("report_interval_ms", Val::u64)?,
+            poll_interval_ms: o.opt("poll_interval_ms", Val::u64)?,
+            timeout_ms: o.opt("timeout_ms", Val::u64)?,
+            enforce_min_trust: o.opt("enforce_min_trust", Val::bool)?,
+            header: o.opt("header", Val::string)?,
+        })
+    }
+}
+
 struct RawServer {
     name: String,
-    #[serde(rename = "match")]
     matcher: RawMatch,
     primary: String,
-    #[serde(default)]
     fallbacks: Vec<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+impl RawServer {
+    fn read(v: &Val) -> Result<Self, ConfigError> {
+        let o = v.object(&["name", "match", "primary", "fallbacks"])?;
+        Ok(RawServer {
+            name: o.req("name")?.string()?,
+            matcher: RawMatch::read(&o.req("match")?)?,
+            primary: o.req("primary")?.string()?,
+            fallbacks: o.opt("fallbacks", |f| f.list(Val::string))?.unwrap_or_default(),
+        })
+    }
+}
+
 struct RawMatch {
-    #[serde(default)]
     authority: Option<String>,
-    #[serde(default)]
     path_prefix: Option<String>,
 }
 
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum RawWindow {
-    Count,
-    Time,
+impl RawMatch {
+    fn read(v: &Val) -> Result<Self, ConfigError> {
+        let o = v.object(&["authority", "path_prefix"])?;
+        Ok(RawMatch { authority: o.opt("authority", Val::string)?, path_prefix: o.opt("path_prefix", Val::string)? })
+    }
 }
 
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
+#[derive(Default, Clone)]
 struct RawBreaker {
-    window: Option<RawWindow>,
+    window: Option<WindowKind>,
     window_size: Option<u32>,
     minimum_calls: Option<u32>,
     failure_rate_threshold: Option<f64>,
@@ -142,13 +180,32 @@ struct RawBreaker {
 }
 
 impl RawBreaker {
+    fn read(v: &Val) -> Result<Self, ConfigError> {
+        let o = v.object(&[
+            "window", "window_size", "minimum_calls", "failure_rate_threshold", "slow_call_rate_threshold",
+            "slow_call_duration_ms", "consecutive_failures", "open_duration_ms", "open_duration_max_ms",
+            "backoff_multiplier", "backoff_reset_ms", "half_open_probes", "half_open_probe_timeout_ms",
+        ])?;
+        Ok(RawBreaker {
+            window: o.opt("window", |w| w.choice(&[("count", WindowKind::Count), ("time", WindowKind::Time)]))?,
+            window_size: o.opt("window_size", Val::u32)?,
+            minimum_calls: o.opt("minimum_calls", Val::u32)?,
+            failure_rate_threshold: o.opt("failure_rate_threshold", Val::f64)?,
+            slow_call_rate_threshold: o.opt("slow_call_rate_threshold", Val::f64)?,
+            slow_call_duration_ms: o.opt("slow_call_duration_ms", Val::u64)?,
+            consecutive_failures: o.opt("consecutive_failures", Val::u32)?,
+            open_duration_ms: o.opt("open_duration_ms", Val::u64)?,
+            open_duration_max_ms: o.opt("open_duration_max_ms", Val::u64)?,
+            backoff_multiplier: o.opt("backoff_multiplier", Val::f64)?,
+            backoff_reset_ms: o.opt("backoff_reset_ms", Val::u64)?,
+            half_open_probes: o.opt("half_open_probes", Val::u32)?,
+            half_open_probe_timeout_ms: o.opt("half_open_probe_timeout_ms", Val::u64)?,
+        })
+    }
+
     fn apply(&self, base: &BreakerPolicy) -> BreakerPolicy {
         BreakerPolicy {
-            window_kind: match self.window {
-                Some(RawWindow::Count) => WindowKind::Count,
-                Some(RawWindow::Time) => WindowKind::Time,
-                None => base.window_kind,
-            },
+            window_kind: self.window.unwrap_or(base.window_kind),
             window_size: self.window_size.unwrap_or(base.window_size),
             minimum_calls: self.minimum_calls.unwrap_or(base.minimum_calls),
             failure_rate_threshold: self.failure_rate_threshold.unwrap_or(base.failure_rate_threshold),
@@ -165,43 +222,65 @@ impl RawBreaker {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCluster {
-    #[serde(default)]
-    breaker: RawBreaker,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawCodes {
-    One(i64),
-    Range([i64; 2]),
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 struct RawFailures {
     http_5xx: Option<bool>,
     http_429: Option<bool>,
-    jsonrpc_error_codes: Option<Vec<RawCodes>>,
+    /// Codes and `[low, high]` ranges.
+    jsonrpc_error_codes: Option<Vec<(i64, i64)>>,
     ignored_error_codes: Option<Vec<i64>>,
     tool_errors: Option<bool>,
     malformed: Option<bool>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+impl RawFailures {
+    fn read(v: &Val) -> Result<Self, ConfigError> {
+        let o = v.object(&["http_5xx", "http_429", "jsonrpc_error_codes", "ignored_error_codes", "tool_errors", "malformed"])?;
+        let code_or_range = |c: &Val| match c.node {
+            Node::Array(_) => match c.list(Val::i64)?.as_slice() {
+                [lo, hi] => Ok((*lo, *hi)),
+                _ => Err(c.error("a range is [low, high]")),
+            },
+            _ => c.i64().map(|n| (n, n)).map_err(|_| c.error("expected an error code or a [low, high] range")),
+        };
+        Ok(RawFailures {
+            http_5xx: o.opt("http_5xx", Val::bool)?,
+            http_429: o.opt("http_429", Val::bool)?,
+            jsonrpc_error_codes: o.opt("jsonrpc_error_codes", |l| l.list(code_or_range))?,
+            ignored_error_codes: o.opt("ignored_error_codes", |l| l.list(Val::i64))?,
+            tool_errors: o.opt("tool_errors", Val::bool)?,
+            malformed: o.opt("malformed", Val::bool)?,
+        })
+    }
+}
+
+#[derive(Default)]
 struct RawHeaders {
     route: Option<String>,
     served_by: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+impl RawHeaders {
+    fn read(v: &Val) -> Result<Self, ConfigError> {
+        let o = v.object(&["route", "served_by"])?;
+        Ok(RawHeaders { route: o.opt("route", Val::string)?, served_by: o.opt("served_by", Val::string)? })
+    }
+}
+
+#[derive(Default)]
 struct RawDegraded {
     error_code: Option<i64>,
     rewrite_upstream_errors: Option<bool>,
+}
+
+impl RawDegraded {
+    fn read(v: &Val) -> Result<Self, ConfigError> {
+        let o = v.object(&["error_code", "rewrite_upstream_errors"])?;
+        Ok(RawDegraded {
+            error_code: o.opt("error_code", Val::i64)?,
+            rewrite_upstream_errors: o.opt("rewrite_upstream_errors", Val::bool)?,
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -394,15 +473,8 @@ pub struct PluginConfig {
 impl PluginConfig {
     /// Parses, validates and compiles the JSON the operator wrote.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let text = std::str::from_utf8(bytes).map_err(|e| ConfigError { field: String::new(), message: e.to_string() })?;
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-            let field = e.path().to_string();
-            err(field, e.into_inner().to_string())
-        })?;
-        // Anything after the object (a second object, say) would otherwise be silently ignored.
-        de.end().map_err(|e| err("", e.to_string()))?;
-        compile(raw)
+        let doc = read::parse(bytes)?;
+        compile(RawConfig::read(&Val::root(&doc))?)
     }
 
     /// The server a request is for, by `:authority` and `:path`.
@@ -473,15 +545,14 @@ fn compile(raw: RawConfig) -> Result<PluginConfig, ConfigError> {
         servers.push(Server { name: s.name.clone(), matcher, clusters: chain });
     }
 
-    for (name, c) in &raw.clusters {
+    for (name, breaker) in &raw.clusters {
         let Some(&idx) = cluster_index.get(name) else {
             return Err(err(
                 format!("clusters.{name}"),
                 "names no cluster used by any server (check the spelling against servers[].primary/fallbacks)",
             ));
         };
-        let policy = c
-            .breaker
+        let policy = breaker
             .apply(&base)
             .validate()
             .map_err(|e| err(format!("clusters.{name}.breaker.{}", e.field), e.message))?;
@@ -664,11 +735,7 @@ fn compile_failures(f: &RawFailures) -> Result<FailurePolicy, ConfigError> {
         None => d.server_error_codes,
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
-            for (i, c) in list.iter().enumerate() {
-                let (lo, hi) = match c {
-                    RawCodes::One(c) => (*c, *c),
-                    RawCodes::Range([a, b]) => (*a, *b),
-                };
+            for (i, &(lo, hi)) in list.iter().enumerate() {
                 if lo > hi {
                     return Err(err(format!("failures.jsonrpc_error_codes[{i}]"), format!("range [{lo}, {hi}] is empty")));
                 }

@@ -15,9 +15,11 @@ pub mod flow;
 pub mod inspect;
 pub mod mcp;
 pub mod outcome;
+pub mod reader;
 pub mod retry;
 pub mod routing;
 pub mod session;
+pub mod severity;
 pub mod trust;
 
 pub use config::{ConfigError, PluginConfig};

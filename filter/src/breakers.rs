@@ -81,6 +81,6 @@ fn report(cfg: &PluginConfig, metrics: &Metrics, cluster: usize, t: Option<Trans
         None => log::info!("mcp-warden: breaker `{}` {} -> {}: {}", c.name, t.from.name(), t.to.name(), t.reason),
     }
     if let Some(m) = metrics.cluster(cluster) {
-        m.transition(t.to);
+        crate::metrics::transition(m, t.to);
     }
 }

@@ -148,7 +148,7 @@ fn execute(shared: &Shared, waiters: &Waiters, cell: &Rc<RefCell<Stream>>, strea
             Ok(())
         }
         Effect::Stat(s) => {
-            shared.metrics.count(s);
+            crate::metrics::count(&shared.metrics, s);
             Ok(())
         }
         Effect::Log(level, message) => {

@@ -5,7 +5,6 @@
 use crate::breakers;
 use crate::host;
 use crate::http::{Waiters, WardenHttp};
-use crate::metrics::Metrics;
 use crate::shared::Shared;
 use crate::trust::{self, TrustLoop};
 use mcp_warden_core::config::PluginConfig;
@@ -69,7 +68,7 @@ impl RootContext for WardenRoot {
                 log::warn!("mcp-warden: cannot create the breaker of cluster `{}`: {e}", c.name);
             }
         }
-        let metrics = Metrics::define(&config);
+        let metrics = crate::metrics::define(&config);
         log::info!("mcp-warden: configured {} servers over {} clusters", config.servers.len(), config.clusters.len());
         let mut period = None;
         if let Some(t) = &config.trust {

@@ -4,7 +4,8 @@
 
 use crate::metrics::Metrics;
 use mcp_warden_core::config::PluginConfig;
-use mcp_warden_core::flow::{Decision, TemplateKey};
+use mcp_warden_core::flow::inspection::ListVerdicts;
+use mcp_warden_core::flow::TemplateKey;
 use mcp_warden_core::retry::{RetryBudget, ToolCatalog};
 use mcp_warden_core::trust::sidecar::{DefinitionOutbox, SignalAccumulator, TrustTable};
 use std::cell::{Cell, RefCell};
@@ -12,9 +13,6 @@ use std::collections::HashMap;
 
 /// Most answer templates a VM keeps (then it starts over).
 pub const MAX_ANSWER_TEMPLATES: usize = 256;
-
-/// Per VM: the hash of the last list result of each (server, kind) and what was decided for it.
-pub type VerdictCache = HashMap<(String, &'static str), (u64, Decision)>;
 
 /// What every request of this VM shares.
 pub struct Shared {
@@ -28,8 +26,8 @@ pub struct Shared {
     pub trust_seen: Cell<Option<u32>>,
     /// Retries and hedges this VM may still make (a fifth of its requests, bursts of 10).
     pub retry_budget: RefCell<RetryBudget>,
-    /// See [`VerdictCache`].
-    pub list_verdicts: RefCell<VerdictCache>,
+    /// Per VM: the decision taken for the last list of each (server, kind).
+    pub list_verdicts: RefCell<ListVerdicts>,
     /// Degraded answers cut around their id (see `flow::answer::left_for_envoy`), bounded.
     pub answer_templates: RefCell<HashMap<TemplateKey, (String, String)>>,
     /// Tool hints per server, with the shared-data version they were read at.
@@ -51,7 +49,7 @@ impl Shared {
             trust: RefCell::new(TrustTable::default()),
             trust_seen: Cell::new(None),
             retry_budget: RefCell::new(budget),
-            list_verdicts: RefCell::new(VerdictCache::default()),
+            list_verdicts: RefCell::new(ListVerdicts::default()),
             answer_templates: RefCell::new(HashMap::new()),
             tool_hints: RefCell::new(HashMap::new()),
             outbox: RefCell::new(DefinitionOutbox::default()),

@@ -14,9 +14,9 @@ use crate::shared_json;
 use crate::shared::Shared;
 use mcp_warden_core::breaker::store::CREATE_ONLY;
 use mcp_warden_core::breaker::{SharedStore, StoreError};
-use mcp_warden_core::config::TrustConfig;
+use mcp_warden_core::config::{Cluster, TrustConfig};
 use mcp_warden_core::trust::sidecar::{DefinitionOutbox, Lease, SignalAccumulator, TrustTable};
-use mcp_warden_core::trust::wire::{DefinitionBatch, ScoresDocument, SignalBatch, SubmittedDefinition};
+use mcp_warden_core::trust::wire::{DefinitionBatch, ScoresDocument, SubmittedDefinition};
 use proxy_wasm::types::{BufferType, MapType};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -83,7 +83,7 @@ impl TrustLoop {
             && !self.busy(|c| matches!(c, Call::Report(_)))
         {
             self.last_report_ms = now;
-            self.report(t, now);
+            self.report(t, &shared.config.clusters, now);
         }
         if now.saturating_sub(self.last_definitions_ms) >= t.report_interval_ms
             && now >= self.definitions_after_ms
@@ -167,8 +167,8 @@ impl TrustLoop {
         self.dispatch(t, headers, None, Call::Poll);
     }
 
-    fn report(&mut self, t: &TrustConfig, now: u64) {
-        let batch = match take_batch(t, self.owner, now) {
+    fn report(&mut self, t: &TrustConfig, clusters: &[Cluster], now: u64) {
+        let batch = match take_batch(t, clusters, self.owner, now) {
             Ok(Some(b)) => b,
             Ok(None) => return,
             Err(e) => {
@@ -313,23 +313,20 @@ fn clear_inflight(sent: &[u8]) {
 }
 
 /// The batch to send: the unacknowledged one, or the pending counts turned into a new batch.
-fn take_batch(t: &TrustConfig, owner: u64, now: u64) -> Result<Option<Vec<u8>>, StoreError> {
+fn take_batch(t: &TrustConfig, clusters: &[Cluster], owner: u64, now: u64) -> Result<Option<Vec<u8>>, StoreError> {
     if let (Some(inflight), _) = HostStore.get(INFLIGHT_KEY)? {
         if !inflight.is_empty() {
             return Ok(Some(inflight));
         }
     }
-    let mut drained = SignalAccumulator::default();
-    shared_json::update::<SignalAccumulator>(PENDING_KEY, |acc| drained = std::mem::take(acc))?;
-    if drained.is_empty() {
-        return Ok(None);
-    }
-    let batch = SignalBatch {
-        sidecar: t.sidecar.clone(),
-        batch_id: format!("{}-{owner:x}-{now}", t.sidecar),
-        period_ms: t.report_interval_ms,
-        servers: drained.reports(),
-    };
+    let mut taken = None;
+    let batch_id = format!("{}-{owner:x}-{now}", t.sidecar);
+    // Retried on a compare-and-swap conflict: each try takes from the value it read.
+    shared_json::update::<SignalAccumulator>(PENDING_KEY, |acc| {
+        let names = clusters.iter().map(|c| c.name.as_str());
+        taken = acc.take_batch(names, &t.sidecar, batch_id.clone(), t.report_interval_ms)
+    })?;
+    let Some(batch) = taken else { return Ok(None) };
     let bytes = serde_json::to_vec(&batch).map_err(|e| StoreError::Host(e.to_string()))?;
     HostStore.set(INFLIGHT_KEY, &bytes, None)?;
     Ok(Some(bytes))

@@ -649,7 +649,7 @@ pub fn inspect_tools_list(data: &[u8]) {
         assert!(f.evidence.chars().count() <= max, "evidence of {} chars: {:?}", f.evidence.chars().count(), f.evidence);
         assert!(f.field.chars().count() <= inspect::MAX_FIELD_CHARS);
         assert!(f.tool.as_ref().is_none_or(|t| t.chars().count() <= inspect::MAX_FIELD_CHARS));
-        let e = f.to_event();
+        let e = mcp_warden_core::trust::wire::SecurityEvent::from(f);
         assert_eq!((e.rule.as_str(), e.severity), (f.rule.as_str(), f.severity));
     }
     assert!(v.stripped.iter().all(|s| v.items.iter().any(|i| &i.name == s)), "stripped an item never listed");

@@ -7,13 +7,11 @@ use crate::metrics::Metrics;
 use crate::state::{self, Breaker};
 use crate::trust::TrustLoop;
 use mcp_warden_core::config::PluginConfig;
-use mcp_warden_core::flow::{Decision, TemplateKey};
+use mcp_warden_core::flow::inspection::ListVerdicts;
+use mcp_warden_core::flow::TemplateKey;
 use mcp_warden_core::retry::RetryBudget;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-
-/// Per configuration: the hash of the last list result of each (server, kind) and its decision.
-pub type VerdictCache = HashMap<(String, &'static str), (u64, Decision)>;
 
 /// What every request of this configuration shares.
 pub struct Shared {
@@ -21,8 +19,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Each cluster's breaker (process-wide, found once here: no lookup per request).
     pub breakers: Vec<Breaker>,
-    /// See [`VerdictCache`] (bounded by the configuration's servers).
-    pub list_verdicts: Mutex<VerdictCache>,
+    /// Per configuration: the decision taken for the last list of each (server, kind).
+    pub list_verdicts: Mutex<ListVerdicts>,
     /// Degraded answers cut around their id (see `flow::answer`), bounded.
     pub answer_templates: Mutex<HashMap<TemplateKey, (String, String)>>,
 }
@@ -50,7 +48,7 @@ impl FilterConfig {
         let breakers = config.clusters.iter().map(|c| process.breaker(&c.breaker_key, &c.policy, now)).collect();
         *state::lock(&process.retry_budget) =
             RetryBudget::new(config.failover.retry_budget_ratio, config.failover.retry_budget_burst);
-        let metrics = Metrics::define(host, &config);
+        let metrics = crate::metrics::define(host, &config);
         log::info!(
             "mcp-warden ({}): configured {} servers over {} clusters (native)",
             String::from_utf8_lossy(name),
@@ -61,7 +59,7 @@ impl FilterConfig {
             config,
             metrics,
             breakers,
-            list_verdicts: Mutex::new(VerdictCache::new()),
+            list_verdicts: Mutex::new(ListVerdicts::default()),
             answer_templates: Mutex::new(HashMap::new()),
         });
         let trust = shared.config.trust.as_ref().and_then(|t| TrustLoop::start(host, t));
@@ -76,7 +74,7 @@ impl FilterConfig {
     /// A scheduled event on the main thread (the trust loop's tick).
     pub fn on_scheduled(&self, event: u64) {
         if let (Some(lp), Some(t)) = (&self.trust, &self.shared.config.trust) {
-            lp.tick(t, event, crate::host::now_ms());
+            lp.tick(t, &self.shared.config.clusters, event, crate::host::now_ms());
         }
     }
 

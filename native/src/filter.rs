@@ -134,7 +134,7 @@ impl Filter {
                     timer::wake_at(sched, at, 0);
                 }
             }
-            Effect::Stat(stat) => s.increment(self.shared.metrics.id(stat), 1),
+            Effect::Stat(stat) => s.increment(self.shared.metrics.id(stat).flatten(), 1),
             Effect::Log(level, message) => match level {
                 Level::Debug => log::debug!("mcp-warden: {message}"),
                 Level::Info => log::info!("mcp-warden: {message}"),

@@ -293,22 +293,26 @@ impl Stream {
 
     /// Sends a request to `cluster`; the answer comes back in `on_callout_done` with the id.
     pub fn callout(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Option<u64> {
-        let mut raw: Vec<ModuleHeader> = headers.iter().map(|(k, v)| ModuleHeader::of(k, v)).collect();
-        let mut id = 0u64;
-        // SAFETY: every buffer lives for the call.
-        let r = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_http_callout(
-                self.0,
-                &mut id,
-                ModuleBuffer::of(cluster.as_bytes()),
-                raw.as_mut_ptr(),
-                raw.len(),
-                ModuleBuffer::of(body),
-                timeout_ms,
-            )
-        };
-        (r == abi::CALLOUT_INIT_SUCCESS).then_some(id)
+        let start = abi::envoy_dynamic_module_callback_http_filter_http_callout;
+        // SAFETY: the stream is live for the hook that calls this.
+        unsafe { callout(start, self.0, cluster, headers, body, timeout_ms) }
     }
+}
+
+/// Envoy's two callout entry points (a stream's, a configuration's): the same arguments after
+/// the owner.
+type StartCallout<P> = unsafe extern "C" fn(P, *mut u64, ModuleBuffer, *mut ModuleHeader, usize, ModuleBuffer, u64) -> u32;
+
+/// Starts a callout through `start` on `owner`; the callout's id, or `None` if Envoy refused.
+///
+/// # Safety
+/// `owner` must be live for the call.
+unsafe fn callout<P>(start: StartCallout<P>, owner: P, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Option<u64> {
+    let mut raw: Vec<ModuleHeader> = headers.iter().map(|(k, v)| ModuleHeader::of(k, v)).collect();
+    let mut id = 0u64;
+    // SAFETY: every buffer lives for the call; `owner` is live (the caller's promise).
+    let r = unsafe { start(owner, &mut id, ModuleBuffer::of(cluster.as_bytes()), raw.as_mut_ptr(), raw.len(), ModuleBuffer::of(body), timeout_ms) };
+    (r == abi::CALLOUT_INIT_SUCCESS).then_some(id)
 }
 
 /// The answer to a callout, copied out of Envoy's buffers.
@@ -387,21 +391,9 @@ impl ConfigHost {
     /// Sends a request to `cluster` from the main thread; the answer comes back in the config's
     /// `on_callout_done`.
     pub fn callout(&self, cluster: &str, headers: &[(&str, &str)], body: &[u8], timeout_ms: u64) -> Option<u64> {
-        let mut raw: Vec<ModuleHeader> = headers.iter().map(|(k, v)| ModuleHeader::of(k, v)).collect();
-        let mut id = 0u64;
-        // SAFETY: every buffer lives for the call.
-        let r = unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
-                self.0,
-                &mut id,
-                ModuleBuffer::of(cluster.as_bytes()),
-                raw.as_mut_ptr(),
-                raw.len(),
-                ModuleBuffer::of(body),
-                timeout_ms,
-            )
-        };
-        (r == abi::CALLOUT_INIT_SUCCESS).then_some(id)
+        let start = abi::envoy_dynamic_module_callback_http_filter_config_http_callout;
+        // SAFETY: the configuration outlives the module config that holds this host.
+        unsafe { callout(start, self.0, cluster, headers, body, timeout_ms) }
     }
 
     /// A scheduler that runs `on_scheduled` of the configuration on the main thread.

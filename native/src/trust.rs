@@ -6,9 +6,9 @@
 
 use crate::host::{CalloutAnswer, ConfigHost, ConfigScheduler};
 use crate::state::{self, lock};
-use mcp_warden_core::config::TrustConfig;
-use mcp_warden_core::trust::sidecar::TrustTable;
-use mcp_warden_core::trust::wire::{DefinitionBatch, ScoresDocument, SignalBatch, SubmittedDefinition};
+use mcp_warden_core::config::{Cluster, TrustConfig};
+use mcp_warden_core::trust::sidecar::{SignalAccumulator, TrustTable};
+use mcp_warden_core::trust::wire::{DefinitionBatch, ScoresDocument, SubmittedDefinition};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,7 +72,7 @@ impl TrustLoop {
     }
 
     /// One tick (main thread): poll and report when due.
-    pub fn tick(&self, t: &TrustConfig, _event: u64, now: u64) {
+    pub fn tick(&self, t: &TrustConfig, clusters: &[Cluster], _event: u64, now: u64) {
         let mut st = lock(&self.state);
         if now.saturating_sub(st.last_poll_ms) >= t.poll_interval_ms && !st.calls.values().any(|c| *c == Call::Poll) {
             st.last_poll_ms = now;
@@ -91,7 +91,7 @@ impl TrustLoop {
         if now.saturating_sub(st.last_report_ms) >= t.report_interval_ms && !st.calls.values().any(|c| *c == Call::Report) {
             st.last_report_ms = now;
             if st.inflight.is_none() {
-                st.inflight = new_batch(t, now);
+                st.inflight = new_batch(t, clusters, now);
             }
             if let Some(batch) = st.inflight.clone() {
                 let auth = format!("Bearer {}", t.token);
@@ -222,24 +222,18 @@ fn tick_forever(scheduler: ConfigScheduler, period: Duration, stop: &AtomicBool)
     }
 }
 
-/// The pending counts turned into a new batch (and taken), if any.
-fn new_batch(t: &TrustConfig, now: u64) -> Option<Vec<u8>> {
-    let drained = std::mem::take(&mut *lock(&state::process().pending));
-    if drained.is_empty() {
-        return None;
-    }
-    let batch = SignalBatch {
-        sidecar: t.sidecar.clone(),
-        batch_id: format!("{}-{:x}-{now}", t.sidecar, std::process::id()),
-        period_ms: t.report_interval_ms,
-        servers: drained.reports(),
-    };
+/// The pending counts of this configuration's clusters turned into a new batch (and taken), if any.
+fn new_batch(t: &TrustConfig, clusters: &[Cluster], now: u64) -> Option<Vec<u8>> {
+    let batch_id = format!("{}-{:x}-{now}", t.sidecar, std::process::id());
+    let names = clusters.iter().map(|c| c.name.as_str());
+    let batch = lock(&state::process().pending).take_batch(names, &t.sidecar, batch_id, t.report_interval_ms)?;
     match serde_json::to_vec(&batch) {
         Ok(b) => Some(b),
         Err(e) => {
             log::warn!("mcp-warden: cannot encode a trust report: {e}");
             // Keep the counts for the next period.
-            lock(&state::process().pending).merge(&drained);
+            let kept = SignalAccumulator { clusters: batch.servers.into_iter().map(|r| (r.server.clone(), r)).collect() };
+            lock(&state::process().pending).merge(&kept);
             None
         }
     }

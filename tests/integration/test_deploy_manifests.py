@@ -627,20 +627,20 @@ def dashboard_metrics(d: dict) -> set[str]:
 
 
 def filter_metric_names() -> set[str]:
-    """The Prometheus names of the filter's stats, read from filter/src/metrics.rs (and the failure
-    kinds from core/src/outcome.rs), as the stats tags in envoy/envoy.yaml shape them."""
-    src = (ROOT / "filter" / "src" / "metrics.rs").read_text()
+    """The Prometheus names of the filter's stats, read from core/src/flow/stats.rs (and the
+    failure kinds from core/src/outcome.rs), as the stats tags in envoy/envoy.yaml shape them."""
+    src = (ROOT / "core" / "src" / "flow" / "stats.rs").read_text()
     kinds = re.findall(r'FailureKind::\w+ => "([a-z0-9_]+)"',
                        (ROOT / "core" / "src" / "outcome.rs").read_text().split("fn as_str", 1)[1].split("}", 1)[0])
     assert len(kinds) >= 9, kinds
     names = set()
     for scope in ("cluster", "server"):
-        block = src.split(f'format!("mcp_warden.{scope}.', 1)[1].split(".collect()", 1)[0]
-        for suffix in re.findall(r'format!\("\{p\}([a-z_.]+)(\{\})?"', block):
-            if suffix[1]:
-                names |= {f"mcp_warden_{scope}_{suffix[0]}{k}".replace(".", "_") for k in kinds}
-            else:
-                names.add(f"mcp_warden_{scope}_{suffix[0]}".replace(".", "_"))
+        block = src.split(f'format!("mcp_warden.{scope}.', 1)[1].split(".collect();", 1)[0]
+        plain = re.findall(r'counter\("([a-z_.]+)"\)', block) + re.findall(r'format!\("\{p\}([a-z_.]+)"\)', block)
+        per_kind = re.findall(r'format!\("([a-z_.]+)\{\}"', block)
+        assert plain, f"no {scope} stats found in core/src/flow/stats.rs"
+        names |= {f"mcp_warden_{scope}_{n}".replace(".", "_") for n in plain}
+        names |= {f"mcp_warden_{scope}_{n}{k}".replace(".", "_") for n in per_kind for k in kinds}
     return names
 
 

@@ -164,6 +164,32 @@ def test_each_sidecar_reports_its_traffic_exactly_once(servers, mesh):
     assert reported_successes(agg, "json_primary") == 40
 
 
+@pytest.mark.both_hosts
+def test_a_server_one_sidecar_names_waits_for_a_second_before_it_is_published(servers, mesh):
+    # Two sidecar credentials: a server is tracked once both named it (server_admission_quorum 2).
+    agg, s1, s2 = mesh(config={**FAST, "sidecar": {"server_admission_quorum": 2}})
+    assert stateless_call(s1.url, "whoami").header("x-mcp-warden-served-by") == "json_primary"
+
+    def provisional() -> dict:
+        _, _, view = agg.api("GET", "/v1/provisional", token="reader-token-testbed")
+        return {p["server"]: p for p in view["servers"]}
+
+    wait_until(lambda: "json_primary" in provisional(), 10, "sidecar-1's report of json_primary")
+    named = provisional()
+    assert named["json_primary"]["named_by"] == ["sidecar-1"], named
+    # A sidecar names only clusters of its own configuration.
+    assert set(named) <= {"json_primary", "json_fallback", "demo_primary", "demo_fallback"}, named
+    assert "json_primary" not in agg.scores()
+    # The second sidecar's traffic admits it; the first sidecar's held report counts.
+    assert served_by(s2) == "json_primary"
+    wait_until(lambda: "json_primary" in agg.scores(), 10, "json_primary admitted")
+    wait_until(lambda: reported_successes(agg, "json_primary") >= 2, 10, "both sidecars' calls counted")
+    assert "json_primary" not in provisional()
+    metrics = agg.api("GET", "/metrics", token=None)[2]
+    metrics = metrics.decode() if isinstance(metrics, bytes) else str(metrics)
+    assert 'mcp_warden_aggregator_servers_admitted_total{by="sidecars"} 1' in metrics, metrics[-2000:]
+
+
 def test_sybil_burst_barely_moves_a_score(servers, mesh):
     sybils = [{"token": f"sybil-{i}-token-testbed", "name": f"sybil-{i}", "role": "rater"} for i in range(100)]
     # Slow decay, so that only the ratings move the score during the burst.

@@ -155,6 +155,18 @@ impl Harness {
         Self::on(dir, location, settings, Arc::new(ManualClock::new(T0)))
     }
 
+    /// A fresh harness whose service accepts the tokens of `tokens` (a tokens file's JSON)
+    /// instead of [`tokens_json`] (a reopen goes back to those).
+    pub fn with_tokens(settings: Settings, tokens: &str) -> Harness {
+        let dir = TempDir::new("api");
+        let location =
+            if on_postgres() { Location::Postgres(fresh_pg_database()) } else { Location::Sqlite(dir.path().join("trust.db")) };
+        let clock = Arc::new(ManualClock::new(T0));
+        let svc = Service::open(&location, Tokens::from_json(tokens.as_bytes()).unwrap(), settings.clone(), clock.clone()).unwrap();
+        let app = http::router(svc.clone());
+        Harness { dir, location, clock, settings, svc, app }
+    }
+
     /// A harness on `location` (another replica, when it is a PostgreSQL database in use).
     pub fn on(dir: TempDir, location: Location, settings: Settings, clock: Arc<ManualClock>) -> Harness {
         let (svc, app) = Self::open(&location, &settings, &clock);
@@ -250,8 +262,13 @@ impl Harness {
 }
 
 /// The default settings with rate limits no test loop reaches.
+///
+/// The harness's two sidecar tokens stand for two sidecars; tests that are not about which
+/// servers are tracked have either one introduce a server on its own (`server_admission_quorum`
+/// 1, as a one-sidecar mesh does by default). Admission tests set the quorum themselves.
 pub fn relaxed() -> Settings {
     let mut s = Settings::default();
+    s.sidecar.admission_quorum = Some(1);
     let lots = mcp_warden_aggregator::config::Rate::new(1_000_000.0, 1_000_000);
     let l = &mut s.limits;
     (l.sidecar, l.rater, l.scanner, l.operator, l.reader, l.unauthenticated) = (lots, lots, lots, lots, lots, lots);
@@ -275,17 +292,19 @@ impl Process {
         Self::start_with(dir, None)
     }
 
-    /// Started with `config` (JSON) as its `--config`.
+    /// Started with `config` (JSON) as its `--config`. As with [`relaxed`], one sidecar
+    /// credential introduces a server (`server_admission_quorum` 1) unless `config` sets it.
     pub fn start_with(dir: &Path, config: Option<&Value>) -> Process {
         let tokens = write_tokens(dir);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("aggregator.log")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-warden-aggregator"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--db"]).arg(dir.join("trust.db")).arg("--tokens").arg(&tokens);
-        if let Some(c) = config {
-            let path = dir.join("config.json");
-            std::fs::write(&path, c.to_string()).unwrap();
-            cmd.arg("--config").arg(path);
-        }
+        let mut config = config.cloned().unwrap_or_else(|| serde_json::json!({}));
+        let sidecar = config.as_object_mut().unwrap().entry("sidecar").or_insert_with(|| serde_json::json!({}));
+        sidecar.as_object_mut().unwrap().entry("server_admission_quorum").or_insert(serde_json::json!(1));
+        let path = dir.join("config.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        cmd.arg("--config").arg(path);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

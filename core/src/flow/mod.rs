@@ -6,16 +6,19 @@
 //! every path is a unit test with a fake host and a fake clock (`tests.rs`).
 //!
 //! Reading order: [`io`] (events and effects), [`env`] (shared state), [`request`] (what the
-//! agent sent), [`attempt`] (one upstream call), [`answer`] (degraded answers), [`machine`] (the
-//! flow: routing, holds, retries and hedges, session moves, inspection). The retry policy (which
-//! calls are safe to repeat, the budget, hold deadlines) is [`crate::retry`].
+//! agent sent), [`attempt`] (one upstream call), [`answer`] (degraded answers), [`inspection`]
+//! (what both hosts do around the inspector), [`machine`] (the flow: routing, holds, retries and
+//! hedges, session moves, inspection), [`stats`] (the stats it counts and their names). The retry
+//! policy (which calls are safe to repeat, the budget, hold deadlines) is [`crate::retry`].
 
 pub mod answer;
 pub mod attempt;
 pub mod env;
+pub mod inspection;
 pub mod io;
 pub mod machine;
 pub mod request;
+pub mod stats;
 
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,4 @@
-//! The `inspection` block of the plugin configuration: parsed with `deny_unknown_fields`, merged
+//! The `inspection` block of the plugin configuration: read with unknown fields refused, merged
 //! with the built-in rule set, validated and compiled once into an [`Inspector`]. Every error
 //! names its field, as in the rest of the configuration.
 
@@ -6,59 +6,41 @@ use super::rules::{compile_pattern, compile_substring, default_rule_set, FieldCl
 use super::text::Matcher;
 use super::detect::{Detector, Thresholds};
 use super::{Action, Inspector, Limits, Rule};
-use crate::config::ConfigError;
-use serde::Deserialize;
+use crate::reader::{self as read, ConfigError, Val};
+use crate::severity::Severity;
 use std::collections::HashSet;
 
 /// What the operator writes (every field optional).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct InspectionConfig {
-    #[serde(default)]
     pub enabled: Option<bool>,
     /// Overrides of built-in rules (same id) and extra phrase rules (new id).
-    #[serde(default)]
     pub rules: Vec<RuleDef>,
-    #[serde(default)]
     pub policy: PolicyConfig,
-    #[serde(default)]
     pub max_description_chars: Option<u64>,
-    #[serde(default)]
     pub max_list_bytes: Option<u64>,
-    #[serde(default)]
     pub max_result_bytes: Option<u64>,
-    #[serde(default)]
     pub max_pins_per_server: Option<u64>,
-    #[serde(default)]
     pub evidence_max_chars: Option<u64>,
-    #[serde(default)]
     pub inspect_results: Option<bool>,
     /// The per-tool evidence score (docs/SECURITY.md, "Detection").
-    #[serde(default)]
     pub detector: DetectorConfig,
     /// What a changed tool definition (a rug pull) gets, by default and per server.
-    #[serde(default)]
     pub rug_pull: RugPullConfig,
 }
 
 /// The `detector` block: on by default, with the trained thresholds.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DetectorConfig {
-    #[serde(default)]
     pub enabled: Option<bool>,
     /// Scores (log-odds) from which a tool is recorded, stripped, quarantined.
-    #[serde(default)]
     pub record: Option<f32>,
-    #[serde(default)]
     pub strip: Option<f32>,
-    #[serde(default)]
     pub quarantine: Option<f32>,
 }
 
 /// What happens to a tool whose definition changed since it was pinned.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum PinPolicy {
     /// Report the change, forward the new definition (and pin it).
     Record,
@@ -71,28 +53,93 @@ pub enum PinPolicy {
 }
 
 /// The `rug_pull` block.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RugPullConfig {
-    #[serde(default)]
     pub default: Option<PinPolicy>,
-    /// Per server name.
-    #[serde(default)]
-    pub servers: std::collections::BTreeMap<String, PinPolicy>,
+    /// Per server name (each name once), in document order.
+    pub servers: Vec<(String, PinPolicy)>,
 }
 
 /// The action per severity.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PolicyConfig {
-    #[serde(default)]
     pub low: Option<Action>,
-    #[serde(default)]
     pub medium: Option<Action>,
-    #[serde(default)]
     pub high: Option<Action>,
-    #[serde(default)]
     pub critical: Option<Action>,
+}
+
+/// The names operators write for severities and actions.
+pub(crate) const SEVERITIES: [(&str, Severity); 4] =
+    [("low", Severity::Low), ("medium", Severity::Medium), ("high", Severity::High), ("critical", Severity::Critical)];
+const ACTIONS: [(&str, Action); 4] =
+    [("record", Action::Record), ("strip", Action::Strip), ("block", Action::Block), ("quarantine", Action::Quarantine)];
+const PIN_POLICIES: [(&str, PinPolicy); 3] = [("record", PinPolicy::Record), ("hold", PinPolicy::Hold), ("block", PinPolicy::Block)];
+
+impl InspectionConfig {
+    /// Reads the block (see [`crate::reader`]).
+    pub fn read(v: &Val) -> Result<Self, ConfigError> {
+        let o = v.object(&[
+            "enabled", "rules", "policy", "max_description_chars", "max_list_bytes", "max_result_bytes",
+            "max_pins_per_server", "evidence_max_chars", "inspect_results", "detector", "rug_pull",
+        ])?;
+        Ok(InspectionConfig {
+            enabled: o.opt("enabled", Val::bool)?,
+            rules: o.opt("rules", |l| l.list(RuleDef::read))?.unwrap_or_default(),
+            policy: o.opt("policy", PolicyConfig::read)?.unwrap_or_default(),
+            max_description_chars: o.opt("max_description_chars", Val::u64)?,
+            max_list_bytes: o.opt("max_list_bytes", Val::u64)?,
+            max_result_bytes: o.opt("max_result_bytes", Val::u64)?,
+            max_pins_per_server: o.opt("max_pins_per_server", Val::u64)?,
+            evidence_max_chars: o.opt("evidence_max_chars", Val::u64)?,
+            inspect_results: o.opt("inspect_results", Val::bool)?,
+            detector: o.opt("detector", DetectorConfig::read)?.unwrap_or_default(),
+            rug_pull: o.opt("rug_pull", RugPullConfig::read)?.unwrap_or_default(),
+        })
+    }
+
+    /// Parses a standalone `inspection` document (fields named from its root).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        Self::read(&Val::root(&read::parse(bytes)?))
+    }
+}
+
+impl DetectorConfig {
+    fn read(v: &Val) -> Result<Self, ConfigError> {
+        let o = v.object(&["enabled", "record", "strip", "quarantine"])?;
+        // As f32 (the model's precision); an out-of-range value is refused at compile.
+        let score = |v: &Val| v.f64().map(|x| x as f32);
+        Ok(DetectorConfig {
+            enabled: o.opt("enabled", Val::bool)?,
+            record: o.opt("record", score)?,
+            strip: o.opt("strip", score)?,
+            quarantine: o.opt("quarantine", score)?,
+        })
+    }
+}
+
+impl RugPullConfig {
+    fn read(v: &Val) -> Result<Self, ConfigError> {
+        let o = v.object(&["default", "servers"])?;
+        let servers = match o.get("servers") {
+            None => Default::default(),
+            Some(m) => m.map()?.into_iter().map(|(k, p)| Ok((k.to_string(), p.choice(&PIN_POLICIES)?))).collect::<Result<_, ConfigError>>()?,
+        };
+        Ok(RugPullConfig { default: o.opt("default", |p| p.choice(&PIN_POLICIES))?, servers })
+    }
+}
+
+impl PolicyConfig {
+    fn read(v: &Val) -> Result<Self, ConfigError> {
+        let o = v.object(&["low", "medium", "high", "critical"])?;
+        let action = |a: &Val| a.choice(&ACTIONS);
+        Ok(PolicyConfig {
+            low: o.opt("low", action)?,
+            medium: o.opt("medium", action)?,
+            high: o.opt("high", action)?,
+            critical: o.opt("critical", action)?,
+        })
+    }
 }
 
 /// Defaults: record what is doubtful, strip what is clearly poisoned, quarantine what has no
@@ -292,12 +339,14 @@ impl InspectionConfig {
         } else {
             None
         };
-        for name in self.rug_pull.servers.keys() {
+        for (name, _) in &self.rug_pull.servers {
             if name.is_empty() || name.len() > 256 {
                 return Err(err(at, "rug_pull.servers", "a server name is 1 to 256 characters"));
             }
         }
-        let rug_pull = (self.rug_pull.default.unwrap_or_default(), self.rug_pull.servers.clone());
+        let mut per_server = self.rug_pull.servers.clone();
+        per_server.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let rug_pull = (self.rug_pull.default.unwrap_or_default(), per_server);
         Ok(Inspector { enabled: self.enabled.unwrap_or(true), limits, version, rules, matcher, policy, detector, rug_pull })
     }
 }
@@ -305,12 +354,7 @@ impl InspectionConfig {
 impl Inspector {
     /// Parses and compiles a standalone `inspection` document (fields named from its root).
     pub fn from_json(bytes: &[u8]) -> Result<Inspector, ConfigError> {
-        let text = std::str::from_utf8(bytes).map_err(|e| ConfigError { field: String::new(), message: e.to_string() })?;
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let raw: InspectionConfig = serde_path_to_error::deserialize(&mut *de)
-            .map_err(|e| ConfigError { field: e.path().to_string(), message: e.into_inner().to_string() })?;
-        de.end().map_err(|e| ConfigError { field: String::new(), message: e.to_string() })?;
-        raw.compile("")
+        InspectionConfig::from_json(bytes)?.compile("")
     }
 
     /// The built-in rule set with the default limits and policy.
@@ -334,7 +378,7 @@ impl Inspector {
                 matcher: Matcher::default(),
                 policy: DEFAULT_POLICY,
                 detector: None,
-                rug_pull: (PinPolicy::Record, Default::default()),
+                rug_pull: (PinPolicy::Record, Vec::new()),
             },
         }
     }

@@ -7,7 +7,7 @@ use super::pins::ToolPins;
 use super::verdict::MeshVerdicts;
 use super::rules::FieldClass;
 use super::{Action, Cx, Finding, Inspector, Path};
-use crate::trust::wire::Severity;
+use crate::severity::Severity;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;

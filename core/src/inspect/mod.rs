@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! // Once, at configuration time (`inspection` block of the plugin config; errors name the field):
-//! InspectionConfig: Deserialize (deny_unknown_fields)
+//! InspectionConfig::read(&Val) / from_json(bytes) -> Result<InspectionConfig, ConfigError>  // unknown fields refused
 //! InspectionConfig::compile(&self, at: &str) -> Result<Inspector, ConfigError>   // at = "inspection"
 //! Inspector::from_json(bytes: &[u8]) -> Result<Inspector, ConfigError>           // standalone document
 //! Inspector::builtin() -> Inspector                                              // defaults
@@ -32,7 +32,7 @@
 //! protocol::from_failure(FailureKind) -> Option<Violation>
 //! Inspector::violation(server, Violation, detail: &str) -> Option<Finding>
 //!
-//! Finding::to_event(&self) -> trust::wire::SecurityEvent
+//! trust::wire::SecurityEvent::from(&Finding)   // the aggregator's form (in `trust::sidecar`)
 //! ```
 //!
 //! What the filter does with a verdict: `Pass`/`Record` forward the answer (report findings);
@@ -67,17 +67,14 @@ pub use pins::{capability_print, detect_shadowing, PinChange, ServerPins, Shadow
 pub use protocol::Violation;
 pub use result::{inspect_tool_result, ResultVerdict};
 
-use crate::trust::wire::{SecurityEvent, Severity};
+use crate::severity::Severity;
 use rules::{FieldClass, RuleKind};
-use serde::Deserialize;
 use text::{Matcher, Scratch};
 
 /// What the policy decides for an answer, mildest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Action {
     /// Nothing found.
-    #[serde(skip)]
     Pass,
     /// Report the findings, forward the answer.
     Record,
@@ -127,22 +124,6 @@ pub const MAX_FIELD_CHARS: usize = 128;
 /// Most findings kept per answer (the decision still sees every match).
 pub const MAX_FINDINGS: usize = 256;
 
-impl Finding {
-    /// The aggregator's form (the server goes in the enclosing `ServerReport`).
-    pub fn to_event(&self) -> SecurityEvent {
-        let evidence = if self.field.is_empty() { self.evidence.clone() } else { format!("{}: {}", self.field, self.evidence) };
-        SecurityEvent {
-            rule: self.rule.clone(),
-            severity: self.severity,
-            tool: self.tool.clone(),
-            evidence: Some(evidence),
-            old_fingerprint: self.old_fingerprint.map(|f| f.to_string()),
-            new_fingerprint: self.fingerprint.map(|f| f.to_string()),
-            quarantine: false,
-        }
-    }
-}
-
 /// A rule ready to run.
 #[derive(Debug, Clone)]
 pub(crate) struct Rule {
@@ -188,8 +169,9 @@ pub struct Inspector {
     policy: [Action; 4],
     /// The per-tool evidence score (`None`: the phrase rules alone decide).
     detector: Option<std::sync::Arc<detect::Detector>>,
-    /// Rug-pull policy: the default and per server.
-    rug_pull: (PinPolicy, std::collections::BTreeMap<String, PinPolicy>),
+    /// Rug-pull policy: the default and per server (sorted by name: a binary search, and no
+    /// map type of its own in the `.wasm`).
+    rug_pull: (PinPolicy, Vec<(String, PinPolicy)>),
 }
 
 fn sev_index(s: Severity) -> usize {
@@ -220,7 +202,11 @@ impl Inspector {
 
     /// What a changed definition of `server`'s tools gets.
     pub fn pin_policy(&self, server: &str) -> PinPolicy {
-        self.rug_pull.1.get(server).copied().unwrap_or(self.rug_pull.0)
+        let per_server = &self.rug_pull.1;
+        match per_server.binary_search_by(|(name, _)| name.as_str().cmp(server)) {
+            Ok(i) => per_server.get(i).map_or(self.rug_pull.0, |(_, p)| *p),
+            Err(_) => self.rug_pull.0,
+        }
     }
 
     /// Ids and severities of the enabled rules.

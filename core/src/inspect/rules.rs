@@ -9,15 +9,14 @@
 //! `send email`, `don't` as `dont`. Substrings are literal, lowercase, with word boundaries at
 //! their alphanumeric ends.
 
-use crate::trust::wire::Severity;
-use serde::Deserialize;
+use crate::reader::{self as read, ConfigError, Val};
+use crate::severity::Severity;
 
 /// The built-in rule set.
 pub const DEFAULT_RULES_JSON: &str = include_str!("default_rules.json");
 
 /// What a rule looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuleKind {
     /// Word patterns and substrings over normalized text.
     Phrase,
@@ -40,8 +39,7 @@ pub enum RuleKind {
 }
 
 /// Which part of a definition a phrase rule reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldClass {
     Name,
     Title,
@@ -67,51 +65,85 @@ impl FieldClass {
 /// One rule as written in `default_rules.json` or in the plugin configuration's
 /// `inspection.rules` (where every field but `id` is optional: an entry with a built-in id
 /// overrides it, any other id adds a phrase rule).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleDef {
     pub id: String,
-    #[serde(default)]
     pub kind: Option<RuleKind>,
-    #[serde(default)]
     pub severity: Option<Severity>,
     /// Severity when the rule matches a tool result; absent: not applied to results.
-    #[serde(default)]
     pub result_severity: Option<Severity>,
     /// `false` turns off a result_severity inherited from the built-in rule.
-    #[serde(default)]
     pub apply_to_results: Option<bool>,
-    #[serde(default)]
     pub enabled: Option<bool>,
     /// Fields of a definition the rule reads (phrase rules); absent: all of them.
-    #[serde(default)]
     pub fields: Option<Vec<FieldClass>>,
     /// Word patterns; in an override they are added to the built-in ones.
-    #[serde(default)]
     pub patterns: Vec<String>,
     /// Literal substrings; in an override they are added to the built-in ones.
-    #[serde(default)]
     pub substrings: Vec<String>,
     /// Shortest base64 run reported (`base64` rules).
-    #[serde(default)]
     pub min_len: Option<usize>,
-    #[serde(default)]
     pub note: Option<String>,
 }
 
 /// The rule set file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct RuleSetDef {
     pub version: String,
     pub rules: Vec<RuleDef>,
 }
 
+const KINDS: [(&str, RuleKind); 9] = [
+    ("phrase", RuleKind::Phrase),
+    ("invisible", RuleKind::Invisible),
+    ("bidi", RuleKind::Bidi),
+    ("tag-chars", RuleKind::TagChars),
+    ("length", RuleKind::Length),
+    ("base64", RuleKind::Base64),
+    ("pin", RuleKind::Pin),
+    ("shadowing", RuleKind::Shadowing),
+    ("protocol", RuleKind::Protocol),
+];
+const FIELD_CLASSES: [(&str, FieldClass); 5] = [
+    ("name", FieldClass::Name),
+    ("title", FieldClass::Title),
+    ("description", FieldClass::Description),
+    ("schema", FieldClass::Schema),
+    ("annotations", FieldClass::Annotations),
+];
+
+impl RuleDef {
+    /// Reads one rule (the same reader for the built-in file and the configuration).
+    pub fn read(v: &Val) -> Result<Self, ConfigError> {
+        let o = v.object(&[
+            "id", "kind", "severity", "result_severity", "apply_to_results", "enabled", "fields", "patterns",
+            "substrings", "min_len", "note",
+        ])?;
+        let severity = |s: &Val| s.choice(&super::config::SEVERITIES);
+        Ok(RuleDef {
+            id: o.req("id")?.string()?,
+            kind: o.opt("kind", |k| k.choice(&KINDS))?,
+            severity: o.opt("severity", severity)?,
+            result_severity: o.opt("result_severity", severity)?,
+            apply_to_results: o.opt("apply_to_results", Val::bool)?,
+            enabled: o.opt("enabled", Val::bool)?,
+            fields: o.opt("fields", |l| l.list(|f| f.choice(&FIELD_CLASSES)))?,
+            patterns: o.opt("patterns", |l| l.list(Val::string))?.unwrap_or_default(),
+            substrings: o.opt("substrings", |l| l.list(Val::string))?.unwrap_or_default(),
+            min_len: o.opt("min_len", Val::usize)?,
+            note: o.opt("note", Val::string)?,
+        })
+    }
+}
+
 /// The built-in rule set, parsed.
 pub fn default_rule_set() -> Result<RuleSetDef, String> {
-    // Through the same deserializer as the configuration: one copy of the rule types' parser.
-    let de = &mut serde_json::Deserializer::from_str(DEFAULT_RULES_JSON);
-    serde_path_to_error::deserialize(&mut *de).map_err(|e| format!("built-in rule set: {e}"))
+    let parse = || -> Result<RuleSetDef, ConfigError> {
+        let doc = read::parse(DEFAULT_RULES_JSON.as_bytes())?;
+        let o = Val::root(&doc).object(&["version", "rules"])?;
+        Ok(RuleSetDef { version: o.req("version")?.string()?, rules: o.req("rules")?.list(RuleDef::read)? })
+    };
+    parse().map_err(|e| format!("built-in rule set: {e}"))
 }
 
 /// Most slots in one pattern, and most words one match may span.

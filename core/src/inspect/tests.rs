@@ -137,7 +137,7 @@ fn strip_removes_only_the_poisoned_tools_and_keeps_the_rest_byte_for_byte() {
 
 #[wasm_bindgen_test(unsupported = test)]
 fn policy_and_batches() {
-    let cfg: InspectionConfig = serde_json::from_str(r#"{"policy":{"high":"block"},"detector":{"enabled":false}}"#).unwrap();
+    let cfg = InspectionConfig::from_json(br#"{"policy":{"high":"block"},"detector":{"enabled":false}}"#).unwrap();
     let strict = cfg.compile("inspection").unwrap();
     let v = inspect_tools_list(&strict, "s", &list(json!([tool("a", "<important>x")])));
     assert_eq!((v.action, v.rewritten.is_none()), (Action::Block, true));
@@ -184,9 +184,8 @@ fn pinned_lists_report_rug_pulls() {
     let v = inspect_tools_list_pinned(&i, "facts", &v2, &mut pins);
     assert_eq!(rules_hit(&v), ["pin/tool-changed"]);
     let f = &v.findings[0];
-    let e = f.to_event();
-    assert_eq!(e.old_fingerprint, Some(Fingerprint::of(&tool("get_fact_of_the_day", "Get a random fact of the day.")).to_string()));
-    assert_eq!(e.new_fingerprint, Some(v.items[0].fingerprint.to_string()));
+    assert_eq!(f.old_fingerprint, Some(Fingerprint::of(&tool("get_fact_of_the_day", "Get a random fact of the day."))));
+    assert_eq!(f.fingerprint, Some(v.items[0].fingerprint));
     assert_eq!(v.action, Action::Record);
     assert_eq!(inspect_tools_list_pinned(&i, "facts", &v2, &mut pins).action, Action::Pass, "reported once");
     let sh = i.shadowing_findings(&detect_shadowing([("facts", vec!["x"]), ("other", vec!["x"])]));
@@ -302,7 +301,7 @@ fn every_config_error_names_its_field() {
         assert!(!e.message.is_empty());
     }
     // Under a prefix, as inside the plugin configuration.
-    let cfg: InspectionConfig = serde_json::from_str(r#"{"rules":[{"id":"x/y","patterns":["a"]}]}"#).unwrap();
+    let cfg = InspectionConfig::from_json(br#"{"rules":[{"id":"x/y","patterns":["a"]}]}"#).unwrap();
     let e = cfg.compile("inspection").unwrap_err();
     assert_eq!(e.field, "inspection.rules[0].severity");
     assert!(e.to_string().contains("field `inspection.rules[0].severity`"), "{e}");
@@ -445,4 +444,16 @@ fn a_mesh_verdict_is_judged_under_the_local_policy() {
     assert_eq!(inspect_tools_list_checked(&strict, "s", &body, &mut pins, &mesh).action, Action::Block);
     // Not pinned as held: the item itself is unchanged.
     assert!(!inspect_tools_list_checked(&d, "s", &body, &mut pins, &mesh).items[0].held);
+}
+
+#[wasm_bindgen_test(unsupported = test)]
+fn rug_pull_policy_per_server_whatever_the_order_written() {
+    let i = Inspector::from_json(br#"{"rug_pull":{"default":"hold","servers":{"zeta":"block","alpha":"record","mid":"block","b":"record"}}}"#).unwrap();
+    for (server, policy) in [("alpha", PinPolicy::Record), ("b", PinPolicy::Record), ("mid", PinPolicy::Block), ("zeta", PinPolicy::Block), ("other", PinPolicy::Hold), ("", PinPolicy::Hold)] {
+        assert_eq!(i.pin_policy(server), policy, "{server}");
+    }
+    let e = Inspector::from_json(br#"{"rug_pull":{"servers":{"a":"record","a":"block"}}}"#).unwrap_err();
+    assert_eq!((e.field.as_str(), e.message.as_str()), ("rug_pull.servers.a", "duplicate field `a`"));
+    let e = Inspector::from_json(br#"{"rug_pull":{"servers":{"a":"sometimes"}}}"#).unwrap_err();
+    assert_eq!(e.field, "rug_pull.servers.a");
 }

@@ -4,7 +4,7 @@
 //! policy stricter for that severity (block, quarantine) applies.
 
 use super::fingerprint::Fingerprint;
-use crate::trust::wire::Severity;
+use crate::severity::Severity;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

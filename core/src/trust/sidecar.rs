@@ -7,8 +7,11 @@
 //! polls scores and publishes them in shared data; every VM refreshes its own copy of the table
 //! when the shared value's version changes.
 
-use super::wire::{LatencySummary, Outcomes, ScoresDocument, SecurityEvent, ServerReport, SubmittedDefinition, TrustState};
-use crate::inspect::{Fingerprint, MeshVerdict, MeshVerdicts};
+use super::wire::{
+    LatencySummary, Outcomes, ScoresDocument, SecurityEvent, ServerReport, SignalBatch, SubmittedDefinition, TrustState,
+    is_server_name, MAX_CONFIGURED,
+};
+use crate::inspect::{Finding, Fingerprint, MeshVerdict, MeshVerdicts};
 use crate::outcome::{FailureKind, Outcome};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,6 +92,28 @@ impl SignalAccumulator {
     /// The reports to send, one per cluster.
     pub fn reports(&self) -> Vec<ServerReport> {
         self.clusters.values().cloned().collect()
+    }
+
+    /// Takes out the period's batch for a configuration holding `clusters`: only their reports
+    /// (a sidecar reports only servers its own configuration routes to; counts of a cluster
+    /// another configuration of the same process, or an earlier one, recorded are left for it),
+    /// and the configured names (at most [`MAX_CONFIGURED`]). `None` when none of them has
+    /// anything to report.
+    pub fn take_batch<'a>(
+        &mut self,
+        clusters: impl IntoIterator<Item = &'a str>,
+        sidecar: &str,
+        batch_id: String,
+        period_ms: u64,
+    ) -> Option<SignalBatch> {
+        let configured: BTreeSet<&str> = clusters.into_iter().filter(|c| !c.is_empty()).collect();
+        let servers: Vec<ServerReport> = configured.iter().filter_map(|c| self.clusters.remove(*c)).collect();
+        if servers.is_empty() {
+            return None;
+        }
+        // A hint: a name the aggregator would refuse is left out rather than have it refuse the batch.
+        let configured = configured.into_iter().filter(|c| is_server_name(c)).take(MAX_CONFIGURED).map(str::to_string).collect();
+        Some(SignalBatch { sidecar: sidecar.to_string(), batch_id, period_ms, servers, configured })
     }
 }
 
@@ -327,11 +352,49 @@ impl Lease {
     }
 }
 
+/// A finding in the aggregator's form (the server goes in the enclosing `ServerReport`).
+impl From<&Finding> for SecurityEvent {
+    fn from(f: &Finding) -> Self {
+        let evidence = if f.field.is_empty() { f.evidence.clone() } else { format!("{}: {}", f.field, f.evidence) };
+        SecurityEvent {
+            rule: f.rule.clone(),
+            severity: f.severity,
+            tool: f.tool.clone(),
+            evidence: Some(evidence),
+            old_fingerprint: f.old_fingerprint.map(|fp| fp.to_string()),
+            new_fingerprint: f.fingerprint.map(|fp| fp.to_string()),
+            quarantine: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trust::wire::{Breakdown, ServerScore};
+    use crate::trust::wire::{Breakdown, ServerScore, Severity};
     use wasm_bindgen_test::wasm_bindgen_test;
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_finding_reports_its_field_with_the_evidence_and_both_fingerprints() {
+        let f = Finding {
+            rule: "pin/tool-changed".into(),
+            severity: Severity::Medium,
+            server: "s".into(),
+            tool: Some("t".into()),
+            field: "description".into(),
+            evidence: "now says more".into(),
+            fingerprint: Some(Fingerprint::of(&serde_json::json!({"name": "t", "description": "new"}))),
+            old_fingerprint: Some(Fingerprint::of(&serde_json::json!({"name": "t"}))),
+        };
+        let e = SecurityEvent::from(&f);
+        assert_eq!((e.rule.as_str(), e.severity, e.tool.as_deref()), ("pin/tool-changed", Severity::Medium, Some("t")));
+        assert_eq!(e.evidence.as_deref(), Some("description: now says more"));
+        assert_eq!(e.new_fingerprint, f.fingerprint.map(|x| x.to_string()));
+        assert_eq!(e.old_fingerprint, f.old_fingerprint.map(|x| x.to_string()));
+        assert!(!e.quarantine);
+        let bare = SecurityEvent::from(&Finding { field: String::new(), ..f });
+        assert_eq!(bare.evidence.as_deref(), Some("now says more"));
+    }
 
     #[wasm_bindgen_test(unsupported = test)]
     fn accumulates_and_merges_exactly() {
@@ -353,6 +416,39 @@ mod tests {
         assert_eq!(a.clusters["f"].outcomes.failures["connect_failure"], 1);
         let json = serde_json::to_vec(&a).unwrap();
         assert_eq!(serde_json::from_slice::<SignalAccumulator>(&json).unwrap(), a);
+    }
+
+    #[wasm_bindgen_test(unsupported = test)]
+    fn a_batch_names_only_configured_clusters_and_leaves_the_rest() {
+        let mut a = SignalAccumulator::default();
+        a.record("mine", Outcome::Success, false, 10);
+        a.record("", Outcome::Success, false, 10);
+        a.record_refused("theirs");
+        a.record_security("gone", SecurityEvent {
+            rule: "poison/x".into(),
+            severity: crate::trust::wire::Severity::High,
+            tool: None,
+            evidence: None,
+            old_fingerprint: None,
+            new_fingerprint: None,
+            quarantine: false,
+        });
+        let b = a.take_batch(["mine", "idle", "", "has space"], "s1", "s1-1".into(), 500).unwrap();
+        assert_eq!(b.servers.iter().map(|r| r.server.as_str()).collect::<Vec<_>>(), ["mine"]);
+        assert_eq!(b.configured, ["idle", "mine"]);
+        assert_eq!((b.sidecar.as_str(), b.batch_id.as_str(), b.period_ms), ("s1", "s1-1", 500));
+        // The other clusters' counts stay for the configuration that routes to them.
+        assert!(a.clusters.contains_key("theirs") && a.clusters.contains_key("gone") && !a.clusters.contains_key("mine"));
+        assert!(a.take_batch(["mine"], "s1", "s1-2".into(), 500).is_none(), "nothing left of `mine`");
+        let b = a.take_batch(["theirs"], "s2", "s2-1".into(), 500).unwrap();
+        assert_eq!(b.servers[0].outcomes.failures["circuit_open"], 1);
+        // The configured list is bounded.
+        let names: Vec<String> = (0..MAX_CONFIGURED + 5).map(|i| format!("c{i:05}")).collect();
+        a.record("c00000", Outcome::Success, false, 1);
+        let b = a.take_batch(names.iter().map(String::as_str), "s1", "s1-3".into(), 500).unwrap();
+        assert_eq!(b.configured.len(), MAX_CONFIGURED);
+        let json = serde_json::to_string(&b).unwrap();
+        assert_eq!(serde_json::from_str::<SignalBatch>(&json).unwrap(), b);
     }
 
     #[wasm_bindgen_test(unsupported = test)]

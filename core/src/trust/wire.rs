@@ -6,26 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// How bad a security finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-}
+pub use crate::severity::Severity;
 
 /// Outcome counts of one server over one reporting period.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +86,20 @@ pub struct SignalBatch {
     #[serde(default)]
     pub period_ms: u64,
     pub servers: Vec<ServerReport>,
+    /// The clusters this sidecar's configuration holds (at most [`MAX_CONFIGURED`]): a hint that
+    /// helps the aggregator admit a server other sidecars report, never proof (a credential can
+    /// claim anything).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configured: Vec<String>,
+}
+
+/// Most cluster names a batch's `configured` list carries.
+pub const MAX_CONFIGURED: usize = 1_024;
+
+/// Is `name` a server name the aggregator accepts (1 to 253 printable ASCII characters, no
+/// spaces: a DNS name's length; Envoy cluster names such as Istio's qualify)?
+pub fn is_server_name(name: &str) -> bool {
+    (1..=253).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// What a rating is about.

@@ -18,7 +18,7 @@ pub mod lexicon;
 
 use super::rules::{compile_pattern, compile_substring};
 use super::text::{excerpt, Matcher, Scratch};
-use crate::trust::wire::Severity;
+use crate::severity::Severity;
 use lexicon::{Cat, CATS};
 use serde::Deserialize;
 use serde_json::Value;
