@@ -12,4 +12,6 @@ if [ "${1:-}" != "--no-train" ]; then
   cargo build -q --release -p mcp-warden-core --example corpus_eval
 fi
 $EVAL corpus/data/dev.jsonl corpus/data/test.jsonl > corpus/results.txt
+cargo run -q --release -p mcp-warden-core --example rugpull_eval -- corpus/data/dev.jsonl >> corpus/results.txt
+cargo run -q --release -p mcp-warden-core --example rugpull_eval -- corpus/data/test.jsonl >> corpus/results.txt
 grep -E "^(==|--)" corpus/results.txt
