@@ -23,7 +23,7 @@ use crate::db::{Db, Location, Snapshot, Tx};
 use crate::store;
 use crate::validate;
 use crate::views::{
-    ApprovalAck, ApprovalsView, ApproveRequest, AuditAction, RevokeAck, RevokeRequest, AuditPage, DecisionAck, DefinitionScan, DefinitionsAck,
+    ApprovalAck, ApprovalsView, ApproveRequest, AuditAction, RevokeAck, RevokeRequest, REVOKED_RULE, AuditPage, DecisionAck, DefinitionScan, DefinitionsAck,
     FlagAck, HeldChange, Health, ProvisionalServer, ProvisionalView, QuarantineInfo, RatingAck, RatingSummary, ServerDetail, SignalsAck, ToolApprovalRecord,
     Traffic,
 };
@@ -558,8 +558,6 @@ impl Ctx<'_, '_> {
     }
 }
 
-/// The rule of an operator's revocation in a definition's verdict.
-pub const REVOKED_RULE: &str = "operator/revoked";
 /// Most definitions revoked at once (they are never forgotten to make room for scans).
 pub const MAX_REVOKED: usize = 10_000;
 
@@ -1296,7 +1294,7 @@ impl Engine {
             ctx.state.approvals.insert(key.clone(), record);
             // Approving again lifts an operator's revocation (not a scan's own verdict).
             if let Some(scan) = ctx.state.scans.get_mut(&req.fingerprint) {
-                if scan.rules.iter().any(|r| r == REVOKED_RULE) {
+                if scan.revoked() {
                     scan.rules.retain(|r| r != REVOKED_RULE);
                     if scan.rules.is_empty() {
                         ctx.tx.delete_scan(&req.fingerprint)?;
@@ -1329,11 +1327,12 @@ impl Engine {
             }
             let key = (server.to_string(), req.fingerprint.clone());
             let scan = ctx.state.scans.get(&req.fingerprint);
-            if scan.is_some_and(|d| d.rules.iter().any(|r| r == REVOKED_RULE)) && !ctx.state.approvals.contains_key(&key) {
+            // Approving lifts a revocation: a revoked definition has no approval to withdraw.
+            if scan.is_some_and(DefinitionScan::revoked) {
                 return Err(ApiError::conflict(format!("fingerprint {} is already revoked", req.fingerprint)));
             }
-            let revoked = ctx.state.scans.values().filter(|d| d.rules.iter().any(|r| r == REVOKED_RULE)).count();
-            if scan.is_none_or(|d| !d.rules.iter().any(|r| r == REVOKED_RULE)) && revoked >= MAX_REVOKED {
+            let revoked = ctx.state.scans.values().filter(|d| d.revoked()).count();
+            if revoked >= MAX_REVOKED {
                 return Err(ApiError::conflict(format!(
                     "{revoked} definitions are revoked already (at most {MAX_REVOKED}): approve some first"
                 )));
@@ -1352,9 +1351,7 @@ impl Engine {
                 scanned_ms: now,
             });
             record.severity = Some(record.severity.map_or(Severity::High, |s| s.max(Severity::High)));
-            if !record.rules.iter().any(|r| r == REVOKED_RULE) {
-                record.rules.push(REVOKED_RULE.to_string());
-            }
+            record.rules.push(REVOKED_RULE.to_string());
             ctx.tx.insert_scan(&record)?;
             ctx.state.scans.insert(req.fingerprint.clone(), record);
             let score = ctx.score(server).map(|s| s.score).unwrap_or(0.0);
@@ -1424,7 +1421,7 @@ impl Engine {
                         .state
                         .scans
                         .values()
-                        .filter(|d| !d.rules.iter().any(|r| r == REVOKED_RULE))
+                        .filter(|d| !d.revoked())
                         .map(|d| (d.scanned_ms, d.fingerprint.clone()))
                         .collect();
                     by_age.sort_unstable();

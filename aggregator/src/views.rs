@@ -168,6 +168,16 @@ pub struct DefinitionScan {
     pub scanned_ms: u64,
 }
 
+/// The rule of an operator's revocation in a definition's verdict.
+pub const REVOKED_RULE: &str = "operator/revoked";
+
+impl DefinitionScan {
+    /// Whether an operator revoked it (see `Engine::revoke`).
+    pub fn revoked(&self) -> bool {
+        self.rules.iter().any(|r| r == REVOKED_RULE)
+    }
+}
+
 /// `POST /v1/definitions` answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DefinitionsAck {
